@@ -1,0 +1,480 @@
+"""The minillm GPT, built from tensor operations.
+
+Everything a transformer needs is written here from primitives (matmul, exp, sum,
+indexing): ``Linear``, ``Embedding``, ``LayerNorm``, ``gelu``, ``softmax``,
+``causal_attention``, ``cross_entropy``, the pre-norm ``Block`` and the ``GPT``.
+The tests compare each piece against its ``torch.nn`` counterpart.
+
+The layout follows nanoGPT (Karpathy, 2022), so a reader who knows that code can
+map every name: ``wte``, ``wpe``, ``h``, ``ln_f``, ``lm_head``, ``c_attn``,
+``c_proj``, ``c_fc``.
+
+Shapes use B = batch, T = sequence length, C = n_embd, H = n_head, D = C // H,
+V = vocab_size.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "GPTConfig",
+    "Linear",
+    "Embedding",
+    "LayerNorm",
+    "Dropout",
+    "gelu",
+    "softmax",
+    "causal_attention",
+    "cross_entropy",
+    "CausalSelfAttention",
+    "MLP",
+    "Block",
+    "GPT",
+    "KVCache",
+]
+
+
+# --------------------------------------------------------------------------- config
+
+
+@dataclass
+class GPTConfig:
+    """The shape of a GPT.
+
+    ``tie_weights`` shares the token embedding with the output layer, as GPT-2 does.
+    Construction validates every field and raises a ``ValueError`` that names the
+    field and the fix.
+    """
+
+    vocab_size: int
+    block_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    dropout: float = 0.0
+    bias: bool = True
+    tie_weights: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(
+                    f"GPTConfig.{name}={value!r} must be an int; pass a whole number such as {name}=4"
+                )
+            if value <= 0:
+                raise ValueError(f"GPTConfig.{name}={value} must be positive; use a value of at least 1")
+        if self.n_embd % self.n_head != 0:
+            lo = self.n_embd - self.n_embd % self.n_head
+            raise ValueError(
+                f"GPTConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
+                f"choose n_embd as a multiple of n_head (e.g. {lo or self.n_head} or {lo + self.n_head})"
+            )
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
+            raise ValueError(f"GPTConfig.dropout={self.dropout!r} must be a float in [0, 1)")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"GPTConfig.dropout={self.dropout} must be in [0, 1); use e.g. dropout=0.1")
+        for name in ("bias", "tie_weights"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"GPTConfig.{name}={getattr(self, name)!r} must be True or False")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"GPTConfig: unknown field(s) {sorted(unknown)}; known fields are {sorted(names)}")
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------- layers
+
+
+class Linear(nn.Module):
+    """``y = x @ W.T + b``; W has shape [out_features, in_features], like ``nn.Linear``.
+
+    x: [..., in_features] -> y: [..., out_features].
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        # Same default init as nn.Linear: U(-1/sqrt(in), 1/sqrt(in)). GPT.__init__ re-inits.
+        bound = 1.0 / math.sqrt(in_features)
+        self.weight = nn.Parameter(torch.empty(out_features, in_features).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(out_features).uniform_(-bound, bound)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = x @ self.weight.t()
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Embedding(nn.Module):
+    """A lookup table: idx [...] (int64) -> weight[idx] [..., dim]."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int) -> None:
+        super().__init__()
+        self.num_embeddings = num_embeddings
+        self.embedding_dim = embedding_dim
+        self.weight = nn.Parameter(torch.randn(num_embeddings, embedding_dim))
+
+    def forward(self, idx: Tensor) -> Tensor:
+        return self.weight[idx]
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}"
+
+
+class LayerNorm(nn.Module):
+    """Layer normalisation over the last dimension (Ba et al., 2016).
+
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias``, with the biased variance,
+    exactly as ``nn.LayerNorm``. x: [..., dim] -> y: [..., dim].
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-5, bias: bool = True) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        mean = x.mean(dim=-1, keepdim=True)
+        var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)
+        y = (x - mean) / torch.sqrt(var + self.eps) * self.weight
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+
+class Dropout(nn.Module):
+    """Inverted dropout: zero each element with probability p, scale the rest by 1/(1-p)."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = (torch.rand_like(x) >= self.p).to(x.dtype)
+        return x * keep / (1.0 - self.p)
+
+
+def gelu(x: Tensor) -> Tensor:
+    """The exact GELU (Hendrycks & Gimpel, 2016): ``x * Phi(x)``, as ``nn.GELU()``."""
+    return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
+
+
+def softmax(x: Tensor, dim: int = -1) -> Tensor:
+    """Numerically stable softmax: subtract the max before ``exp`` so nothing overflows."""
+    x = x - x.amax(dim=dim, keepdim=True)
+    e = torch.exp(x)
+    return e / e.sum(dim=dim, keepdim=True)
+
+
+def causal_attention(q: Tensor, k: Tensor, v: Tensor, return_weights: bool = False):
+    """Scaled dot-product attention with a causal mask (Vaswani et al., 2017).
+
+    q: [B, H, Tq, D], k and v: [B, H, Tk, D] with Tk >= Tq. The queries are the
+    *last* Tq positions of the Tk keys (that is how a KV cache feeds them), so query
+    i may attend to key j only when ``j <= i + (Tk - Tq)``.
+
+    Returns y: [B, H, Tq, D] (and the weights [B, H, Tq, Tk] if asked).
+    """
+    Tq, Tk = q.size(-2), k.size(-2)
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
+    if Tq > 1:
+        i = torch.arange(Tq, device=q.device).unsqueeze(1) + (Tk - Tq)
+        j = torch.arange(Tk, device=q.device).unsqueeze(0)
+        scores = scores.masked_fill(j > i, float("-inf"))
+    weights = softmax(scores, dim=-1)
+    y = weights @ v
+    return (y, weights) if return_weights else y
+
+
+def cross_entropy(logits: Tensor, targets: Tensor, ignore_index: int = -1) -> Tensor:
+    """Mean negative log-likelihood of ``targets`` under ``softmax(logits)``.
+
+    logits: [N, V] float, targets: [N] int64. Positions whose target equals
+    ``ignore_index`` are left out of the mean, as in ``F.cross_entropy``.
+    Uses ``log_softmax = z - logsumexp(z)`` with the max subtracted for stability.
+    """
+    m = logits.amax(dim=-1, keepdim=True)
+    logsumexp = m.squeeze(-1) + torch.log(torch.exp(logits - m).sum(dim=-1))
+    keep = targets != ignore_index
+    safe_targets = torch.where(keep, targets, torch.zeros_like(targets))
+    picked = logits.gather(-1, safe_targets.unsqueeze(-1)).squeeze(-1)
+    nll = (logsumexp - picked) * keep.to(logits.dtype)
+    return nll.sum() / keep.sum().clamp(min=1).to(logits.dtype)
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens seen so far.
+
+    ``k[l]`` and ``v[l]`` are [B, H, T_seen, D]. ``length`` is T_seen.
+    """
+
+    def __init__(self, n_layer: int) -> None:
+        self.k: list[Tensor | None] = [None] * n_layer
+        self.v: list[Tensor | None] = [None] * n_layer
+
+    @property
+    def length(self) -> int:
+        return 0 if self.k[0] is None else self.k[0].size(2)
+
+    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        if self.k[layer] is not None:
+            k = torch.cat([self.k[layer], k], dim=2)
+            v = torch.cat([self.v[layer], v], dim=2)
+        self.k[layer], self.v[layer] = k, v
+        return k, v
+
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.k + self.v if t is not None)
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head causal self-attention: one ``c_attn`` projection to Q, K, V, then ``c_proj``."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = Dropout(config.dropout)
+        self.resid_dropout = Dropout(config.dropout)
+
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+        """x: [B, T, C] -> [B, T, C]."""
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        # [B, T, C] -> [B, H, T, D]
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(layer, k, v)
+        y = causal_attention(q, k, v)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: C -> 4C -> GELU -> C."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = Dropout(config.dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.dropout(self.c_proj(gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """A pre-norm transformer block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+        x = x + self.attn(self.ln_1(x), cache=cache, layer=layer)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+# --------------------------------------------------------------------------- GPT
+
+
+class GPT(nn.Module):
+    """A decoder-only transformer language model (GPT-2 style)."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        if not isinstance(config, GPTConfig):
+            raise ValueError(f"GPT expects a GPTConfig, got {type(config).__name__}; build one with GPTConfig(...)")
+        self.config = config
+        self.wte = Embedding(config.vocab_size, config.n_embd)
+        self.wpe = Embedding(config.block_size, config.n_embd)
+        self.drop = Dropout(config.dropout)
+        self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = LayerNorm(config.n_embd, bias=config.bias)
+        self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
+        if config.tie_weights:
+            self.lm_head.weight = self.wte.weight
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """GPT-2 init: N(0, 0.02) everywhere, residual projections scaled by 1/sqrt(2L)."""
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(p)
+            elif p.dim() == 2:
+                std = 0.02
+                if name.endswith("c_proj.weight"):
+                    std = 0.02 / math.sqrt(2 * self.config.n_layer)
+                nn.init.normal_(p, mean=0.0, std=std)
+            else:  # LayerNorm weights
+                nn.init.ones_(p)
+
+    # ------------------------------------------------------------------ forward
+
+    def _check_idx(self, idx: Tensor, offset: int = 0) -> None:
+        if not isinstance(idx, Tensor):
+            raise ValueError(f"idx must be a LongTensor of token ids with shape [B, T], got {type(idx).__name__}")
+        if idx.dim() != 2:
+            raise ValueError(
+                f"idx must have shape [B, T], got {tuple(idx.shape)}; add a batch dimension with idx.unsqueeze(0)"
+            )
+        if idx.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
+            raise ValueError(f"idx must hold integer token ids, got dtype {idx.dtype}; use idx.long()")
+        T = idx.size(1)
+        if offset + T > self.config.block_size:
+            raise ValueError(
+                f"sequence of length {offset + T} is longer than block_size={self.config.block_size}; "
+                f"crop the input to its last {self.config.block_size} tokens"
+            )
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.config.vocab_size):
+            bad = int(idx.max()) if int(idx.max()) >= self.config.vocab_size else int(idx.min())
+            raise ValueError(
+                f"token id {bad} is outside the vocabulary [0, {self.config.vocab_size}); "
+                f"encode the text with the model's own tokenizer"
+            )
+
+    def forward(
+        self, idx: Tensor, targets: Tensor | None = None, cache: KVCache | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """idx: [B, T] token ids -> (logits [B, T, V], loss or None).
+
+        ``targets`` [B, T] gives the mean cross-entropy (ids of -1 are ignored).
+        With a ``cache``, idx holds only the *new* tokens; their positions continue
+        from ``cache.length``.
+        """
+        offset = cache.length if cache is not None else 0
+        self._check_idx(idx, offset)
+        T = idx.size(1)
+        pos = torch.arange(offset, offset + T, device=idx.device)
+        x = self.drop(self.wte(idx.long()) + self.wpe(pos))
+        for i, block in enumerate(self.h):
+            x = block(x, cache=cache, layer=i)
+        logits = self.lm_head(self.ln_f(x))
+        loss = None
+        if targets is not None:
+            if targets.shape != idx.shape:
+                raise ValueError(f"targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}")
+            loss = cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1).long())
+        return logits, loss
+
+    # ------------------------------------------------------------------ generate
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Append ``max_new_tokens`` sampled tokens to idx [B, T] and return [B, T + max_new_tokens].
+
+        ``temperature=0`` means greedy decoding. ``top_k`` keeps only the k most
+        likely tokens. With ``use_cache`` the keys and values of past tokens are
+        kept, so each new token costs one position of compute instead of the whole
+        sequence; greedy decoding gives the same tokens either way. Once the
+        sequence outgrows ``block_size`` the window slides, every position shifts,
+        and the cache is rebuilt from the last ``block_size`` tokens at each step.
+        """
+        if temperature < 0:
+            raise ValueError(f"temperature={temperature} must be >= 0 (0 means greedy)")
+        if top_k is not None and (top_k < 1):
+            raise ValueError(f"top_k={top_k} must be a positive int or None")
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens={max_new_tokens} must be >= 0")
+        self._check_idx(idx[:, -self.config.block_size :])
+        was_training = self.training
+        self.eval()
+        bs = self.config.block_size
+        cache: KVCache | None = None
+        for _ in range(max_new_tokens):
+            if use_cache:
+                if cache is not None and cache.length + 1 <= bs:
+                    logits, _ = self(idx[:, -1:], cache=cache)
+                else:  # first step, or the window slid: (re)build the cache
+                    cache = KVCache(self.config.n_layer)
+                    logits, _ = self(idx[:, -bs:], cache=cache)
+            else:
+                logits, _ = self(idx[:, -bs:])
+            logits = logits[:, -1, :]
+            idx_next = sample_next(logits, temperature, top_k, generator)
+            idx = torch.cat([idx, idx_next], dim=1)
+        self.train(was_training)
+        return idx
+
+    # ------------------------------------------------------------------ counting
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Number of parameters (a tied embedding counts once).
+
+        With ``non_embedding`` the position embedding is left out, the nanoGPT
+        convention; the token embedding stays because it is also the output layer.
+        """
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.wpe.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Training FLOPs per token: ``6N + 12·L·H·Q·T`` (PaLM appendix B; nanoGPT's estimate_mfu).
+
+        N is :meth:`num_params` (non-embedding), L layers, H heads, Q head dim and
+        T the sequence length (``block_size`` by default). 6N covers the forward
+        (2N) and backward (4N) matmuls with the weights; the second term is the
+        attention scores and the weighted sum of values.
+        """
+        c = self.config
+        T = c.block_size if seq_len is None else seq_len
+        return 6 * self.num_params() + 12 * c.n_layer * c.n_head * c.head_dim * T
+
+
+def sample_next(
+    logits: Tensor, temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None
+) -> Tensor:
+    """Pick the next token from logits [B, V]; returns [B, 1]. temperature 0 is greedy."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)
