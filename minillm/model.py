@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import Tensor, nn
 
+from minillm import kernels
+
 __all__ = [
     "GPTConfig",
     "Linear",
@@ -118,10 +120,12 @@ class Linear(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_features).uniform_(-bound, bound)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        y = x @ self.weight.t()
+        x2 = x.reshape(-1, self.in_features)  # fold batch dims: one [N, in] @ [in, out] matmul
         if self.bias is not None:
-            y = y + self.bias
-        return y
+            y = torch.addmm(self.bias, x2, self.weight.t())  # b + x·Wᵀ in one kernel
+        else:
+            y = x2 @ self.weight.t()
+        return y.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -157,12 +161,9 @@ class LayerNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        mean = x.mean(dim=-1, keepdim=True)
-        var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)
-        y = (x - mean) / torch.sqrt(var + self.eps) * self.weight
-        if self.bias is not None:
-            y = y + self.bias
-        return y
+        # mean = x.mean(-1); var = ((x - mean)**2).mean(-1)
+        # y = (x - mean) / sqrt(var + eps) * weight + bias   -- computed with a hand-written backward
+        return kernels.layer_norm(x, self.weight, self.bias, self.eps)
 
 
 class Dropout(nn.Module):
@@ -180,7 +181,10 @@ class Dropout(nn.Module):
 
 
 def gelu(x: Tensor) -> Tensor:
-    """The exact GELU (Hendrycks & Gimpel, 2016): ``x * Phi(x)``, as ``nn.GELU()``."""
+    """The exact GELU (Hendrycks & Gimpel, 2016): ``x * Phi(x)``, as ``nn.GELU()``.
+
+    The MLP runs :func:`minillm.kernels.gelu`, the same formula with a hand-derived backward.
+    """
     return 0.5 * x * (1.0 + torch.erf(x / math.sqrt(2.0)))
 
 
@@ -199,6 +203,10 @@ def causal_attention(q: Tensor, k: Tensor, v: Tensor, return_weights: bool = Fal
     i may attend to key j only when ``j <= i + (Tk - Tq)``.
 
     Returns y: [B, H, Tq, D] (and the weights [B, H, Tq, Tk] if asked).
+
+    This is the readable definition. The model runs
+    :func:`minillm.kernels.causal_attention_core`, which computes the same thing
+    in place with a hand-derived backward; the tests check that they agree.
     """
     Tq, Tk = q.size(-2), k.size(-2)
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.size(-1))
@@ -217,6 +225,8 @@ def cross_entropy(logits: Tensor, targets: Tensor, ignore_index: int = -1) -> Te
     logits: [N, V] float, targets: [N] int64. Positions whose target equals
     ``ignore_index`` are left out of the mean, as in ``F.cross_entropy``.
     Uses ``log_softmax = z - logsumexp(z)`` with the max subtracted for stability.
+    The model's loss runs :func:`minillm.kernels.cross_entropy_loss`, the same
+    value with a hand-derived backward.
     """
     m = logits.amax(dim=-1, keepdim=True)
     logsumexp = m.squeeze(-1) + torch.log(torch.exp(logits - m).sum(dim=-1))
@@ -277,7 +287,7 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         if cache is not None:
             k, v = cache.update(layer, k, v)
-        y = causal_attention(q, k, v)
+        y = kernels.causal_attention_core(q, k, v)  # = causal_attention(q, k, v), fused
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -292,7 +302,7 @@ class MLP(nn.Module):
         self.dropout = Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.c_proj(gelu(self.c_fc(x))))
+        return self.dropout(self.c_proj(kernels.gelu(self.c_fc(x))))
 
 
 class Block(nn.Module):
@@ -390,7 +400,7 @@ class GPT(nn.Module):
         if targets is not None:
             if targets.shape != idx.shape:
                 raise ValueError(f"targets shape {tuple(targets.shape)} must equal idx shape {tuple(idx.shape)}")
-            loss = cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1).long())
+            loss = kernels.cross_entropy_loss(logits.reshape(-1, logits.size(-1)), targets.reshape(-1).long())
         return logits, loss
 
     # ------------------------------------------------------------------ generate

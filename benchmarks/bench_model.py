@@ -1,0 +1,79 @@
+"""(a) The minillm training step against torch.nn + torch.optim; (b) KV-cache generation."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from benchmarks.torch_gpt import TorchGPT
+from minillm.model import GPT, GPTConfig
+from minillm.train import AdamW
+
+TEACHER = GPTConfig(vocab_size=512, block_size=256, n_layer=6, n_head=4, n_embd=128)
+
+
+def _best_of(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def train_step_ratio(quick: bool = False) -> dict:
+    torch.manual_seed(0)
+    ours = GPT(TEACHER)
+    ref = TorchGPT.from_minillm(ours)
+    opt_ours = AdamW(ours.parameters(), lr=1e-4)
+    opt_ref = torch.optim.AdamW(ref.parameters(), lr=1e-4, weight_decay=0.01)
+    B = 8
+    x = torch.randint(0, TEACHER.vocab_size, (B, TEACHER.block_size))
+    y = torch.randint(0, TEACHER.vocab_size, (B, TEACHER.block_size))
+
+    def step(model, opt):
+        def f():
+            _, loss = model(x, y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        return f
+
+    repeats = 3 if quick else 8
+    # Interleave the two so drift in machine load hits both alike.
+    t_ours, t_ref = [], []
+    for _ in range(2):
+        t_ours.append(_best_of(step(ours, opt_ours), repeats // 2 + 1))
+        t_ref.append(_best_of(step(ref, opt_ref), repeats // 2 + 1))
+    ratio = min(t_ours) / min(t_ref)
+    return {
+        "name": "train step: minillm / torch.nn+torch.optim (teacher size, batch 8x256)",
+        "value": ratio,
+        "target": "<= 1.15",
+        "passed": ratio <= 1.15,
+        "note": f"reference uses nn.Linear, nn.LayerNorm, F.scaled_dot_product_attention, F.cross_entropy, torch.optim.AdamW; {torch.get_num_threads()} threads",
+    }
+
+
+def kv_cache_speedup(quick: bool = False) -> dict:
+    torch.manual_seed(0)
+    model = GPT(TEACHER).eval()
+    prompt = torch.zeros(1, 1, dtype=torch.long)
+    n = 64 if quick else 256
+    with_cache = _best_of(lambda: model.generate(prompt, n, temperature=0, use_cache=True), 1)
+    without = _best_of(lambda: model.generate(prompt, n, temperature=0, use_cache=False), 1)
+    speedup = without / with_cache
+    return {
+        "name": f"generate {n} tokens: no cache / KV cache",
+        "value": speedup,
+        "target": ">= 5" if not quick else "report",
+        "passed": speedup >= 5 if not quick else None,
+        "note": "greedy, batch 1, teacher size",
+    }
+
+
+def run(quick: bool = False) -> list[dict]:
+    return [train_step_ratio(quick), kv_cache_speedup(quick)]

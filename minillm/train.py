@@ -1,0 +1,262 @@
+"""Training: AdamW from scratch, a cosine schedule with warm-up, gradient clipping, the loop.
+
+``adamw_update`` is the whole optimizer as one pure function on tensors; the
+``AdamW`` class applies it to every parameter. The tests check both against
+``torch.optim.AdamW``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Iterable
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "adamw_update",
+    "AdamW",
+    "cosine_lr",
+    "clip_grad_norm_",
+    "estimate_loss",
+    "train",
+    "CPU_FP32_PEAK_NOTE",
+]
+
+
+def adamw_update(
+    param: Tensor,
+    grad: Tensor,
+    m: Tensor,
+    v: Tensor,
+    step: int,
+    lr: float,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.01,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One AdamW step (Loshchilov & Hutter, 2019) on one tensor; returns new (param, m, v).
+
+    All tensors share one shape. ``step`` counts from 1. The order is torch's:
+    decoupled weight decay first (``p -= lr·wd·p``), then the bias-corrected Adam
+    update ``p -= lr · m̂ / (sqrt(v̂) + eps)`` with ``m̂ = m / (1 - β1^t)`` and
+    ``v̂ = v / (1 - β2^t)``.
+    """
+    if step < 1:
+        raise ValueError(f"step={step} must count from 1 (the first update is step=1)")
+    beta1, beta2 = betas
+    param = param * (1.0 - lr * weight_decay)
+    m = beta1 * m + (1.0 - beta1) * grad
+    v = beta2 * v + (1.0 - beta2) * grad * grad
+    m_hat = m / (1.0 - beta1**step)
+    v_hat = v / (1.0 - beta2**step)
+    param = param - lr * m_hat / (torch.sqrt(v_hat) + eps)
+    return param, m, v
+
+
+class AdamW:
+    """AdamW over a list of parameters, with state ``m`` and ``v`` per parameter.
+
+    Same constructor and ``step``/``zero_grad`` as ``torch.optim.AdamW`` (single
+    param group). ``lr`` may be changed between steps (the schedule does so).
+    The update runs in place with fused-style ``torch._foreach`` kernels when they
+    exist, which computes exactly what :func:`adamw_update` computes.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.01,
+    ) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        if not self.params:
+            raise ValueError("AdamW got no trainable parameters; pass model.parameters()")
+        if lr < 0 or eps < 0 or weight_decay < 0:
+            raise ValueError(f"lr={lr}, eps={eps} and weight_decay={weight_decay} must be >= 0")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"betas={betas} must both be in [0, 1), e.g. (0.9, 0.999)")
+        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        self.t = 0
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.t += 1
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not live:
+            return
+        ps = [self.params[i] for i in live]
+        gs = [self.params[i].grad for i in live]
+        ms = [self.m[i] for i in live]
+        vs = [self.v[i] for i in live]
+        b1, b2 = self.betas
+        bc1 = 1.0 - b1**self.t
+        bc2 = 1.0 - b2**self.t
+        # p <- p·(1 - lr·wd);  m <- β1·m + (1-β1)·g;  v <- β2·v + (1-β2)·g²
+        torch._foreach_mul_(ps, 1.0 - self.lr * self.weight_decay)
+        torch._foreach_lerp_(ms, gs, 1.0 - b1)
+        torch._foreach_mul_(vs, b2)
+        torch._foreach_addcmul_(vs, gs, gs, value=1.0 - b2)
+        # p <- p - lr · (m / bc1) / (sqrt(v / bc2) + eps)
+        denom = torch._foreach_div(vs, bc2)
+        torch._foreach_sqrt_(denom)
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_addcdiv_(ps, ms, denom, value=-self.lr / bc1)
+
+    def state_dict(self) -> dict:
+        return {"t": self.t, "m": [m.clone() for m in self.m], "v": [v.clone() for v in self.v], "lr": self.lr}
+
+
+def cosine_lr(step: int, max_lr: float, warmup: int, total: int, min_lr: float = 0.0) -> float:
+    """Linear warm-up for ``warmup`` steps, then cosine decay to ``min_lr`` at ``total``.
+
+    ``step`` counts from 0. After ``total`` the rate stays at ``min_lr``.
+    """
+    if warmup < 0 or total < 1:
+        raise ValueError(f"warmup={warmup} must be >= 0 and total={total} >= 1")
+    if step < warmup:
+        return max_lr * (step + 1) / warmup
+    if step >= total:
+        return min_lr
+    progress = (step - warmup) / max(1, total - warmup)
+    return min_lr + 0.5 * (max_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def clip_grad_norm_(params: Iterable[Tensor], max_norm: float) -> float:
+    """Scale all gradients so their global L2 norm is at most ``max_norm``; return the norm before."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    total = torch.sqrt(sum((g.detach().float() ** 2).sum() for g in grads))
+    scale = max_norm / (total + 1e-6)
+    if scale < 1.0:
+        for g in grads:
+            g.mul_(scale)
+    return float(total)
+
+
+@torch.no_grad()
+def estimate_loss(model: nn.Module, ids: Tensor, batch_size: int, block_size: int, n_batches: int = 8, seed: int = 0) -> float:
+    """Mean loss over ``n_batches`` fixed, seeded random windows of ``ids`` [N]."""
+    from minillm.data import get_batch
+
+    was = model.training
+    model.eval()
+    g = torch.Generator().manual_seed(seed)
+    losses = []
+    for _ in range(n_batches):
+        x, y = get_batch(ids, batch_size, block_size, generator=g)
+        losses.append(float(model(x, y)[1]))
+    model.train(was)
+    return sum(losses) / len(losses)
+
+
+# Peak used for MFU on a CPU when the caller gives none. A laptop core does about
+# 2 FMA units × 8 fp32 lanes (AVX2) × 2 FLOPs × ~3 GHz ≈ 100 GFLOP/s; ``minillm
+# tour`` measures the real machine instead (minillm.hardware.measure).
+CPU_FP32_PEAK_NOTE = "assumed 100 GFLOP/s per core: 2 FMA units × 8 fp32 lanes (AVX2) × 2 FLOP × 3 GHz"
+
+
+def train(
+    model: nn.Module,
+    train_ids: Tensor,
+    val_ids: Tensor | None = None,
+    *,
+    steps: int = 200,
+    batch_size: int = 16,
+    block_size: int | None = None,
+    lr: float = 3e-3,
+    min_lr: float | None = None,
+    warmup: int = 20,
+    weight_decay: float = 0.01,
+    grad_clip: float = 1.0,
+    eval_every: int = 50,
+    eval_batches: int = 4,
+    seed: int = 0,
+    peak_flops: float | None = None,
+    peak_source: str | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] | None = print,
+) -> dict:
+    """Train ``model`` (a minillm GPT) with AdamW, cosine schedule and clipping.
+
+    ``train_ids`` and ``val_ids`` are 1-D int64 token streams. Returns a history
+    dict: ``step``, ``loss`` (training loss per step), ``val_step``/``val_loss``,
+    ``tokens_per_s``, ``mfu`` and the ``peak_flops`` it was measured against.
+
+    MFU = flops_per_token × tokens/s / peak (PaLM, Chowdhery et al. 2022, App. B).
+    The peak defaults to ``torch.get_num_threads()`` × 100 GFLOP/s (see
+    ``CPU_FP32_PEAK_NOTE``); pass the measured or datasheet peak to be exact.
+    """
+    from tqdm.auto import tqdm
+
+    from minillm.data import get_batch
+
+    if steps < 1 or batch_size < 1:
+        raise ValueError(f"steps={steps} and batch_size={batch_size} must be >= 1")
+    block_size = block_size or model.config.block_size
+    if block_size > model.config.block_size:
+        raise ValueError(f"block_size={block_size} exceeds the model's block_size={model.config.block_size}")
+    if peak_flops is None:
+        peak_flops = torch.get_num_threads() * 100e9
+        peak_source = peak_source or f"{torch.get_num_threads()} threads × " + CPU_FP32_PEAK_NOTE
+    min_lr = lr / 10 if min_lr is None else min_lr
+    g = torch.Generator().manual_seed(seed)
+    opt = AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    hist: dict = {"step": [], "loss": [], "val_step": [], "val_loss": [], "lr": []}
+    model.train()
+    tokens = 0
+    eval_time = 0.0
+    t0 = time.perf_counter()
+    bar = tqdm(range(steps), desc="train", disable=not progress, leave=False)
+    for step in bar:
+        opt.lr = cosine_lr(step, lr, warmup, steps, min_lr)
+        x, y = get_batch(train_ids, batch_size, block_size, generator=g)
+        _, loss = model(x, y)
+        opt.zero_grad()
+        loss.backward()
+        if grad_clip:
+            clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        tokens += x.numel()
+        hist["step"].append(step)
+        hist["loss"].append(float(loss))
+        hist["lr"].append(opt.lr)
+        last = step == steps - 1
+        if val_ids is not None and eval_every and (step % eval_every == 0 or last):
+            te = time.perf_counter()
+            vl = estimate_loss(model, val_ids, batch_size, block_size, eval_batches)
+            hist["val_step"].append(step)
+            hist["val_loss"].append(vl)
+            bar.set_postfix(loss=f"{float(loss):.3f}", val=f"{vl:.3f}")
+            eval_time += time.perf_counter() - te
+    elapsed = time.perf_counter() - t0 - eval_time  # training time only
+    tps = tokens / elapsed
+    fpt = model.flops_per_token(block_size) if hasattr(model, "flops_per_token") else 6 * sum(p.numel() for p in model.parameters())
+    hist.update(
+        tokens_per_s=tps,
+        mfu=fpt * tps / peak_flops,
+        peak_flops=peak_flops,
+        peak_source=peak_source,
+        flops_per_token=fpt,
+        seconds=elapsed,
+    )
+    if log:
+        vl = f", val loss {hist['val_loss'][-1]:.3f}" if hist["val_loss"] else ""
+        log(
+            f"trained {steps} steps: loss {hist['loss'][-1]:.3f}{vl}; {tps:,.0f} tokens/s; "
+            f"MFU = {fpt:,} FLOP/token × tokens/s / {peak_flops / 1e9:,.0f} GFLOP/s = {hist['mfu']:.1%} "
+            f"(peak: {peak_source})"
+        )
+    model.eval()
+    return hist
