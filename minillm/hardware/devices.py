@@ -1,0 +1,423 @@
+"""The device catalog: what a chip can compute, hold and move, with a source for every number.
+
+A :class:`DeviceSpec` is the whole of what a roofline or cost model needs to know about
+a chip: dense peak FLOP/s per dtype, memory capacity, memory bandwidth, link bandwidth
+and power. Units are SI throughout: FLOP/s, bytes, bytes/s, watts. **GB = 1e9 bytes**
+(and GiB = 2**30 bytes where a vendor quotes GiB).
+
+Only *dense* peaks are stored. NVIDIA spec sheets headline 2:4-sparse figures (marked
+with an asterisk), which are exactly twice the dense ones; a model multiplies dense
+matrices, so the dense figure is the honest roof. ``tests/hardware`` checks this.
+
+``usd_per_hour`` is an *illustrative* on-demand rental price, not a quote: prices vary
+by provider, region, commitment and month. Pass your own price to
+:func:`minillm.hardware.costs.cost_dollars` when it matters.
+
+>>> from minillm.hardware import get_device
+>>> h100 = get_device("H100")
+>>> round(h100.peak("bf16") / h100.mem_bw)   # the ridge point, FLOP/byte
+295
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+
+__all__ = ["DeviceSpec", "DTYPE_BYTES", "KINDS", "get_device", "list_devices", "as_device", "catalog"]
+
+#: Bytes per element of each dtype a peak can be quoted for. tf32 is stored as fp32.
+DTYPE_BYTES: dict[str, int] = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
+
+#: The kinds of device in the catalog.
+KINDS = ("cpu", "gpu", "tpu", "fpga", "asic")
+
+GB = 1e9  # bytes; vendors' "GB" is decimal
+GiB = 2**30  # bytes; Google quotes some TPU memories in GiB
+
+
+@dataclass(frozen=True, eq=False)
+class DeviceSpec:
+    """One chip (one GPU, one TPU chip, one CPU socket, one FPGA card).
+
+    Attributes:
+        name: canonical catalog name, e.g. ``"h100-sxm"``.
+        kind: one of ``"cpu" | "gpu" | "tpu" | "fpga" | "asic"``.
+        peak_flops: dtype -> *dense* peak FLOP/s (ops/s for int8), e.g. ``{"bf16": 989.4e12}``.
+        mem_bytes: capacity of the main memory the chip computes from (HBM, DRAM or SRAM), bytes.
+        mem_bw: bandwidth of that memory, bytes/s.
+        link_bw: chip-to-chip bandwidth per direction, all links summed, bytes/s (None if unpublished).
+        tdp_w: thermal design power (or measured mean where noted), watts (None if unpublished).
+        sources: field name (``"peak_flops.bf16"``, ``"mem_bw"``, ...) -> where the number comes from.
+        usd_per_hour: illustrative rental price per device-hour in USD (None if none is public).
+        aliases: other names :func:`get_device` accepts.
+        notes: anything a reader should know before trusting the numbers.
+    """
+
+    name: str
+    kind: str
+    peak_flops: dict[str, float]
+    mem_bytes: float
+    mem_bw: float
+    link_bw: float | None
+    tdp_w: float | None
+    sources: dict[str, str] = field(default_factory=dict)
+    usd_per_hour: float | None = None
+    aliases: tuple[str, ...] = ()
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"DeviceSpec {self.name!r}: kind={self.kind!r} is not one of {KINDS}")
+        if not self.peak_flops:
+            raise ValueError(f"DeviceSpec {self.name!r}: peak_flops is empty; give at least one dtype, e.g. {{'fp32': 1e12}}")
+        for dtype, value in self.peak_flops.items():
+            if dtype not in DTYPE_BYTES:
+                raise ValueError(
+                    f"DeviceSpec {self.name!r}: unknown dtype {dtype!r} in peak_flops; use one of {sorted(DTYPE_BYTES)}"
+                )
+            _check_positive(f"DeviceSpec {self.name!r}: peak_flops[{dtype!r}]", value)
+        _check_positive(f"DeviceSpec {self.name!r}: mem_bytes", self.mem_bytes)
+        _check_positive(f"DeviceSpec {self.name!r}: mem_bw", self.mem_bw)
+        for attr in ("link_bw", "tdp_w", "usd_per_hour"):
+            if getattr(self, attr) is not None:
+                _check_positive(f"DeviceSpec {self.name!r}: {attr}", getattr(self, attr))
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def dtypes(self) -> list[str]:
+        """The dtypes this device has a peak for."""
+        return list(self.peak_flops)
+
+    def peak(self, dtype: str) -> float:
+        """Dense peak FLOP/s for ``dtype``; a clear ValueError if the device has none."""
+        if dtype not in self.peak_flops:
+            hint = f"use one of {self.dtypes}"
+            if dtype not in DTYPE_BYTES:
+                hint += f" (known dtypes are {sorted(DTYPE_BYTES)})"
+            raise ValueError(f"dtype={dtype!r} has no peak on {self.name}; {hint}")
+        return self.peak_flops[dtype]
+
+    def default_dtype(self) -> str:
+        """The dtype an LLM would run in here: bf16, else fp16, else int8, else fp32."""
+        for dtype in ("bf16", "fp16", "int8", "fp8", "fp32", "tf32"):
+            if dtype in self.peak_flops:
+                return dtype
+        return self.dtypes[0]  # unreachable: peak_flops is never empty
+
+    def describe(self) -> str:
+        """A one-line summary, e.g. for a table row."""
+        peaks = ", ".join(f"{d} {v / 1e12:g} T" for d, v in self.peak_flops.items())
+        return f"{self.name} ({self.kind}): {peaks}; {self.mem_bytes / GB:g} GB at {self.mem_bw / GB:g} GB/s"
+
+
+def _check_positive(what: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{what}={value!r} must be a positive finite number")
+
+
+# --------------------------------------------------------------------------- the catalog
+#
+# Each entry cites its datasheet. Dense figures only: for NVIDIA parts the datasheet's
+# sparse Tensor Core figure (footnoted "with sparsity") is halved.
+
+_NV_A100 = "NVIDIA A100 Tensor Core GPU datasheet (80GB SXM column; dense = half the '*with sparsity' figure)"
+_NV_H100 = "NVIDIA H100 Tensor Core GPU datasheet, H100 SXM column (dense = half the '*with sparsity' figure)"
+_NV_H200 = "NVIDIA H200 Tensor Core GPU datasheet, H200 SXM column (dense = half the '*with sparsity' figure)"
+_NV_B200 = "NVIDIA HGX B200 / DGX B200 specifications, per GPU (dense = half the sparse figure)"
+_GCP = "Google Cloud TPU documentation, system architecture page for"
+_SCALING = "Austin et al. 2025, How to Scale Your Model, Part 2 (TPU spec table)"
+_RENT = "ILLUSTRATIVE on-demand rental price (USD per device-hour), not a quote:"
+
+_CATALOG: list[DeviceSpec] = [
+    DeviceSpec(
+        name="xeon-8480",
+        kind="cpu",
+        # 56 cores x 2.0 GHz base x FLOP/cycle/core. AVX-512: 2 FMA units x 16 fp32 lanes x 2.
+        # AMX: 1024 bf16 FLOP and 2048 int8 ops per cycle per core (Intel Architecture Day 2021).
+        peak_flops={"fp32": 56 * 2.0e9 * 64, "bf16": 56 * 2.0e9 * 1024, "int8": 56 * 2.0e9 * 2048},
+        mem_bytes=512 * GB,
+        mem_bw=8 * 38.4 * GB,  # 8 channels of DDR5-4800: 4800 MT/s x 8 bytes = 38.4 GB/s each
+        link_bw=63.0 * GB,  # PCIe 5.0 x16: 32 GT/s x 16 lanes x 128/130 / 8 bits, per direction
+        tdp_w=350.0,
+        usd_per_hour=4.8,
+        aliases=("xeon", "cpu", "server-cpu", "sapphire-rapids", "xeon-platinum-8480+"),
+        sources={
+            "peak_flops.fp32": "derived: Intel ark (Xeon Platinum 8480+: 56 cores, 2.0 GHz base) x 64 fp32 FLOP/cycle (2 AVX-512 FMA units)",
+            "peak_flops.bf16": "derived: Intel ark (56 cores, 2.0 GHz) x 1024 bf16 FLOP/cycle/core with AMX (Intel Architecture Day 2021)",
+            "peak_flops.int8": "derived: Intel ark (56 cores, 2.0 GHz) x 2048 int8 ops/cycle/core with AMX (Intel Architecture Day 2021)",
+            "mem_bytes": "assumed typical configuration: 8 x 64 GB DDR5 DIMMs, one per channel (the socket supports up to 4 TB)",
+            "mem_bw": "derived: Intel ark, 8 channels of DDR5-4800 x 8 bytes per transfer",
+            "link_bw": "PCI-SIG PCIe 5.0 base specification: 32 GT/s per lane, x16, 128b/130b encoding",
+            "tdp_w": "Intel ark, Xeon Platinum 8480+ TDP",
+            "usd_per_hour": f"{_RENT} about half of a 2-socket Sapphire Rapids cloud instance (e.g. AWS m7i.48xlarge), 2024",
+        },
+        notes="Peaks are theoretical at the base clock; AVX-512/AMX code often runs at a lower licence clock.",
+    ),
+    DeviceSpec(
+        name="a100-80gb-sxm",
+        kind="gpu",
+        peak_flops={"fp32": 19.5e12, "tf32": 156e12, "bf16": 312e12, "fp16": 312e12, "int8": 624e12},
+        mem_bytes=80 * GB,
+        mem_bw=2.039e12,
+        link_bw=600 * GB / 2,  # NVLink 3: 600 GB/s total (both directions) -> 300 GB/s per direction
+        tdp_w=400.0,
+        usd_per_hour=1.8,
+        aliases=("a100", "a100-80gb", "a100-sxm", "a100-sxm4-80gb"),
+        sources={
+            "peak_flops": _NV_A100 + ": FP32 19.5 TF, TF32 156 TF, BF16/FP16 312 TF, INT8 624 TOPS dense",
+            "mem_bytes": _NV_A100 + ": 80GB HBM2e",
+            "mem_bw": _NV_A100 + ": 2,039 GB/s",
+            "link_bw": _NV_A100 + ": NVLink 600 GB/s (total of both directions)",
+            "tdp_w": _NV_A100 + ": max TDP 400 W",
+            "usd_per_hour": f"{_RENT} typical GPU-cloud list price for an 80GB SXM A100, 2024-2025",
+        },
+    ),
+    DeviceSpec(
+        name="h100-sxm",
+        kind="gpu",
+        peak_flops={
+            "fp32": 67e12,
+            "tf32": 494.7e12,
+            "bf16": 989.4e12,
+            "fp16": 989.4e12,
+            "fp8": 1978.9e12,
+            "int8": 1978.9e12,
+        },
+        mem_bytes=80 * GB,
+        mem_bw=3.35e12,
+        link_bw=900 * GB / 2,  # NVLink 4: 900 GB/s total -> 450 GB/s per direction
+        tdp_w=700.0,
+        usd_per_hour=3.0,
+        aliases=("h100", "h100-sxm5", "h100-80gb", "hopper"),
+        sources={
+            "peak_flops": _NV_H100
+            + ": FP32 67 TF; TF32 989, BF16/FP16 1,979, FP8/INT8 3,958 with sparsity; "
+            "NVIDIA H100 whitepaper gives the dense BF16 figure as 989.4 TF",
+            "mem_bytes": _NV_H100 + ": 80GB",
+            "mem_bw": _NV_H100 + ": 3.35 TB/s",
+            "link_bw": _NV_H100 + ": NVLink 900 GB/s (total of both directions)",
+            "tdp_w": _NV_H100 + ": max TDP up to 700 W",
+            "usd_per_hour": f"{_RENT} typical GPU-cloud list price for an H100 SXM, 2024-2025",
+        },
+    ),
+    DeviceSpec(
+        name="h200-sxm",
+        kind="gpu",
+        peak_flops={
+            "fp32": 67e12,
+            "tf32": 494.7e12,
+            "bf16": 989.4e12,
+            "fp16": 989.4e12,
+            "fp8": 1978.9e12,
+            "int8": 1978.9e12,
+        },
+        mem_bytes=141 * GB,
+        mem_bw=4.8e12,
+        link_bw=900 * GB / 2,
+        tdp_w=700.0,
+        usd_per_hour=3.5,
+        aliases=("h200",),
+        sources={
+            "peak_flops": _NV_H200 + ": same Tensor Core peaks as H100 SXM (sparse figures halved)",
+            "mem_bytes": _NV_H200 + ": 141GB HBM3e",
+            "mem_bw": _NV_H200 + ": 4.8 TB/s",
+            "link_bw": _NV_H200 + ": NVLink 900 GB/s (total of both directions)",
+            "tdp_w": _NV_H200 + ": max TDP up to 700 W",
+            "usd_per_hour": f"{_RENT} typical GPU-cloud list price for an H200, 2025",
+        },
+    ),
+    DeviceSpec(
+        name="b200",
+        kind="gpu",
+        peak_flops={
+            "fp32": 75e12,
+            "tf32": 1.1e15,
+            "bf16": 2.25e15,
+            "fp16": 2.25e15,
+            "fp8": 4.5e15,
+            "int8": 4.5e15,
+        },
+        mem_bytes=180 * GB,
+        mem_bw=8e12,
+        link_bw=1800 * GB / 2,  # NVLink 5: 1.8 TB/s total -> 900 GB/s per direction
+        tdp_w=1000.0,
+        usd_per_hour=5.0,
+        aliases=("b200-hgx", "hgx-b200", "blackwell"),
+        sources={
+            "peak_flops": _NV_B200 + ": FP32 75 TF; TF32 2.2, BF16/FP16 4.5, FP8/INT8 9 PFLOPS with sparsity",
+            "mem_bytes": _NV_B200 + ": about 180 GB HBM3e per GPU (1.44 TB per 8-GPU board)",
+            "mem_bw": _NV_B200 + ": 64 TB/s per 8 GPUs = 8 TB/s each (the HGX table lists 7.7 TB/s)",
+            "link_bw": _NV_B200 + ": NVLink 5, 1.8 TB/s (total of both directions)",
+            "tdp_w": _NV_B200 + ": configurable up to 1,000 W",
+            "usd_per_hour": f"{_RENT} typical GPU-cloud list price for a B200, 2025",
+        },
+    ),
+    DeviceSpec(
+        name="tpu-v4",
+        kind="tpu",
+        peak_flops={"bf16": 275e12, "int8": 275e12},
+        mem_bytes=32 * GiB,
+        mem_bw=1.2e12,
+        link_bw=6 * 45 * GB,  # 6 ICI links (3D torus) x 45 GB/s one way each
+        tdp_w=170.0,
+        usd_per_hour=3.22,
+        aliases=("v4", "tpuv4", "tpu-v4p"),
+        sources={
+            "peak_flops": f"{_GCP} TPU v4: 275 TFLOPS bf16 / int8 per chip",
+            "mem_bytes": f"{_GCP} TPU v4: 32 GiB HBM2 per chip",
+            "mem_bw": f"{_GCP} TPU v4: 1,200 GB/s",
+            "link_bw": f"{_SCALING}: v4 ICI 4.5e10 bytes/s one-way per link, 6 links per chip",
+            "tdp_w": "Jouppi et al. 2023, TPU v4 (ISCA), measured mean power about 170 W per chip (not a TDP)",
+            "usd_per_hour": f"{_RENT} Google Cloud TPU v4 on-demand price per chip-hour (us-central2), 2024",
+        },
+        notes="tdp_w is the measured mean chip power from the TPU v4 paper; Google publishes no TDP.",
+    ),
+    DeviceSpec(
+        name="tpu-v5e",
+        kind="tpu",
+        peak_flops={"bf16": 197e12, "int8": 394e12},
+        mem_bytes=16 * GB,
+        mem_bw=819 * GB,
+        link_bw=400 * GB / 2,  # 400 GB/s bidirectional per chip -> 200 GB/s per direction
+        tdp_w=None,
+        usd_per_hour=1.2,
+        aliases=("v5e", "tpuv5e", "v5litepod"),
+        sources={
+            "peak_flops": f"{_GCP} TPU v5e: 197 TFLOPS bf16, 394 TOPS int8 per chip",
+            "mem_bytes": f"{_GCP} TPU v5e: 16 GB HBM2",
+            "mem_bw": f"{_GCP} TPU v5e: 819 GB/s",
+            "link_bw": f"{_GCP} TPU v5e: ICI 400 GB/s bidirectional per chip (1,600 Gbps)",
+            "usd_per_hour": f"{_RENT} Google Cloud TPU v5e on-demand price per chip-hour, 2024",
+        },
+        notes="Google publishes no TDP for v5e, so energy estimates need a power you supply.",
+    ),
+    DeviceSpec(
+        name="tpu-v5p",
+        kind="tpu",
+        peak_flops={"bf16": 459e12, "int8": 918e12},
+        mem_bytes=95 * GiB,
+        mem_bw=2.765e12,
+        link_bw=1200 * GB / 2,  # 1,200 GB/s bidirectional per chip (4,800 Gbps)
+        tdp_w=None,
+        usd_per_hour=4.2,
+        aliases=("v5p", "tpuv5p"),
+        sources={
+            "peak_flops": f"{_GCP} TPU v5p: 459 TFLOPS bf16, 918 TOPS int8 per chip",
+            "mem_bytes": f"{_GCP} TPU v5p: 95 GiB HBM2e",
+            "mem_bw": f"{_GCP} TPU v5p: 2,765 GB/s",
+            "link_bw": f"{_GCP} TPU v5p: ICI 1,200 GB/s bidirectional per chip (4,800 Gbps)",
+            "usd_per_hour": f"{_RENT} Google Cloud TPU v5p on-demand price per chip-hour, 2024",
+        },
+        notes="Google publishes no TDP for v5p, so energy estimates need a power you supply.",
+    ),
+    DeviceSpec(
+        name="tpu-v6e",
+        kind="tpu",
+        peak_flops={"bf16": 918e12, "int8": 1836e12},
+        mem_bytes=32 * GB,
+        mem_bw=1.638e12,
+        link_bw=800 * GB / 2,  # 800 GB/s bidirectional per chip
+        tdp_w=None,
+        usd_per_hour=2.7,
+        aliases=("v6e", "tpuv6e", "trillium"),
+        sources={
+            "peak_flops": f"{_GCP} TPU v6e (Trillium): 918 TFLOPS bf16, 1,836 TOPS int8 per chip",
+            "mem_bytes": f"{_GCP} TPU v6e: 32 GB HBM",
+            "mem_bw": f"{_GCP} TPU v6e: 1,640 GB/s (1.638 TB/s in {_SCALING})",
+            "link_bw": f"{_GCP} TPU v6e: ICI 800 GB/s bidirectional per chip",
+            "usd_per_hour": f"{_RENT} Google Cloud TPU v6e on-demand price per chip-hour, 2025",
+        },
+        notes="Google publishes no TDP for v6e, so energy estimates need a power you supply.",
+    ),
+    DeviceSpec(
+        name="alveo-u280",
+        kind="fpga",
+        # 9,024 DSP48E2 slices, each packing two int8 MACs (4 ops) per cycle at about 680 MHz.
+        peak_flops={"int8": 24.5e12},
+        mem_bytes=8 * GB,
+        mem_bw=460 * GB,
+        link_bw=16 * GB,  # PCIe Gen4 x8 (or Gen3 x16): about 16 GB/s per direction
+        tdp_w=225.0,
+        usd_per_hour=None,
+        aliases=("u280", "alveo", "fpga", "xilinx-u280", "amd-u280"),
+        sources={
+            "peak_flops.int8": "AMD/Xilinx Alveo U280 data sheet (DS963): INT8 peak 24.5 TOPS, 9,024 DSP slices",
+            "mem_bytes": "AMD/Xilinx Alveo U280 data sheet (DS963): 8 GB HBM2 (plus 32 GB DDR4 not counted here)",
+            "mem_bw": "AMD/Xilinx Alveo U280 data sheet (DS963): HBM2 460 GB/s",
+            "link_bw": "AMD/Xilinx Alveo U280 data sheet (DS963): PCIe Gen3 x16 / Gen4 x8, about 16 GB/s per direction",
+            "tdp_w": "AMD/Xilinx Alveo U280 data sheet (DS963): 225 W maximum total power",
+        },
+        notes="Peak is the DSP datasheet figure; a real design reaches far less (see minillm.hardware.fpga). "
+        "No public hourly rental price.",
+    ),
+    DeviceSpec(
+        name="groq-lpu",
+        kind="asic",
+        peak_flops={"fp16": 188e12, "int8": 750e12},
+        mem_bytes=230e6,  # on-chip SRAM only: large models are split across hundreds of chips
+        mem_bw=80e12,
+        link_bw=None,
+        tdp_w=300.0,
+        usd_per_hour=None,
+        aliases=("groq", "lpu", "groqchip"),
+        sources={
+            "peak_flops": "Groq GroqChip product brief: up to 188 TFLOPS FP16, 750 TOPS INT8",
+            "mem_bytes": "Groq GroqChip product brief: 230 MB on-die SRAM",
+            "mem_bw": "Groq GroqChip product brief: 80 TB/s on-die memory bandwidth",
+            "tdp_w": "Groq GroqCard product brief: about 300 W typical (375 W max) per card",
+        },
+        notes="Memory is 230 MB of SRAM per chip, so a 70B model needs hundreds of chips. "
+        "Groq sells tokens, not chip-hours: no public hourly price.",
+    ),
+]
+
+
+def _key(name: str) -> str:
+    """Normalise a device name for lookup: lower case, letters and digits only."""
+    return re.sub(r"[^a-z0-9+]", "", name.lower()).replace("+", "")
+
+
+_INDEX: dict[str, DeviceSpec] = {}
+for _spec in _CATALOG:
+    for _n in (_spec.name, *_spec.aliases):
+        _INDEX[_key(_n)] = _spec
+
+
+def list_devices(kind: str | None = None) -> list[str]:
+    """Canonical names of the catalog's devices, optionally only one ``kind`` ("gpu", "tpu", ...)."""
+    if kind is not None and kind not in KINDS:
+        raise ValueError(f"kind={kind!r} is not one of {KINDS}")
+    return [d.name for d in _CATALOG if kind is None or d.kind == kind]
+
+
+def catalog(kind: str | None = None) -> list[DeviceSpec]:
+    """The catalog's :class:`DeviceSpec` objects, optionally only one ``kind``."""
+    return [get_device(n) for n in list_devices(kind)]
+
+
+def get_device(name: str) -> DeviceSpec:
+    """Look a device up by name or alias, case-insensitively ("H100", "tpu v5e", "A100-80GB-SXM").
+
+    An unknown name raises a ValueError that lists the choices.
+    """
+    if isinstance(name, DeviceSpec):
+        return name
+    if not isinstance(name, str):
+        raise ValueError(f"device name must be a string such as 'h100', got {type(name).__name__}")
+    spec = _INDEX.get(_key(name))
+    if spec is None:
+        close = difflib.get_close_matches(_key(name), list(_INDEX), n=3)
+        hint = f" Did you mean {', '.join(repr(_INDEX[c].name) for c in close)}?" if close else ""
+        raise ValueError(f"unknown device {name!r}.{hint} Choose one of: {', '.join(list_devices())}")
+    return spec
+
+
+def as_device(device: DeviceSpec | str) -> DeviceSpec:
+    """Accept a DeviceSpec or a catalog name; every cost function calls this on its input."""
+    if isinstance(device, DeviceSpec):
+        return device
+    return get_device(device)
