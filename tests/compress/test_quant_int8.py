@@ -1,0 +1,198 @@
+"""int8 GEMM, Int8Linear, LLM.int8() and weight-only int4 against references (lesson 04)."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minillm.compress.quantize import (
+    Int8Linear,
+    LLMInt8Linear,
+    WeightOnlyLinear,
+    int8_kernel,
+    int8_matmul,
+    llm_int8_matmul,
+    quantize,
+    quantize_per_token,
+    vectorwise_int8_matmul,
+)
+
+pytestmark = [
+    pytest.mark.lesson04,
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::UserWarning"),
+]
+
+KERNEL_NAMES = {"torch._int_mm", "fallback (int32 matmul)", "fallback (int32 sum)"}
+KERNELS = ["auto", "fallback"] + (["torch._int_mm"] if hasattr(torch, "_int_mm") else [])
+
+
+def _rand_int8(shape, seed, lo=-128, hi=128):
+    return torch.randint(lo, hi, shape, generator=torch.Generator().manual_seed(seed), dtype=torch.int8)
+
+
+@settings(deadline=None, max_examples=25)
+@given(M=st.integers(1, 40), K=st.integers(1, 70), N=st.integers(1, 40), seed=st.integers(0, 1000))
+def test_int8_matmul_is_exact_for_odd_shapes(M, K, N, seed):
+    a, b = _rand_int8((M, K), seed), _rand_int8((K, N), seed + 1)
+    ref = a.long() @ b.long()
+    for kernel in KERNELS:
+        out = int8_matmul(a, b, kernel=kernel)
+        assert out.dtype == torch.int32 and torch.equal(out.long(), ref)  # exact, integers
+
+
+def test_int8_matmul_exact_at_large_k_where_float32_is_not():
+    K = 4096
+    a = torch.full((20, K), 127, dtype=torch.int8)
+    a[1::2] = -127
+    b = _rand_int8((K, 24), 3, -127, 128)
+    b[:, 0] = 127
+    b[0, 0] = 1  # row sums of 4095·127² + 127: not a multiple of 4, so float32 (ulp 4 here) cannot hold it
+    ref = a.long() @ b.long()
+    assert int(ref.abs().max()) > 2**24  # beyond float32's exact integers
+    for kernel in KERNELS:
+        assert torch.equal(int8_matmul(a, b, kernel=kernel).long(), ref)  # exact
+    emulated = (a.float() @ b.float()).long()
+    assert not torch.equal(emulated, ref)  # why we never emulate through float32
+
+
+def test_int8_matmul_transposed_view_and_kernel_name():
+    a, w = _rand_int8((33, 64), 4), _rand_int8((48, 64), 5)
+    assert torch.equal(int8_matmul(a, w.t()).long(), a.long() @ w.long().t())  # exact
+    assert int8_kernel() in KERNEL_NAMES
+
+
+@pytest.mark.parametrize(
+    "call,word",
+    [
+        (lambda: int8_matmul(torch.zeros(2, 3), torch.zeros(3, 2, dtype=torch.int8)), "a must be"),
+        (lambda: int8_matmul(torch.zeros(2, 3, dtype=torch.int8), torch.zeros(4, 2, dtype=torch.int8)), "inner"),
+        (lambda: int8_matmul(torch.zeros(1, 131072, dtype=torch.int8), torch.zeros(131072, 1, dtype=torch.int8)), "K=131072"),
+        (lambda: int8_matmul(torch.zeros(2, 2, dtype=torch.int8), torch.zeros(2, 2, dtype=torch.int8), "gpu"), "kernel"),
+        (lambda: Int8Linear.from_float(torch.randn(4, 4), activations="static"), "calibration"),
+        (lambda: Int8Linear.from_float(torch.randn(4, 4), activations="weekly"), "activations='weekly'"),
+        (lambda: Int8Linear.from_float(torch.randn(4, 4), torch.randn(3)), "bias"),
+        (lambda: llm_int8_matmul(torch.randn(2, 4), torch.randn(3, 4), threshold=float("nan")), "threshold"),
+        (lambda: WeightOnlyLinear.from_float(torch.randn(4, 48), bits=4, group_size=32), "group_size=32"),
+        (lambda: WeightOnlyLinear.from_float(torch.randn(4, 8), bits=12), "bits=12"),
+        (lambda: quantize_per_token(torch.tensor([[1.0, float("inf")]])), "NaN or inf"),
+        (lambda: Int8Linear.from_float(torch.randn(4, 8))(torch.randn(4, 6)), "[..., 8]"),
+        (lambda: LLMInt8Linear.from_float(torch.randn(4, 8))(torch.randn(3, 4)), "[..., 8]"),
+    ],
+)
+def test_bad_input_raises_value_error(call, word):
+    with pytest.raises(ValueError) as info:
+        call()
+    assert word in str(info.value)
+
+
+def test_int8_linear_close_to_torch_dynamic_quantization():
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(256, 128)
+    x = torch.randn(32, 256)
+    with torch.no_grad():
+        ref = lin(x)
+        ao = quantize_dynamic(torch.nn.Sequential(lin), {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)(x)
+        ours = Int8Linear.from_float(lin.weight, lin.bias)(x)
+    rel = lambda t: float((t - ref).norm() / ref.norm())  # noqa: E731
+    # Both are int8 approximations of the same float layer. torch.ao uses one 7-bit
+    # (reduce_range) activation scale per tensor, we use an 8-bit scale per token, so
+    # each is off by ~1-2% of the output norm; the two must agree within the sum (4%).
+    assert rel(ours) < 0.02 and rel(ao) < 0.03
+    assert float((ours - ao).norm() / ref.norm()) < 0.04
+    assert rel(ours) <= rel(ao)  # finer activation scales are at least as accurate
+
+
+def test_int8_linear_matches_its_integer_formula_and_kernels_agree():
+    torch.manual_seed(1)
+    w, b, x = torch.randn(24, 40), torch.randn(24), torch.randn(2, 5, 40)
+    layer = Int8Linear.from_float(w, b)
+    y = layer(x)
+    assert layer.kernel in KERNEL_NAMES and y.shape == (2, 5, 24)
+    qw = quantize(w, 8, "symmetric", "channel", axis=0)
+    qx = quantize(x.reshape(10, 40), 8, "symmetric", "channel", axis=0)  # one scale per token
+    acc = (qx.q.long() @ qw.q.long().t()).double()
+    expect = acc * qx.scale.double()[:, None] * qw.scale.double() + b.double()
+    # float32 dequantization of exact int32 sums: rounding of s_x·s_w·acc, ~1e-6 relative
+    torch.testing.assert_close(y.reshape(10, 24).double(), expect, rtol=1e-5, atol=1e-5)
+    for choice in KERNELS:
+        layer.kernel_choice = choice
+        assert torch.equal(layer(x), y)  # exact: same integers, same float epilogue
+        assert layer.kernel == "torch._int_mm" if choice == "torch._int_mm" else layer.kernel in KERNEL_NAMES
+
+
+def test_int8_linear_static_uses_calibrated_scale_and_clips():
+    torch.manual_seed(2)
+    w, x = torch.randn(16, 32), torch.randn(64, 32)
+    layer = Int8Linear.from_float(w, activations="static", calibration=x)
+    assert float(layer.x_scale) == pytest.approx(float(x.abs().max()) / 127, rel=1e-6)
+    ref = x @ w.t()
+    # per-tensor int8 activations and per-channel int8 weights: ~1% of the output norm
+    assert float((layer(x) - ref).norm() / ref.norm()) < 0.02
+    # beyond the calibrated range the input is clipped at 127·x_scale
+    clipped = Int8Linear.from_float(w, activations="static", calibration=torch.ones(1))(torch.full((1, 32), 5.0))
+    torch.testing.assert_close(clipped, torch.ones(1, 32) @ layer.weight.t(), rtol=1e-5, atol=1e-5)
+
+
+def test_llm_int8_threshold_inf_is_vectorwise_int8():
+    g = torch.Generator().manual_seed(3)
+    x, w = torch.randn(12, 48, generator=g) * 3, torch.randn(20, 48, generator=g)
+    y = llm_int8_matmul(x, w, threshold=float("inf"))
+    # independent reference: quantize rows of x and rows of w, multiply in int64
+    qx = quantize(x, 8, "symmetric", "channel", axis=0)
+    qw = quantize(w, 8, "symmetric", "channel", axis=0)
+    ref = (qx.q.long() @ qw.q.long().t()).double() * qx.scale.double()[:, None] * qw.scale.double()
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-6)  # float32 epilogue rounding only
+    assert torch.equal(y, vectorwise_int8_matmul(x, w))
+
+
+def test_llm_int8_threshold_zero_is_the_float_product():
+    g = torch.Generator().manual_seed(4)
+    x, w = torch.randn(3, 7, 16, generator=g), torch.randn(5, 16, generator=g)
+    y, outliers = llm_int8_matmul(x, w, threshold=0.0, return_outliers=True)
+    assert outliers.numel() == 16
+    # every column goes through the float path: same float32 matmul, reordering-free
+    torch.testing.assert_close(y, x @ w.t(), rtol=1e-6, atol=1e-6)
+
+
+def test_llm_int8_beats_plain_int8_with_an_outlier_column():
+    g = torch.Generator().manual_seed(5)
+    x, w = torch.randn(64, 128, generator=g), torch.randn(96, 128, generator=g) * 0.05
+    x[:, 17] *= 60.0  # one outlier feature (hidden dimension), as in Dettmers et al. 2022
+    ref = x @ w.t()
+    err = lambda y: float((y - ref).norm() / ref.norm())  # noqa: E731
+    dec, out = llm_int8_matmul(x, w, threshold=6.0, return_outliers=True)
+    assert out.tolist() == [17]
+    vec = llm_int8_matmul(x, w, threshold=float("inf"))
+    qx = quantize(x, 8)  # one scale for the whole tensor
+    qw = quantize(w, 8, granularity="channel")
+    per_tensor = qx.dequantize() @ qw.dequantize().t()
+    assert err(dec) < err(vec) and err(dec) < err(per_tensor)
+    assert err(dec) < 0.5 * err(vec)  # the outlier wrecks the row scales; decomposition removes it
+
+
+def test_llm_int8_linear_module_counts_outliers():
+    g = torch.Generator().manual_seed(6)
+    w, b, x = torch.randn(8, 32, generator=g), torch.randn(8, generator=g), torch.randn(10, 32, generator=g)
+    x[:, 3] = 20.0
+    m = LLMInt8Linear.from_float(w, b, threshold=6.0)
+    y = m(x)
+    assert m.n_outliers == 1
+    ref = x @ w.t() + b
+    # int8 weights everywhere (1% of norm), int8 activations outside the outlier column
+    assert float((y - ref).norm() / ref.norm()) < 0.02
+
+
+@pytest.mark.parametrize("bits,group", [(4, 32), (4, None), (8, 16), (3, 8)])
+def test_weight_only_linear_dequantizes_like_quantize(bits, group):
+    g = torch.Generator().manual_seed(7)
+    w, b, x = torch.randn(16, 64, generator=g), torch.randn(16, generator=g), torch.randn(5, 64, generator=g)
+    m = WeightOnlyLinear.from_float(w, b, bits=bits, group_size=group)
+    gran = "channel" if group is None else "group"
+    deq = quantize(w, bits, "symmetric", gran, axis=0, group_size=group).dequantize()
+    assert torch.equal(m.weight, deq)  # exact: same integers times the same scales
+    torch.testing.assert_close(m(x), x @ deq.t() + b, rtol=1e-6, atol=1e-6)  # same float ops
+    if bits == 4:
+        assert m.q_weight.dtype == torch.uint8 and m.q_weight.shape == (16, 32)  # two per byte

@@ -1,0 +1,50 @@
+"""The quantization tour step and its helpers (lesson 04)."""
+
+import pytest
+import torch
+
+from minillm.compress.int8_ops import cpu_int8_features, int8_kernel
+from minillm.compress.tour import measure_configs, plot_error_histograms, tour_step
+from minillm.model import GPT, GPTConfig
+
+pytestmark = pytest.mark.lesson04
+
+
+def test_star_import_gives_the_whole_api():
+    ns = {}
+    exec("from minillm.compress.quantize import *", ns)
+    import minillm.compress.quantize as mod
+
+    missing = [n for n in mod.__all__ if n not in ns]
+    assert not missing
+
+
+def test_auto_kernel_follows_cpu_features():
+    f = cpu_int8_features()
+    assert set(f) == {"known", "vnni", "amx", "avx2"}
+    if f["known"] and not (f["vnni"] or f["amx"]):
+        # measured: torch._int_mm is ~20x slower than an int32 matmul without VNNI/AMX
+        assert int8_kernel().startswith("fallback")
+    elif hasattr(torch, "_int_mm"):
+        assert int8_kernel() == "torch._int_mm"
+
+
+def test_measure_configs_and_plot_on_a_tiny_model():
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=32, block_size=16, n_layer=1, n_head=2, n_embd=32)).eval()
+    val = torch.randint(0, 32, (400,), generator=torch.Generator().manual_seed(0))
+    rows = measure_configs(m, val, val[:64].view(4, 16), timing_batch=(2, 16), repeats=1, progress=False)
+    assert [r["name"] for r in rows][0] == "float32" and len(rows) == 4
+    assert rows[0]["speedup"] == 1.0 and rows[0]["rel_loss"] == 0.0
+    assert rows[3]["linear_ratio"] == pytest.approx(5 / 32)  # int4 group 32: 5 bits per weight
+    assert all(r["latency_s"] > 0 for r in rows) and torch.get_num_threads() >= 1
+    fig = plot_error_histograms({"a": torch.randn(100), "b": torch.randn(100) * 0.1})
+    assert len(fig.axes) == 1
+
+
+@pytest.mark.slow
+def test_tour_step_writes_markdown_and_plot(tmp_path):
+    """10-20 s: loads the zoo teacher (or a stand-in), quantizes it three ways."""
+    md = tour_step(tmp_path)
+    assert md.startswith("## Quantization") and "| float32 |" in md and "W8A8" in md
+    assert (tmp_path / "quantization_error.png").stat().st_size > 0
