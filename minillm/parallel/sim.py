@@ -1,0 +1,616 @@
+"""A simulated cluster: every rank is a thread, with a logical clock, a trace and a memory ledger.
+
+Rank code runs for real (the tensors are real and the results exact), but *time* is
+simulated, so a laptop can show what 4 or 64 accelerators would do:
+
+- ``comm.compute(flops, nbytes)`` advances the rank's clock by the roofline time
+  ``max(flops / peak, nbytes / mem_bw)`` (Williams et al. 2009, "Roofline").
+- A message of n bytes over a link costs ``α + n / β`` (the α-β or Hockney model;
+  Hockney 1994, Thakur et al. 2005): α is the latency, β the bandwidth.
+- A collective starts when its *last* participant arrives and lasts
+  :func:`~minillm.parallel.collectives.collective_time` (the ring formulas), so the
+  early ranks sit idle, which the trace shows.
+- Point-to-point is a rendezvous: a transfer starts when both the send and the
+  matching receive are posted, then lasts ``α + n / β``. Every pair of ranks has its
+  own full-duplex link (no contention), the assumption behind the ring formulas.
+
+Results are deterministic: reductions add the ranks' tensors in rank order. (Use a
+``torch.Generator`` per rank rather than the global RNG, which the threads share.)
+
+Errors never hang: a rank that raises stops the run; mismatched collectives raise
+:class:`~minillm.parallel.comm.CollectiveMismatchError` on every participant; and if
+every live rank is waiting for something no rank will ever do (a rank returned
+without calling the collective, or two ranks both wait to send), the run stops at
+once with a diagnostic. A rank that is merely slow makes the others time out after
+``timeout`` wall seconds, with the same diagnostic.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import threading
+import time
+import traceback
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from .collectives import collective_time
+from .comm import (
+    Comm,
+    CollectiveMismatchError,
+    CommTimeoutError,
+    Event,
+    MemoryLedger,
+    RankError,
+    RunResult,
+    Work,
+    check_peer,
+    check_tensor,
+    normalize_op,
+)
+
+__all__ = ["ClusterSpec", "SimComm", "run_sim", "DEFAULT_LATENCY", "CPU_ETHERNET"]
+
+GB = 1e9  # bytes
+
+#: α, the per-message latency we assume for a GPU link when nothing better is known.
+#: An order-of-magnitude assumption (NCCL small-message all-reduce latencies are
+#: tens of µs over 8 GPUs, a few µs per hop), not a datasheet figure.
+DEFAULT_LATENCY = 5e-6
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """What the simulator needs to know about each device and the links between them.
+
+    The defaults are one A100 80GB SXM per rank (NVIDIA A100 datasheet: 312 TFLOP/s
+    BF16 dense, 2.039 TB/s HBM2e, 80 GB; NVLink 3 at 600 GB/s total, so 300 GB/s per
+    direction) and an assumed link latency of :data:`DEFAULT_LATENCY`.
+    Units: FLOP/s, bytes, bytes/s, seconds; GB = 1e9 bytes.
+    """
+
+    name: str = "a100-80gb-sxm (bf16)"
+    peak_flops: float = 312e12
+    mem_bw: float = 2.039e12
+    mem_bytes: float = 80 * GB
+    link_bw: float = 300 * GB
+    latency: float = DEFAULT_LATENCY
+
+    def __post_init__(self) -> None:
+        for f in ("peak_flops", "mem_bw", "mem_bytes", "link_bw"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"ClusterSpec.{f}={v!r} must be a positive finite number")
+        if not isinstance(self.latency, (int, float)) or not math.isfinite(self.latency) or self.latency < 0:
+            raise ValueError(f"ClusterSpec.latency={self.latency!r} must be >= 0 seconds")
+
+    def compute_time(self, flops: float = 0.0, nbytes: float = 0.0) -> float:
+        """Roofline time of a kernel: ``max(flops / peak_flops, nbytes / mem_bw)`` seconds."""
+        return max(flops / self.peak_flops, nbytes / self.mem_bw)
+
+    @classmethod
+    def from_device(cls, device: Any = "a100", dtype: str | None = None, latency: float = DEFAULT_LATENCY) -> "ClusterSpec":
+        """Build a spec from a :class:`minillm.hardware.devices.DeviceSpec` (or its catalog name).
+
+        ``dtype`` picks the peak (default: the device's own default, bf16 on GPUs).
+        """
+        if isinstance(device, str):
+            from minillm.hardware.devices import get_device
+
+            device = get_device(device)
+        dtype = dtype or device.default_dtype()
+        if device.link_bw is None:
+            raise ValueError(f"device {device.name!r} has no published link bandwidth; build ClusterSpec(link_bw=...) by hand")
+        return cls(
+            name=f"{device.name} ({dtype})",
+            peak_flops=device.peak(dtype),
+            mem_bw=device.mem_bw,
+            mem_bytes=device.mem_bytes,
+            link_bw=device.link_bw,
+            latency=latency,
+        )
+
+
+#: A small teaching cluster where compute and communication are both visible for a
+#: tiny model: CPU-class devices on 10 Gb/s Ethernet. Illustrative round numbers, not
+#: a datasheet: 100 GFLOP/s (a few AVX2 cores in fp32), 50 GB/s memory, 16 GB;
+#: 10 Gb/s = 1.25 GB/s per direction (IEEE 802.3ae); 50 µs per message, the order
+#: of a TCP round trip through a kernel network stack.
+CPU_ETHERNET = ClusterSpec(
+    name="cpu-ethernet (illustrative)", peak_flops=100e9, mem_bw=50e9, mem_bytes=16 * GB, link_bw=1.25e9, latency=50e-6
+)
+
+
+# --------------------------------------------------------------------------- shared state
+
+
+class _Aborted(BaseException):
+    """Raised in a rank's thread when another rank failed; a BaseException so `except Exception` can't swallow it."""
+
+
+class _RankState:
+    def __init__(self, rank: int, spec: ClusterSpec) -> None:
+        self.clock = 0.0
+        self.trace: list[Event] = []
+        self.memory = MemoryLedger(clock=lambda: self.clock, capacity=spec.mem_bytes)
+        self.status = "starting"
+        self.last_op = "none"
+        self.finished = False
+        self.waiting_epoch: int | None = None
+
+    def advance(self, kind: str, start: float, end: float, op: str, nbytes: int = 0, group: str = "") -> None:
+        if end > start:
+            self.trace.append(Event(kind, start, end, op, nbytes, group))
+        self.clock = max(self.clock, end)
+
+
+class _Slot:
+    """One collective call of one group, filled as ranks arrive."""
+
+    def __init__(self, seq: int, n: int) -> None:
+        self.seq = seq
+        self.n = n
+        self.arrivals: dict[int, tuple[str, dict, Any, float]] = {}
+        self.done = False
+        self.outputs: Any = None
+        self.error: BaseException | None = None
+        self.start = self.end = 0.0
+        self.taken = 0
+
+
+class _P2P:
+    """One posted send or receive; a send and a receive are matched in posting order."""
+
+    def __init__(self, tensor: Tensor, post: float) -> None:
+        self.tensor = tensor
+        self.post = post
+        self.matched = False
+        self.error: BaseException | None = None
+        self.data: Tensor | None = None
+        self.start = self.end = 0.0
+
+
+class _World:
+    def __init__(self, world_size: int, spec: ClusterSpec, timeout: float) -> None:
+        self.world_size = world_size
+        self.spec = spec
+        self.timeout = timeout
+        self.cond = threading.Condition()
+        self.states = [_RankState(r, spec) for r in range(world_size)]
+        self.slots: dict[tuple[str, int], _Slot] = {}
+        self.group_names: dict[str, str] = {"w": "world"}
+        self.group_ranks: dict[str, tuple[int, ...]] = {"w": tuple(range(world_size))}
+        self.sends: dict[tuple, deque] = defaultdict(deque)
+        self.recvs: dict[tuple, deque] = defaultdict(deque)
+        self.failure: BaseException | None = None
+        self.failure_rank = -1
+        self.failure_tb = ""
+        self.epoch = 0
+
+    # Every change that could let a waiter proceed bumps the epoch and wakes everyone.
+    def bump(self) -> None:
+        self.epoch += 1
+        self.cond.notify_all()
+
+    def fail(self, rank: int, exc: BaseException, tb: str = "") -> None:
+        if self.failure is None:
+            self.failure, self.failure_rank, self.failure_tb = exc, rank, tb
+        self.bump()
+
+    def everyone_stuck(self) -> bool:
+        # A waiter whose epoch is current has seen the latest state and still cannot
+        # proceed; when that holds for every unfinished rank, nothing can ever change.
+        return all(s.finished or s.waiting_epoch == self.epoch for s in self.states)
+
+    def diagnose(self) -> str:
+        lines = []
+        for (gid, seq), slot in sorted(self.slots.items()):
+            if slot.done:
+                continue
+            members = self.group_ranks[gid]
+            arrived = sorted(members[r] for r in slot.arrivals)
+            missing = [g for g in members if g not in arrived]
+            kind = next(iter(slot.arrivals.values()))[0]
+            lines.append(
+                f"  {kind} #{seq} on {self.group_names[gid]}: ranks {arrived} arrived, ranks {missing} never arrived"
+            )
+        for r, s in enumerate(self.states):
+            what = "finished (its function returned)" if s.finished else s.status
+            lines.append(f"  rank {r}: {what}; last completed comm op: {s.last_op}")
+        return "\n".join(lines)
+
+    def wait_for(self, rank: int, ready: Callable[[], bool], what: str) -> None:
+        """Block (holding ``cond``) until ``ready()``; abort, detect a hang, or time out."""
+        st = self.states[rank]
+        st.status = what
+        deadline = time.monotonic() + self.timeout
+        try:
+            while True:
+                if self.failure is not None:
+                    raise _Aborted()
+                if ready():
+                    return
+                st.waiting_epoch = self.epoch
+                if self.everyone_stuck():
+                    err = CommTimeoutError(
+                        f"the run would hang: rank {rank} is {what}, and no rank can make progress.\n{self.diagnose()}"
+                    )
+                    self.fail(rank, err)
+                    raise err
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    err = CommTimeoutError(
+                        f"timed out after {self.timeout:g} s: rank {rank} is {what}.\n{self.diagnose()}\n"
+                        f"A rank that never arrives is either slow (raise timeout=) or skipped the call."
+                    )
+                    self.fail(rank, err)
+                    raise err
+                self.cond.wait(remaining)
+        finally:
+            st.waiting_epoch = None
+            st.status = "running its own code"
+
+
+def _reduce(tensors: list[Tensor], op: str) -> Tensor:
+    """Reduce in rank order, so the result is the same on every run."""
+    if op == "avg" and not (tensors[0].is_floating_point() or tensors[0].is_complex()):
+        raise ValueError(f"op='avg' needs a floating-point tensor, got {tensors[0].dtype}; use op='sum' and divide")
+    acc = tensors[0].clone()
+    for t in tensors[1:]:
+        if op in ("sum", "avg"):
+            acc += t
+        elif op == "max":
+            torch.maximum(acc, t, out=acc)
+        else:
+            torch.minimum(acc, t, out=acc)
+    if op == "avg":
+        acc /= len(tensors)
+    return acc
+
+
+def _fresh(err: BaseException) -> BaseException:
+    """A copy of a shared error, so each rank's thread raises its own object."""
+    try:
+        return type(err)(*err.args)
+    except Exception:
+        return err
+
+
+# --------------------------------------------------------------------------- the communicator
+
+
+class SimComm(Comm):
+    """One rank's communicator on the simulated cluster (see the module docstring)."""
+
+    backend = "sim"
+
+    def __init__(self, world: _World, gid: str, ranks: tuple[int, ...], rank: int) -> None:
+        self._world = world
+        self._gid = gid
+        self.ranks = ranks
+        self.rank = rank
+        self.world_size = len(ranks)
+        self._seq = 0
+        self._n_subgroups = 0
+        self._state = world.states[ranks[rank]]
+        self.memory = self._state.memory
+        self.spec = world.spec
+
+    @property
+    def clock(self) -> float:
+        return self._state.clock
+
+    @property
+    def trace(self) -> list[Event]:
+        return self._state.trace
+
+    @property
+    def group_name(self) -> str:
+        return self._world.group_names[self._gid]
+
+    def compute(self, flops: float = 0.0, nbytes: float = 0.0, label: str = "compute", seconds: float | None = None) -> float:
+        for name, v in (("flops", flops), ("nbytes", nbytes), ("seconds", 0.0 if seconds is None else seconds)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or not math.isfinite(v):
+                raise ValueError(f"compute({name}={v!r}): must be a non-negative finite number")
+        dt = float(seconds) if seconds is not None else self.spec.compute_time(flops, nbytes)
+        t0 = self._state.clock
+        self._state.advance("compute", t0, t0 + dt, label)
+        return dt
+
+    # ------------------------------------------------------------------ collectives
+
+    def _collective(self, kind: str, meta: dict, payload: Any, combine: Callable[[list], Any], nbytes: int, timed: bool = True) -> Any:
+        w, st, n = self._world, self._state, self.world_size
+        with w.cond:
+            if w.failure is not None:
+                raise _Aborted()
+            seq = self._seq
+            self._seq += 1
+            key = (self._gid, seq)
+            slot = w.slots.get(key)
+            if slot is None:
+                slot = w.slots[key] = _Slot(seq, n)
+            arrival = st.clock
+            slot.arrivals[self.rank] = (kind, meta, payload, arrival)
+            if len(slot.arrivals) == n:
+                self._complete(slot, combine, kind, nbytes, timed)
+                w.bump()
+            else:
+                w.wait_for(self.ranks[self.rank], lambda: slot.done, f"waiting in {kind} #{seq} on {self.group_name}")
+            slot.taken += 1
+            if slot.taken == n:
+                del w.slots[key]
+            if slot.error is not None:
+                raise _fresh(slot.error)
+            if timed:
+                st.advance("idle", arrival, slot.start, f"wait for {kind}", group=self.group_name)
+                st.advance("comm", slot.start, slot.end, kind, nbytes, self.group_name)
+            st.last_op = f"{kind} #{seq} on {self.group_name}"
+            return slot.outputs
+
+    def _complete(self, slot: _Slot, combine, kind: str, nbytes: int, timed: bool) -> None:
+        """Run by the last rank to arrive: check agreement, combine, and time the collective."""
+        arr = [slot.arrivals[r] for r in range(slot.n)]
+        where = f"collective #{slot.seq} on {self.group_name}"
+        g = self.ranks
+        kinds = {a[0] for a in arr}
+        try:
+            if len(kinds) > 1:
+                who = ", ".join(f"rank {g[r]} called {a[0]}" for r, a in enumerate(arr))
+                raise CollectiveMismatchError(
+                    f"{where}: {who}; every rank of a group must call the same collectives in the same order"
+                )
+            for field in arr[0][1]:
+                values = [a[1][field] for a in arr]
+                if any(v != values[0] for v in values):
+                    who = ", ".join(f"rank {g[r]} has {_fmt(v)}" for r, v in enumerate(values))
+                    raise CollectiveMismatchError(
+                        f"{kind} ({where}): the {field} differs across ranks: {who}; "
+                        f"every rank must pass the same {field}"
+                    )
+            slot.outputs = combine([a[2] for a in arr])
+        except Exception as e:  # a mismatch, or bad input found while combining
+            slot.error = e
+        slot.start = max(a[3] for a in arr)
+        cost = collective_time(kind, nbytes, slot.n, self.spec.link_bw, self.spec.latency) if timed and slot.n > 1 else 0.0
+        slot.end = slot.start + cost
+        slot.done = True
+
+    def all_reduce(self, tensor: Tensor, op: str = "sum") -> Tensor:
+        check_tensor("tensor", tensor)
+        op = normalize_op(op)
+        meta = {"shape": tuple(tensor.shape), "dtype": tensor.dtype, "op": op}
+        result = self._collective("all_reduce", meta, tensor, lambda ts: _reduce(ts, op), tensor.numel() * tensor.element_size())
+        with torch.no_grad():
+            tensor.copy_(result)
+        return tensor
+
+    def all_gather(self, tensor_list: list[Tensor], tensor: Tensor) -> list[Tensor]:
+        check_tensor("tensor", tensor)
+        _check_list("tensor_list", tensor_list, self.world_size, tensor)
+        meta = {"shape": tuple(tensor.shape), "dtype": tensor.dtype}
+        nbytes = tensor.numel() * tensor.element_size() * self.world_size  # the gathered buffer (NCCL-tests)
+        gathered = self._collective("all_gather", meta, tensor, lambda ts: [t.clone() for t in ts], nbytes)
+        with torch.no_grad():
+            for dst, src in zip(tensor_list, gathered):
+                dst.copy_(src)
+        return tensor_list
+
+    def reduce_scatter(self, output: Tensor, input_list: list[Tensor], op: str = "sum") -> Tensor:
+        check_tensor("output", output)
+        _check_list("input_list", input_list, self.world_size, output)
+        op = normalize_op(op)
+        meta = {"shape": tuple(output.shape), "dtype": output.dtype, "op": op}
+        nbytes = output.numel() * output.element_size() * self.world_size  # the input buffer (NCCL-tests)
+        n = self.world_size
+        combine = lambda lists: [_reduce([lists[q][r] for q in range(n)], op) for r in range(n)]  # noqa: E731
+        outs = self._collective("reduce_scatter", meta, input_list, combine, nbytes)
+        with torch.no_grad():
+            output.copy_(outs[self.rank])
+        return output
+
+    def broadcast(self, tensor: Tensor, src: int = 0) -> Tensor:
+        check_tensor("tensor", tensor)
+        check_peer("src", src, self.rank, self.world_size, allow_self=True)
+        meta = {"shape": tuple(tensor.shape), "dtype": tensor.dtype, "src": src}
+        result = self._collective("broadcast", meta, tensor, lambda ts: ts[src].clone(), tensor.numel() * tensor.element_size())
+        if self.rank != src:
+            with torch.no_grad():
+                tensor.copy_(result)
+        return tensor
+
+    def barrier(self) -> None:
+        self._collective("barrier", {}, None, lambda _: None, 0)
+
+    def new_group(self, ranks: Sequence[int]) -> "SimComm | None":
+        ranks = _check_group_ranks(ranks, self.world_size)
+        self._collective("new_group", {"ranks": ranks}, None, lambda _: None, 0, timed=False)
+        k = self._n_subgroups
+        self._n_subgroups += 1
+        if self.rank not in ranks:
+            return None
+        gid = f"{self._gid}.{k}"
+        global_ranks = tuple(self.ranks[r] for r in ranks)
+        with self._world.cond:
+            self._world.group_names[gid] = f"group{list(global_ranks)}"
+            self._world.group_ranks[gid] = global_ranks
+        return SimComm(self._world, gid, global_ranks, ranks.index(self.rank))
+
+    # ------------------------------------------------------------------ point-to-point
+
+    def _post(self, tensor: Tensor, peer: int, role: str) -> "_SimWork":
+        w, st = self._world, self._state
+        me, other = self.ranks[self.rank], self.ranks[peer]
+        key = (self._gid, me, other) if role == "send" else (self._gid, other, me)
+        with w.cond:
+            if w.failure is not None:
+                raise _Aborted()
+            item = _P2P(tensor, st.clock)
+            if role == "send":
+                item.data = tensor.detach().clone()  # the message is a snapshot, as a real wire would carry
+            mine, theirs = (w.sends, w.recvs) if role == "send" else (w.recvs, w.sends)
+            if theirs[key]:
+                other_item = theirs[key].popleft()
+                s, r = (item, other_item) if role == "send" else (other_item, item)
+                self._match(s, r, key)
+                w.bump()
+            else:
+                mine[key].append(item)
+        return _SimWork(self, item, role, peer)
+
+    def _match(self, s: _P2P, r: _P2P, key: tuple) -> None:
+        _, src, dst = key
+        if (s.tensor.shape, s.tensor.dtype) != (r.tensor.shape, r.tensor.dtype):
+            err = CollectiveMismatchError(
+                f"send from rank {src} to rank {dst} on {self.group_name}: the sender has shape "
+                f"{tuple(s.tensor.shape)} {s.tensor.dtype} but the receiver expects {tuple(r.tensor.shape)} "
+                f"{r.tensor.dtype}; recv into a tensor of the sender's shape and dtype"
+            )
+            s.error = r.error = err
+        else:
+            r.data = s.data
+            nbytes = s.tensor.numel() * s.tensor.element_size()
+            s.start = r.start = max(s.post, r.post)
+            s.end = r.end = s.start + collective_time("send", nbytes, 2, self.spec.link_bw, self.spec.latency)
+        s.matched = r.matched = True
+
+    def isend(self, tensor: Tensor, dst: int) -> Work:
+        check_tensor("tensor", tensor)
+        check_peer("dst", dst, self.rank, self.world_size)
+        return self._post(tensor, dst, "send")
+
+    def irecv(self, tensor: Tensor, src: int) -> Work:
+        check_tensor("tensor", tensor)
+        check_peer("src", src, self.rank, self.world_size)
+        return self._post(tensor, src, "recv")
+
+
+class _SimWork(Work):
+    def __init__(self, comm: SimComm, item: _P2P, role: str, peer: int) -> None:
+        self.comm, self.item, self.role, self.peer = comm, item, role, peer
+        self.done = False
+
+    def wait(self) -> None:
+        if self.done:
+            return
+        c, item = self.comm, self.item
+        w, st = c._world, c._state
+        with w.cond:
+            what = f"waiting in {self.role} {'to' if self.role == 'send' else 'from'} rank {c.ranks[self.peer]} on {c.group_name}"
+            w.wait_for(c.ranks[c.rank], lambda: item.matched, what)
+            self.done = True
+            if item.error is not None:
+                raise _fresh(item.error)
+            if self.role == "recv":
+                with torch.no_grad():
+                    item.tensor.copy_(item.data)
+            t = st.clock
+            st.advance("idle", t, item.start, f"wait for {self.role}", group=c.group_name)
+            nbytes = item.tensor.numel() * item.tensor.element_size()
+            st.advance("comm", max(t, item.start), item.end, self.role, nbytes, c.group_name)
+            st.last_op = f"{self.role} {'to' if self.role == 'send' else 'from'} rank {c.ranks[self.peer]} on {c.group_name}"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, tuple) and all(isinstance(i, int) for i in v):
+        return str(list(v))
+    return str(v)
+
+
+def _check_list(name: str, lst: Any, n: int, like: Tensor) -> None:
+    if not isinstance(lst, (list, tuple)) or len(lst) != n:
+        got = len(lst) if isinstance(lst, (list, tuple)) else type(lst).__name__
+        raise ValueError(f"{name} must be a list of world_size={n} tensors, got {got}")
+    for i, t in enumerate(lst):
+        check_tensor(f"{name}[{i}]", t)
+        if t.shape != like.shape or t.dtype != like.dtype:
+            raise ValueError(
+                f"{name}[{i}] has shape {tuple(t.shape)} {t.dtype}; every entry must match "
+                f"{tuple(like.shape)} {like.dtype}"
+            )
+
+
+def _check_group_ranks(ranks: Any, world_size: int) -> tuple[int, ...]:
+    try:
+        ranks = tuple(ranks)
+    except TypeError:
+        raise ValueError(f"ranks={ranks!r} must be a list of ints, e.g. [0, 1]") from None
+    if not ranks or any(isinstance(r, bool) or not isinstance(r, int) or not 0 <= r < world_size for r in ranks):
+        raise ValueError(f"ranks={list(ranks)} must be a non-empty list of ranks in 0..{world_size - 1}")
+    if len(set(ranks)) != len(ranks):
+        raise ValueError(f"ranks={list(ranks)} lists a rank twice; list each rank once")
+    return ranks
+
+
+# --------------------------------------------------------------------------- running
+
+
+def run_sim(
+    fn: Callable, world_size: int, args: tuple = (), kwargs: dict | None = None, spec: ClusterSpec | None = None, timeout: float = 60.0
+) -> RunResult:
+    """Run ``fn(comm, *args, **kwargs)`` on ``world_size`` simulated ranks; see :func:`minillm.parallel.run`."""
+    spec = spec or ClusterSpec()
+    if not isinstance(spec, ClusterSpec):
+        raise TypeError(f"spec must be a ClusterSpec, got {type(spec).__name__}; use ClusterSpec.from_device('h100')")
+    kwargs = kwargs or {}
+    world = _World(world_size, spec, timeout)
+    results: list = [None] * world_size
+    members = tuple(range(world_size))
+
+    def body(r: int) -> None:
+        comm = SimComm(world, "w", members, r)
+        try:
+            results[r] = fn(comm, *args, **kwargs)
+        except _Aborted:
+            pass
+        except BaseException as e:  # noqa: BLE001 - every failure must reach run()
+            with world.cond:
+                world.fail(r, e, traceback.format_exc())
+        finally:
+            with world.cond:
+                world.states[r].finished = True
+                world.states[r].status = "finished"
+                world.bump()
+
+    t0 = time.perf_counter()
+    # A short GIL switch interval lets a woken rank run promptly instead of waiting
+    # up to 5 ms for a busy one (the threads take turns at every collective).
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(old_interval, 1e-4))
+    threads = [threading.Thread(target=body, args=(r,), name=f"sim-rank-{r}", daemon=True) for r in range(world_size)]
+    try:
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            for t in threads:
+                t.join(0.05)
+            if world.failure is not None:
+                # The others are aborting; a rank stuck in its own code (e.g. a long
+                # sleep) cannot be interrupted, so give up on it after a grace period.
+                grace = time.monotonic() + 0.2
+                for t in threads:
+                    t.join(max(0.0, grace - time.monotonic()))
+                break
+    finally:
+        sys.setswitchinterval(old_interval)
+    wall = time.perf_counter() - t0
+    if world.failure is not None:
+        err, rank = world.failure, world.failure_rank
+        if isinstance(err, (CollectiveMismatchError, CommTimeoutError)):
+            raise _fresh(err).with_traceback(err.__traceback__)
+        raise RankError(rank, type(err).__name__, str(err), world.failure_tb) from err
+    return RunResult(
+        results=results,
+        backend="sim",
+        world_size=world_size,
+        clocks=[s.clock for s in world.states],
+        traces=[s.trace for s in world.states],
+        memory=[s.memory for s in world.states],
+        wall_time=wall,
+        spec=spec,
+    )

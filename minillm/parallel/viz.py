@@ -1,0 +1,134 @@
+"""Pictures of a parallel run: per-rank timelines, memory by category, busbw against message size.
+
+Each function takes plain data (a :class:`~minillm.parallel.comm.RunResult`, a
+ledger, a dict of bytes, the rows of :func:`~minillm.parallel.collectives.busbw_sweep`)
+and returns a matplotlib ``Figure``, so notebooks and widgets can compute once and
+plot separately. Sizes use decimal units (1 GB = 1e9 bytes).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib
+import matplotlib.patches
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+
+from .comm import CATEGORIES, Event, MemoryLedger, RunResult
+
+__all__ = ["plot_timeline", "plot_memory", "plot_memory_timeline", "plot_busbw", "KIND_COLORS", "CATEGORY_COLORS"]
+
+KIND_COLORS = {"compute": "#4c72b0", "comm": "#dd8452", "idle": "#d9d9d9"}
+CATEGORY_COLORS = {"parameters": "#4c72b0", "gradients": "#55a868", "optimizer": "#c44e52",
+                   "activations": "#8172b3", "comm": "#dd8452"}
+
+
+def _time_unit(seconds: float) -> tuple[float, str]:
+    for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns")):
+        if seconds >= scale:
+            return scale, unit
+    return 1e-9, "ns"
+
+
+def _byte_unit(nbytes: float) -> tuple[float, str]:
+    for scale, unit in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
+        if nbytes >= scale:
+            return scale, unit
+    return 1.0, "bytes"
+
+
+def plot_timeline(run: RunResult | Sequence[Sequence[Event]], title: str | None = None, ax=None) -> Figure:
+    """A Gantt chart: one row per rank, bars for compute, communication and idle time."""
+    traces = run.traces if isinstance(run, RunResult) else run
+    if traces is None:
+        raise ValueError("this run has no traces; timelines come from backend='sim'")
+    end = max((e.end for tr in traces for e in tr), default=0.0)
+    scale, unit = _time_unit(end or 1.0)
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(9, 1.2 + 0.4 * len(traces)))
+    for r, trace in enumerate(traces):
+        for kind in ("idle", "comm", "compute"):
+            bars = [(e.start / scale, e.duration / scale) for e in trace if e.kind == kind]
+            if bars:
+                ax.broken_barh(bars, (r - 0.35, 0.7), facecolors=KIND_COLORS[kind], edgecolor="white", linewidth=0.3)
+    ax.set_yticks(range(len(traces)), [f"rank {r}" for r in range(len(traces))])
+    ax.invert_yaxis()
+    ax.set_xlabel(f"simulated time ({unit})")
+    ax.set_xlim(0, end / scale if end else 1)
+    handles = [matplotlib.patches.Patch(color=c, label=k) for k, c in KIND_COLORS.items()]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8)
+    ax.set_title(title or "Per-rank timeline")
+    fig.tight_layout()
+    return fig
+
+
+def plot_memory(data: Mapping[str, Mapping[str, float]], title: str | None = None, capacity: float | None = None, ax=None) -> Figure:
+    """Stacked bars of bytes per device by category, one bar per setting (e.g. per ZeRO stage).
+
+    data: {label: {category: bytes}}, e.g. ``{"stage 1": zero_memory_bytes(...).as_dict()}``
+    or a ledger's ``current``/``peak_by_category``. ``capacity`` draws the device's memory.
+    """
+    if not data:
+        raise ValueError("data is empty; pass {label: {category: bytes}}")
+    top = max(sum(v.values()) for v in data.values())
+    scale, unit = _byte_unit(max(top, capacity or 0.0) or 1.0)
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(1.6 + 1.3 * len(data), 4))
+    labels = list(data)
+    bottom = [0.0] * len(labels)
+    for cat in CATEGORIES:
+        vals = [data[l].get(cat, 0.0) / scale for l in labels]
+        if any(vals):
+            ax.bar(labels, vals, bottom=bottom, color=CATEGORY_COLORS[cat], label=cat)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+    if capacity is not None:
+        ax.axhline(capacity / scale, color="black", linestyle="--", linewidth=1, label="device memory")
+    ax.set_ylabel(f"memory per device ({unit}; 1 {unit} = {scale:,.0f} bytes)" if unit != "bytes" else "memory per device (bytes)")
+    ax.set_title(title or "Memory per device by category")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_memory_timeline(ledger: MemoryLedger, title: str | None = None, ax=None) -> Figure:
+    """Bytes held over (simulated) time, stacked by category, from a :class:`MemoryLedger`."""
+    if not ledger.timeline:
+        raise ValueError("the ledger recorded nothing; allocate with comm.memory.alloc(...) first")
+    times = [t for t, *_ in ledger.timeline]
+    cur = {c: 0 for c in CATEGORIES}
+    series = {c: [] for c in CATEGORIES}
+    for _, cat, _, _, cat_total, _ in ledger.timeline:
+        cur[cat] = cat_total
+        for c in CATEGORIES:
+            series[c].append(cur[c])
+    scale, unit = _byte_unit(max(ledger.peak, 1))
+    tscale, tunit = _time_unit(max(times) or 1.0)
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(8, 3.5))
+    used = [c for c in CATEGORIES if any(series[c])]
+    ax.stackplot([t / tscale for t in times], *[[v / scale for v in series[c]] for c in used],
+                 labels=used, colors=[CATEGORY_COLORS[c] for c in used], step="post")
+    ax.set_xlabel(f"simulated time ({tunit})")
+    ax.set_ylabel(f"memory ({unit})")
+    ax.set_title(title or f"Memory over time (peak {ledger.peak / scale:.3g} {unit})")
+    ax.legend(frameon=False, fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def plot_busbw(
+    rows: Sequence[Mapping[str, float]] | Mapping[str, Sequence[Mapping[str, float]]], link_bw: float | None = None, title: str | None = None, ax=None
+) -> Figure:
+    """Bus bandwidth against message size (log-log); rows from :func:`busbw_sweep` (or {label: rows})."""
+    curves = rows if isinstance(rows, Mapping) else {"busbw": rows}
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4))
+    for label, rs in curves.items():
+        ax.plot([r["nbytes"] for r in rs], [r["busbw"] / 1e9 for r in rs], marker="o", markersize=3, label=label)
+    if link_bw is not None:
+        ax.axhline(link_bw / 1e9, color="black", linestyle="--", linewidth=1, label="link bandwidth")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("message size (bytes)")
+    ax.set_ylabel("bus bandwidth (GB/s, 1 GB = 1e9 bytes)")
+    ax.set_title(title or "Bus bandwidth against message size")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    return fig

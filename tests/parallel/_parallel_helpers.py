@@ -1,0 +1,107 @@
+"""Shared fixtures for tests/parallel: the tiny GPT, its data, the single-device reference, rank functions.
+
+Rank functions live at module level so they also work with the 'spawn' start method.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import torch
+
+from minillm.model import GPT, GPTConfig
+from minillm.parallel import ZeroOptimizer, dp_train_step, shard_batch
+
+TINY = GPTConfig(vocab_size=32, block_size=8, n_layer=1, n_head=2, n_embd=16)
+BATCH = 8  # sequences per global batch: splits over 1, 2 and 4 ranks and 2 micro-batches
+STEPS = 3
+# eps=1e-6 rather than torch's 1e-8: the key bias of attention has a gradient that is
+# exactly zero in exact arithmetic (softmax ignores a per-row constant), so what
+# autograd returns is float noise of about 1e-12. Adam divides it by (|g| + eps):
+# with eps=1e-8 the noise alone moves that bias by ~lr·1e-4, and any change in
+# summation order (two AdamW implementations, or p ranks' partial sums) shows up
+# at ~5e-6 after 3 steps. With eps=1e-6 the noise stays ~100x below the tolerance.
+HYPER = dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.1)
+# The variants every backend is checked on: (name, ZeRO stage or None for DP, accum_steps, bucket_bytes)
+VARIANTS = [
+    ("dp naive", None, 1, None),
+    ("dp bucketed + accumulation", None, 2, 2000),
+    ("zero-1", 1, 1, None),
+    ("zero-2 + accumulation", 2, 2, None),
+    ("zero-3 + accumulation", 3, 2, None),
+]
+
+
+def tiny_model(seed: int = 0, config: GPTConfig = TINY) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(config)
+
+
+def tiny_data(steps: int = STEPS, batch: int = BATCH, seed: int = 1, config: GPTConfig = TINY) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    V, T = config.vocab_size, config.block_size
+    return [(torch.randint(0, V, (batch, T), generator=g), torch.randint(0, V, (batch, T), generator=g)) for _ in range(steps)]
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and a busy CI box makes OpenMP spin; restore after."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+@one_thread()
+def reference_state(model: GPT, data) -> dict[str, torch.Tensor]:
+    """Plain single-device training with torch.optim.AdamW on the full batch: the reference."""
+    m = copy.deepcopy(model)
+    opt = torch.optim.AdamW(m.parameters(), **HYPER)
+    for x, y in data:
+        _, loss = m(x, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+
+@one_thread()
+def reference_losses(model: GPT, data) -> list[float]:
+    m = copy.deepcopy(model)
+    opt = torch.optim.AdamW(m.parameters(), **HYPER)
+    out = []
+    for x, y in data:
+        _, loss = m(x, y)
+        out.append(loss.item())
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return out
+
+
+def train_variant(comm, model, data, stage, accum_steps, bucket_bytes):
+    """Rank code: train a copy of ``model`` with DP (stage None) or ZeRO; return its state and losses."""
+    m = copy.deepcopy(model)
+    if stage is None:
+        opt = torch.optim.AdamW(m.parameters(), **HYPER)  # DP: every rank steps the full model
+    else:
+        opt = ZeroOptimizer(m if stage == 3 else m.parameters(), comm, stage=stage, **HYPER)
+    losses = []
+    for x, y in data:
+        losses.append(dp_train_step(m, opt, comm, shard_batch(x, comm), shard_batch(y, comm), accum_steps, bucket_bytes))
+    if stage == 3:
+        opt.gather_full_parameters()
+    return {k: v.detach().clone() for k, v in m.state_dict().items()}, losses
+
+
+def train_all_variants(comm, model, data):
+    """Rank code: every variant of VARIANTS in one run (one process launch on gloo)."""
+    return [train_variant(comm, model, data, stage, accum, bucket) for _, stage, accum, bucket in VARIANTS]
+
+
+def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
