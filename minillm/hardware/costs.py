@@ -801,3 +801,169 @@ def layer_ops(shape, batch: int, seq_len: int, context: int | None = None, bytes
         Op("swiglu" if shape.gated_mlp else "gelu", 8.0 * tok * f, e * tok * (up + f)),
         gemm_op("mlp down", tok, f, d, e),
     ]
+
+
+# --------------------------------------------------------------------------- lesson 09: knees, sweeps, summaries
+#
+# Small compositions of the functions above, for lesson 09 and its widget. Each returns
+# plain data (ints, dicts of floats) so a notebook can tabulate or plot it.
+
+__all__ += ["DEFAULT_BATCHES", "decode_knee_batch", "decode_batch_sweep", "training_cost", "serving_view"]
+
+#: The batch sizes a decode sweep visits by default: powers of two up to 4096.
+DEFAULT_BATCHES: tuple[int, ...] = tuple(2**k for k in range(13))
+
+
+def decode_knee_batch(
+    shape,
+    device: DeviceSpec | str,
+    context: int,
+    dtype: str | None = None,
+    kv_bytes_per_elem: float | None = None,
+) -> int | None:
+    """The smallest batch at which a decode step at ``context`` turns compute-bound; None if none does.
+
+    A decode step of batch b does b·F FLOPs and moves W + b·C bytes, with F = 2N + 4·L·H·Q·context,
+    W the weight bytes and C one sequence's KV cache (:func:`decode_step_time`). It is
+    compute-bound once b·F/peak >= (W + b·C)/bw, that is b >= (W/bw) / (F/peak - C/bw).
+    With an empty cache the knee is b = ridge x bytes_per_weight / 2, about the ridge point in
+    bf16 (the scaling book, Part 7: "batch > ~240" on TPU v5e). When one sequence's KV bytes take
+    longer to read than its FLOPs take to compute (C/bw >= F/peak: long contexts, little or no
+    GQA) no batch is compute-bound, and the answer is None. The device count cancels out.
+    """
+    shape, device = _as_shape(shape), as_device(device)
+    ctx = check_int("context", context, minimum=0)
+    dtype, wbytes, kvb = _dtype_and_bytes(device, dtype, kv_bytes_per_elem)
+    N = matmul_params(shape)
+    flops_per_seq = 2.0 * N + 4.0 * shape.n_layer * shape.n_head * shape.head_dim * ctx
+    kv_per_seq = kv_cache_bytes(shape, ctx, 1, kvb)
+    slope = flops_per_seq / device.peak(dtype) - kv_per_seq / device.mem_bw  # seconds gained per extra sequence
+    if slope <= 0:
+        return None
+    b = max(1, math.ceil(N * wbytes / device.mem_bw / slope))
+
+    def bound(k: int) -> str:
+        return decode_step_time(shape, device, ctx, batch=k, dtype=dtype, kv_bytes_per_elem=kvb).bound
+
+    # The closed form can land one off through float rounding; settle it with the step's own verdict.
+    while b > 1 and bound(b - 1) == "compute":
+        b -= 1
+    while bound(b) != "compute":
+        b += 1
+    return b
+
+
+def decode_batch_sweep(
+    shape,
+    device: DeviceSpec | str,
+    context: int,
+    batches=None,
+    dtype: str | None = None,
+    n_devices: int = 1,
+) -> list[dict]:
+    """A decode step at each batch size on ``n_devices``: roofline time, throughput and memory.
+
+    One dict per batch (default :data:`DEFAULT_BATCHES`) with ``batch``, ``step_s``,
+    ``compute_s``, ``memory_s``, ``bound``, ``intensity`` (FLOP/byte), ``tokens_per_s``
+    (batch / step), ``memory_gb`` (weights + KV cache + activations, GB = 1e9 bytes, from
+    :func:`memory_plan`) and ``fits``. Plot ``tokens_per_s`` against ``batch`` to see the
+    knee where weight reads stop dominating.
+    """
+    shape, device = _as_shape(shape), as_device(device)
+    batches = DEFAULT_BATCHES if batches is None else batches
+    rows = []
+    for b in batches:
+        step = decode_step_time(shape, device, context, batch=b, dtype=dtype, n_devices=n_devices)
+        plan = memory_plan(shape, device, b, max(context, 1), dtype=step.dtype, n_devices=n_devices)
+        rows.append(
+            {
+                "batch": step.tokens,
+                "step_s": step.seconds,
+                "compute_s": step.compute_s,
+                "memory_s": step.memory_s,
+                "bound": step.bound,
+                "intensity": step.intensity,
+                "tokens_per_s": step.tokens_per_s,
+                "memory_gb": plan.total / 1e9,
+                "fits": plan.fits,
+            }
+        )
+    return rows
+
+
+def training_cost(
+    n_params,
+    n_tokens: float,
+    device: DeviceSpec | str,
+    n_devices: int,
+    mfu: float = 0.4,
+    dtype: str | None = None,
+    usd_per_hour: float | None = None,
+    power_w: float | None = None,
+) -> dict:
+    """A training run in one dict: 6ND FLOPs, days, device-hours, energy and dollars.
+
+    Time = 6ND / (n_devices x mfu x peak), the peak at ``dtype`` (default: the device's usual
+    LLM dtype). ``mfu`` counts *model* FLOPs only (6ND; PaLM, Appendix B): a run that
+    recomputes activations does 8ND of hardware FLOPs in the same time, so its hardware
+    utilisation is 8/6 of its MFU. Energy uses the TDP (or ``power_w``) of the chips alone
+    and is None without one; dollars use the illustrative price (or ``usd_per_hour``) and
+    are None without one. Returns plain floats: ``flops``, ``flops_per_device`` (achieved),
+    ``seconds``, ``days``, ``device_hours``, ``mwh``, ``usd``, plus the inputs.
+    """
+    device = as_device(device)
+    dtype = device.default_dtype() if dtype is None else dtype
+    u = check_number("mfu", mfu, strict=True)
+    if u > 1:
+        raise ValueError(f"mfu={u} must be a fraction in (0, 1], e.g. 0.4 for 40%")
+    achieved = u * device.peak(dtype)
+    seconds = training_time(n_params, n_tokens, n_devices, achieved)
+    watts = power_w if power_w is not None else device.tdp_w
+    price = usd_per_hour if usd_per_hour is not None else device.usd_per_hour
+    joules = energy_joules(seconds, device, n_devices, power_w=watts) if watts is not None else None
+    return {
+        "device": device.name,
+        "dtype": dtype,
+        "n_devices": n_devices,
+        "mfu": u,
+        "n_params": _n_params(n_params),
+        "n_tokens": float(n_tokens),
+        "flops": training_flops(n_params, n_tokens),
+        "flops_per_device": achieved,
+        "seconds": seconds,
+        "days": seconds / SECONDS_PER_DAY,
+        "device_hours": seconds / 3600.0 * n_devices,
+        "mwh": None if joules is None else joules / 3.6e9,
+        "usd": cost_dollars(seconds, device, n_devices, usd_per_hour=price) if price is not None else None,
+    }
+
+
+def serving_view(
+    shape,
+    device: DeviceSpec | str,
+    batch: int = 1,
+    context: int = 1024,
+    dtype: str | None = None,
+    n_devices: int | None = None,
+    batches=None,
+) -> dict:
+    """The data behind lesson 09's serving widget, for one (model, device, batch, context) point.
+
+    ``summary``: :func:`serving_summary` (step time, bound, memory, cost per million tokens);
+    ``memory_gb``: the memory plan split into weights, KV cache and activations, and the
+    capacity (GB = 1e9 bytes); ``sweep``: :func:`decode_batch_sweep` over ``batches`` on the
+    same devices; ``knee``: :func:`decode_knee_batch` (None if decode never turns
+    compute-bound at this context). ``n_devices`` defaults to the fewest that hold the job.
+    """
+    shape, device = _as_shape(shape), as_device(device)
+    dtype = device.default_dtype() if dtype is None else dtype
+    if n_devices is None:
+        n_devices = min_devices(shape, device, batch, context, dtype=dtype)
+    summary = serving_summary(shape, device, batch, context, dtype=dtype, n_devices=n_devices)
+    plan = memory_plan(shape, device, batch, context, dtype=dtype, n_devices=n_devices)
+    return {
+        "summary": summary,
+        "memory_gb": {k: v for k, v in plan.as_gb().items() if k in ("weights", "kv_cache", "activations", "capacity")},
+        "sweep": decode_batch_sweep(shape, device, context, batches, dtype=dtype, n_devices=n_devices),
+        "knee": decode_knee_batch(shape, device, context, dtype=dtype),
+    }
