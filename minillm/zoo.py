@@ -62,8 +62,8 @@ MODELS: dict[str, ZooEntry] = {
     "teacher": ZooEntry(
         name="teacher",
         config=GPTConfig(vocab_size=512, block_size=256, n_layer=6, n_head=4, n_embd=128),
-        steps=2400,
-        batch_size=16,
+        steps=2000,
+        batch_size=8,
         lr=2e-3,
         description="6 layers, 4 heads, 128 wide: the course's teacher",
     ),
@@ -131,6 +131,7 @@ def save_checkpoint(path: str | os.PathLike, model: GPT, tokenizer=None, meta: d
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a checkpoint is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

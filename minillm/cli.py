@@ -1,0 +1,176 @@
+"""The ``minillm`` command: ``tour``, ``train``, ``generate``, and the course commands.
+
+Every sub-command has ``--help``. A bad flag or value prints one line,
+``minillm: error: ...``, and exits with code 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line (no usage block) and exit with 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} must be at least 1")
+    return v
+
+
+def _nonneg_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"{v} must be >= 0")
+    return v
+
+
+PRESETS = {
+    # name: (GPTConfig fields, steps, batch size, lr)
+    "tiny": (dict(n_layer=2, n_head=2, n_embd=64, block_size=128), 300, 16, 3e-3),
+    "student": (dict(n_layer=3, n_head=2, n_embd=64, block_size=256), 1500, 16, 3e-3),
+    "teacher": (dict(n_layer=6, n_head=4, n_embd=128, block_size=256), 2000, 8, 2e-3),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="minillm",
+        description="minillm: a course on making large language models cheap, fast and big.",
+        epilog="Start with `minillm tour`, then `minillm start` to copy the exercises into my-work/.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    t = sub.add_parser("tour", help="the course in two minutes: model, speed, and what each part adds")
+    t.add_argument("--out", default="tour-report", help="folder for the report and plots (default: tour-report/)")
+    t.add_argument("--skip", action="append", default=[], metavar="STEP",
+                   help="leave out a step (model, speed, quantization, hardware, parallel); repeatable")
+
+    tr = sub.add_parser("train", help="train a GPT on the embedded stories or on your own text")
+    tr.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="model size and schedule (default: tiny)")
+    tr.add_argument("--text", type=Path, help="a UTF-8 text file to train on instead of the embedded stories")
+    tr.add_argument("--steps", type=_positive_int, help="training steps (default: the preset's)")
+    tr.add_argument("--batch-size", type=_positive_int, help="sequences per step (default: the preset's)")
+    tr.add_argument("--lr", type=_nonneg_float, help="peak learning rate (default: the preset's)")
+    tr.add_argument("--n-layer", type=_positive_int)
+    tr.add_argument("--n-head", type=_positive_int)
+    tr.add_argument("--n-embd", type=_positive_int)
+    tr.add_argument("--block-size", type=_positive_int)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--out", type=Path, default=Path("runs/model.pt"), help="checkpoint path (default: runs/model.pt)")
+
+    g = sub.add_parser("generate", help="sample text from a zoo model or a checkpoint")
+    g.add_argument("--prompt", default="Lily went to the", help="the text to continue")
+    g.add_argument("--model", default="teacher", help="a zoo name (teacher, student) or a checkpoint path")
+    g.add_argument("--max-new-tokens", type=_positive_int, default=120)
+    g.add_argument("--temperature", type=_nonneg_float, default=0.8, help="0 means greedy")
+    g.add_argument("--top-k", type=_positive_int, default=None)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--no-cache", action="store_true", help="recompute the whole sequence at each step")
+
+    try:  # the course engine adds: course build, grade, start, progress
+        from minillm.course.commands import register
+    except ImportError:  # pragma: no cover - only while the engine is absent
+        pass
+    else:
+        register(sub)
+    return p
+
+
+def _train(a: argparse.Namespace) -> int:
+    import torch
+
+    from minillm.data import encode_splits, load_corpus, load_text
+    from minillm.model import GPT, GPTConfig
+    from minillm.tokenizer import BPETokenizer, ByteTokenizer
+    from minillm.train import train
+    from minillm.zoo import save_checkpoint
+
+    fields, steps, batch, lr = PRESETS[a.preset]
+    fields = dict(fields)
+    for k in ("n_layer", "n_head", "n_embd", "block_size"):
+        if getattr(a, k) is not None:
+            fields[k] = getattr(a, k)
+    if a.text is not None:
+        text = load_text(a.text)
+        tok = ByteTokenizer()
+        train_ids, val_ids = encode_splits(text, tok)
+        print(f"training on {a.text} ({len(text):,} characters, byte tokens)")
+    else:
+        corpus = load_corpus()
+        tok = BPETokenizer.train(corpus.train_text, 512)
+        train_ids, val_ids = encode_splits(corpus, tok)
+        print(f"training on the embedded stories ({len(train_ids):,} training tokens)")
+    config = GPTConfig(vocab_size=tok.vocab_size, **fields)
+    torch.manual_seed(a.seed)
+    model = GPT(config)
+    print(f"model: {model.num_params():,} parameters, {model.flops_per_token():,} FLOPs per token")
+    train(model, train_ids, val_ids, steps=a.steps or steps, batch_size=a.batch_size or batch,
+          lr=a.lr if a.lr is not None else lr, seed=a.seed, eval_every=max(1, (a.steps or steps) // 10))
+    path = save_checkpoint(a.out, model, tok, meta={"preset": a.preset, "text": str(a.text) if a.text else None})
+    print(f"saved {path}; try: minillm generate --model {path}")
+    return 0
+
+
+def _generate(a: argparse.Namespace) -> int:
+    import torch
+
+    from minillm import zoo
+
+    if a.model in zoo.MODELS:
+        model, tok = zoo.load(a.model)
+    else:
+        model, tok, _ = zoo.load_checkpoint(a.model)
+        if tok is None:
+            raise ValueError(f"checkpoint {a.model} has no tokenizer; save it with its tokenizer")
+    ids = tok.encode(a.prompt)
+    if not ids:
+        raise ValueError("--prompt is empty; give some text to continue")
+    idx = torch.tensor([ids[-model.config.block_size:]], dtype=torch.long)
+    out = model.generate(idx, a.max_new_tokens, temperature=a.temperature, top_k=a.top_k,
+                         use_cache=not a.no_cache, generator=torch.Generator().manual_seed(a.seed))
+    print(tok.decode(out[0].tolist()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    a = parser.parse_args(argv)
+    if a.command is None:
+        parser.print_help()
+        return 0
+    try:
+        if a.command == "tour":
+            from minillm.tour import run_tour
+
+            return run_tour(Path(a.out), skip=set(a.skip))
+        if a.command == "train":
+            return _train(a)
+        if a.command == "generate":
+            return _generate(a)
+        return a.handler(a)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"minillm: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("minillm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

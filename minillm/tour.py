@@ -1,0 +1,189 @@
+"""``minillm tour``: the course in two minutes, from the embedded defaults.
+
+Each step prints a few lines and adds a section to ``OUT/report.md``; plots go
+to ``OUT/*.png``. Later parts of the course add their own step through a
+``tour_step(out_dir) -> markdown`` function in their package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+
+def param_breakdown(model) -> dict[str, int]:
+    """Parameters per component: embeddings, attention, MLP, norms (a tied head counts once)."""
+    parts = {"token embedding": 0, "position embedding": 0, "attention": 0, "MLP": 0, "layer norms": 0}
+    for name, p in model.named_parameters():
+        if name.startswith("wte"):
+            parts["token embedding"] += p.numel()
+        elif name.startswith("wpe"):
+            parts["position embedding"] += p.numel()
+        elif ".attn." in name:
+            parts["attention"] += p.numel()
+        elif ".mlp." in name:
+            parts["MLP"] += p.numel()
+        elif "ln" in name:
+            parts["layer norms"] += p.numel()
+        elif name.startswith("lm_head"):
+            parts["output head"] = parts.get("output head", 0) + p.numel()
+    return parts
+
+
+def _bar_chart(parts: dict[str, int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.barh(list(parts), list(parts.values()), color="tab:blue")
+    ax.set_xlabel("parameters")
+    ax.set_title("Where the teacher's parameters are")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def step_model(out: Path) -> str:
+    from minillm import zoo
+    from minillm.data import accuracy, chance_accuracy, encode_splits, fact_recall_task, load_corpus, unigram_loss
+    from minillm.train import estimate_loss
+
+    t0 = time.perf_counter()
+    model, tok = zoo.load("teacher")
+    corpus = load_corpus()
+    train_ids, val_ids = encode_splits(corpus, tok)
+    c = model.config
+    val = estimate_loss(model, val_ids, 16, c.block_size, n_batches=4)
+    uni = unigram_loss(train_ids, val_ids, tok.vocab_size)
+    questions = fact_recall_task(100)
+    acc = accuracy(model, tok, questions)
+    chance = chance_accuracy(questions)
+    prompt = "Lily went to the"
+    idx = torch.tensor([tok.encode(prompt)])
+    story = tok.decode(model.generate(idx, 90, temperature=0.7, top_k=20, generator=torch.Generator().manual_seed(0))[0].tolist())
+    parts = param_breakdown(model)
+    _bar_chart(parts, out / "parameters.png")
+    q = questions[0]
+    answer_ids = model.generate(torch.tensor([tok.encode(q.prompt)[-c.block_size + 8:]]), 6, temperature=0)[0]
+    lines = [
+        f"teacher: {model.num_params():,} parameters ({c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, vocab {c.vocab_size})",
+        f"FLOPs per token (training, 6N + 12·L·H·Q·T at T={c.block_size}): {model.flops_per_token():,}",
+        f"validation loss {val:.3f} nats/token (unigram baseline {uni:.3f})",
+        f"fact recall: {acc:.0%} of {len(questions)} questions (chance {chance:.0%})",
+    ]
+    for line in lines:
+        print("  " + line)
+    print("  sample: " + story.replace("\n", " ")[:300])
+    md = ["## The model", "", *[f"- {x}" for x in lines], "", "A story it wrote (temperature 0.7, top-k 20):", "",
+          "> " + story.replace("\n", "\n> "), "",
+          f"Question from a held-out story: `{q.question.strip()}` — the model answers "
+          f"`{tok.decode(answer_ids.tolist()[len(tok.encode(q.prompt)[-c.block_size + 8:]):]).strip()}` "
+          f"(expected `{q.answer.strip()}`).", "", "![parameters](parameters.png)", "",
+          f"_{time.perf_counter() - t0:.1f} s_", ""]
+    return "\n".join(md)
+
+
+def step_speed(out: Path) -> str:
+    from minillm import zoo
+    from minillm.data import encode_splits, get_batch, load_corpus
+    from minillm.train import CPU_FP32_PEAK_NOTE, AdamW
+
+    model, tok = zoo.load("teacher")
+    model.train()
+    ids, _ = encode_splits(load_corpus(n_stories=600), tok)
+    peak, source = None, None
+    try:
+        from minillm.hardware import measure
+
+        spec = measure.this_machine(quick=True)
+        peak, source = spec.peak_flops["fp32"], "fp32 GEMM peak measured on this machine just now"
+    except Exception:  # the hardware part is optional for this step
+        pass
+    if peak is None:
+        peak = torch.get_num_threads() * 100e9
+        source = f"{torch.get_num_threads()} threads × {CPU_FP32_PEAK_NOTE}"
+    opt = AdamW(model.parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(0)
+    B, T = 8, model.config.block_size
+    times = []
+    from tqdm.auto import tqdm
+
+    for i in tqdm(range(6), desc="  timing training steps", leave=False):
+        x, y = get_batch(ids, B, T, generator=g)
+        t = time.perf_counter()
+        _, loss = model(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i > 0:  # the first step warms up allocators and caches
+            times.append(time.perf_counter() - t)
+    tps = B * T / (sorted(times)[len(times) // 2])
+    fpt = model.flops_per_token()
+    mfu = fpt * tps / peak
+    lines = [
+        f"training: {tps:,.0f} tokens/s on {torch.get_num_threads()} CPU threads (batch {B}×{T})",
+        f"MFU = FLOPs/token × tokens/s ÷ peak = {fpt:,} × {tps:,.0f} ÷ {peak / 1e9:,.0f} GFLOP/s = {mfu:.1%}",
+        f"peak used: {source}",
+    ]
+    for line in lines:
+        print("  " + line)
+    return "\n".join(["## Speed on this machine", "", *[f"- {x}" for x in lines], ""])
+
+
+def _external(module: str) -> Callable[[Path], str | None]:
+    def step(out: Path) -> str | None:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # its package is absent
+            found = False
+        if not found:
+            return None  # that part of the course is not in this version
+        return importlib.import_module(module).tour_step(out)
+
+    return step
+
+
+STEPS: list[tuple[str, str, Callable[[Path], str]]] = [
+    ("model", "The teacher: size, loss, fact recall, a story", step_model),
+    ("speed", "Training speed and MFU on this machine", step_speed),
+    ("quantization", "int8: smaller, and faster only with int8 kernels", _external("minillm.compress.tour")),
+    ("hardware", "This machine on the roofline; cost per million tokens", _external("minillm.hardware.tour")),
+    ("parallel", "Data parallelism on 4 simulated devices equals one device", _external("minillm.parallel.tour")),
+]
+
+
+def run_tour(out: Path = Path("tour-report"), skip: set[str] | None = None) -> int:
+    """Run every tour step; write ``out/report.md``. Returns an exit code."""
+    skip = skip or set()
+    unknown = skip - {name for name, _, _ in STEPS}
+    if unknown:
+        raise ValueError(f"--skip {sorted(unknown)} is not a tour step; choose from {[n for n, _, _ in STEPS]}")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    sections = ["# minillm tour", ""]
+    t0 = time.perf_counter()
+    failed = []
+    for i, (name, title, fn) in enumerate([s for s in STEPS if s[0] not in skip], 1):
+        print(f"[{i}] {title}", flush=True)
+        try:
+            section = fn(out)
+            if section is None:
+                print("  (skipped: not part of this version of the course)")
+            else:
+                sections.append(section)
+        except Exception as e:  # one broken step must not hide the rest
+            failed.append(name)
+            print(f"  step {name!r} failed: {type(e).__name__}: {e}")
+            sections.append(f"## {title}\n\nThis step failed: `{type(e).__name__}: {e}`\n")
+    total = time.perf_counter() - t0
+    sections.append(f"_Tour finished in {total:.0f} s._\n")
+    (out / "report.md").write_text("\n".join(sections), encoding="utf-8")
+    print(f"done in {total:.0f} s; report: {out / 'report.md'}")
+    return 1 if failed else 0
