@@ -156,7 +156,7 @@ def estimate_loss(model: nn.Module, ids: Tensor, batch_size: int, block_size: in
     losses = []
     for _ in range(n_batches):
         x, y = get_batch(ids, batch_size, block_size, generator=g)
-        losses.append(float(model(x, y)[1]))
+        losses.append(model(x, y)[1].item())
     model.train(was)
     return sum(losses) / len(losses)
 
@@ -230,7 +230,7 @@ def train(
         opt.step()
         tokens += x.numel()
         hist["step"].append(step)
-        hist["loss"].append(float(loss))
+        hist["loss"].append(loss.item())
         hist["lr"].append(opt.lr)
         last = step == steps - 1
         if val_ids is not None and eval_every and (step % eval_every == 0 or last):
@@ -238,7 +238,7 @@ def train(
             vl = estimate_loss(model, val_ids, batch_size, block_size, eval_batches)
             hist["val_step"].append(step)
             hist["val_loss"].append(vl)
-            bar.set_postfix(loss=f"{float(loss):.3f}", val=f"{vl:.3f}")
+            bar.set_postfix(loss=f"{hist['loss'][-1]:.3f}", val=f"{vl:.3f}")
             eval_time += time.perf_counter() - te
     elapsed = time.perf_counter() - t0 - eval_time  # training time only
     tps = tokens / elapsed

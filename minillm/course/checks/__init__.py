@@ -1,0 +1,478 @@
+"""Graded checks: the task registry and the runner behind ``check(task, fn)``.
+
+A learner's check cell is one line, ``check("01.causal_attention", causal_attention)``.
+The runner looks the task up, calls the registered check with the learner's
+function, prints one verdict line and returns a :class:`CheckResult`::
+
+    ✔ 01.causal_attention  3/3
+    ✘ 01.causal_attention  0/3 — output shape (2, 5, 8), expected (2, 5, 16); hint: ...
+    ○ 01.causal_attention  0/3 — not attempted yet: replace `raise NotImplementedError()` with your code
+
+Adding the checks of a new lesson NN
+------------------------------------
+1. Create ``minillm/course/checks/lessonNN.py``. It is imported lazily the first
+   time a task ``"NN.<name>"`` is checked, so it may import whatever the lesson needs.
+2. Write one function per task and decorate it with :func:`register`::
+
+       from minillm.course.checks import CheckFailure, expect_close, register
+
+       @register("04.quantize", points=3, references=("minillm.compress.quantize.quantize",))
+       def quantize(fn):
+           for x in cases():                        # several seeded random and edge cases
+               expect_close(fn(x), reference(x), atol=0, rtol=0, what="codes")
+           if bad_property:
+               raise CheckFailure("scale", expected="> 0", got=scale, hint="divide absmax by 127")
+
+   ``fn`` is the learner's callable, wrapped: a ``NotImplementedError`` becomes
+   "not attempted yet", any other exception becomes a short message that names
+   the learner's own line, and a call (direct or nested) to one of the
+   ``references`` gives 0 points with a message saying so. The check returns
+   normally for a pass, or raises :class:`CheckFailure` for a fail; everything else
+   (the verdict line, points, hiding the learner's prints, seeding) is the runner's job.
+3. Add the answer and check cells to ``solutions/NN_topic.ipynb`` and run
+   ``minillm course build NN``; add at least three wrong implementations to
+   ``tests/course/mutants/lessonNN.py``.
+
+``references`` are dotted names resolved lazily (names that do not import are
+skipped), so a check can forbid both minillm's reference and its torch twin.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import json
+import linecache
+import os
+import re
+import sys
+import sysconfig
+import traceback
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+__all__ = [
+    "CheckFailure",
+    "CheckResult",
+    "Task",
+    "register",
+    "check",
+    "run_check",
+    "get_task",
+    "tasks",
+    "expect_tensor",
+    "expect_close",
+    "describe",
+    "GRADING_ENV",
+    "RESULT_MIME",
+]
+
+#: Set in the kernel's environment by the grader; check() then also publishes its result as JSON.
+GRADING_ENV = "MINILLM_GRADING"
+#: The MIME type under which check() publishes its result while grading.
+RESULT_MIME = "application/vnd.minillm.check+json"
+
+TASK_RE = re.compile(r"^(?P<lesson>\d\d)\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
+
+PASSED = "passed"
+FAILED = "failed"
+NOT_ATTEMPTED = "not attempted"
+ERROR = "error"
+
+
+# --------------------------------------------------------------------------- results
+
+
+class CheckFailure(Exception):
+    """Raised by a check to fail a task.
+
+    The verdict reads ``{what} {got}, expected {expected}; hint: {hint}``; leave
+    ``got``/``expected`` out for a plain statement such as "output contains NaN".
+    """
+
+    _UNSET = object()
+
+    def __init__(self, what: str, *, expected: Any = _UNSET, got: Any = _UNSET, hint: str | None = None) -> None:
+        self.what, self.expected, self.got, self.hint = what, expected, got, hint
+        super().__init__(self.message)
+
+    @property
+    def message(self) -> str:
+        text = self.what
+        if self.got is not self._UNSET:
+            text += f" {self.got}"
+        if self.expected is not self._UNSET:
+            text += f", expected {self.expected}"
+        if self.hint:
+            text += f"; hint: {self.hint}"
+        return text
+
+
+@dataclass
+class CheckResult:
+    """What a check found: the grader reads it, ``check()`` prints :attr:`line`."""
+
+    task: str
+    points: int
+    max_points: int
+    status: str  # "passed", "failed", "not attempted" or "error"
+    message: str = ""
+    _echoed: bool = field(default=False, repr=False, compare=False)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == PASSED
+
+    @property
+    def line(self) -> str:
+        mark = {PASSED: "✔", NOT_ATTEMPTED: "○"}.get(self.status, "✘")
+        text = f"{mark} {self.task}  {self.points}/{self.max_points}"
+        return text + (f" — {self.message}" if self.message else "")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("_echoed")
+        return d
+
+    def __str__(self) -> str:
+        return self.line
+
+    def _ipython_display_(self) -> None:
+        # check() already printed the line; as the value of a one-line check cell the
+        # result would be shown a second time, so the first display is swallowed.
+        if self._echoed:
+            self._echoed = False
+            return
+        print(self.line)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+@dataclass
+class Task:
+    """One graded task: its id ("NN.name"), points, check function and forbidden references."""
+
+    id: str
+    points: int
+    func: Callable[[Callable], None]
+    references: tuple[str, ...] = ()
+    doc: str = ""
+
+
+_REGISTRY: dict[str, Task] = {}
+
+
+def register(task_id: str, *, points: int, references: Iterable[str] = ()) -> Callable:
+    """Decorator: register ``func(fn)`` as the check of ``task_id`` ("NN.name") worth ``points``."""
+    m = TASK_RE.match(task_id)
+    if not m:
+        raise ValueError(f"task id {task_id!r} must look like '04.quantize' (two-digit lesson, a dot, a name)")
+    if isinstance(points, bool) or not isinstance(points, int) or points <= 0:
+        raise ValueError(f"points={points!r} for {task_id} must be a positive int, e.g. points=2")
+    refs = tuple(references)
+    for r in refs:
+        if not isinstance(r, str) or "." not in r:
+            raise ValueError(f"reference {r!r} of {task_id} must be a dotted name like 'minillm.model.softmax'")
+
+    def deco(func: Callable) -> Callable:
+        if task_id in _REGISTRY and _REGISTRY[task_id].func.__qualname__ != func.__qualname__:
+            raise ValueError(f"task {task_id} is registered twice; give each check its own id")
+        _REGISTRY[task_id] = Task(task_id, points, func, refs, (func.__doc__ or "").strip())
+        return func
+
+    return deco
+
+
+def _load_lesson(lesson: str) -> None:
+    try:
+        importlib.import_module(f"{__name__}.lesson{lesson}")
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.lesson{lesson}":
+            raise
+
+
+def get_task(task_id: str) -> Task:
+    """The registered task ``task_id``; raises ValueError naming the known tasks if there is none."""
+    if not isinstance(task_id, str) or not TASK_RE.match(task_id):
+        raise ValueError(f"task id {task_id!r} must look like '01.causal_attention'")
+    lesson = task_id[:2]
+    _load_lesson(lesson)
+    if task_id not in _REGISTRY:
+        known = ", ".join(sorted(t for t in _REGISTRY if t.startswith(lesson + "."))) or "none"
+        raise ValueError(f"unknown task {task_id!r}; lesson {lesson} has: {known}")
+    return _REGISTRY[task_id]
+
+
+def tasks(lesson: str | None = None) -> list[Task]:
+    """Registered tasks, sorted by id; ``lesson="01"`` loads and lists one lesson's."""
+    if lesson is not None:
+        _load_lesson(lesson)
+    else:
+        for p in sorted(Path(__file__).parent.glob("lesson[0-9][0-9].py")):
+            _load_lesson(p.stem[-2:])
+    return [t for k, t in sorted(_REGISTRY.items()) if lesson is None or k.startswith(lesson + ".")]
+
+
+# --------------------------------------------------------------------------- the learner's function
+
+
+class _NotAttempted(Exception):
+    pass
+
+
+class _LearnerError(Exception):
+    pass
+
+
+class _UsedReference(Exception):
+    pass
+
+
+def _resolve(dotted: str) -> Any | None:
+    """Import ``a.b.c.name`` (or an attribute chain such as ``a.b.Class.method``); None if absent."""
+    parts = dotted.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+def _code_of(obj: Any):
+    import inspect
+
+    obj = inspect.unwrap(obj) if callable(obj) else obj
+    if isinstance(obj, type):
+        obj = getattr(obj, "forward", None) or getattr(obj, "__call__", None)
+    obj = getattr(obj, "__func__", obj)
+    return getattr(obj, "__code__", None)
+
+
+_LIB_DIRS = tuple(
+    str(Path(p).resolve())
+    for p in {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+) + (str(Path(__file__).resolve().parents[2]),)
+
+
+def _is_learner_frame(filename: str) -> bool:
+    if filename.startswith("<frozen") or filename.startswith("<string>"):
+        return False
+    try:
+        resolved = str(Path(filename).resolve())
+    except OSError:
+        return True
+    return not resolved.startswith(_LIB_DIRS)
+
+
+def _short(text: str, n: int = 160) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _describe_exception(exc: BaseException) -> str:
+    """``ValueError: bad shape (your line 7: `x = q @ k`)``: the learner's innermost frame."""
+    where = ""
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        if _is_learner_frame(frame.f_code.co_filename):
+            code = linecache.getline(frame.f_code.co_filename, lineno, frame.f_globals).strip()
+            where = f" (in {frame.f_code.co_name}, line {lineno}" + (f": `{_short(code, 70)}`)" if code else ")")
+    msg = _short(str(exc))
+    return f"{type(exc).__name__}" + (f": {msg}" if msg else "") + where
+
+
+class _Learner:
+    """Calls the learner's function the way checks need: quiet, watched, with exceptions translated."""
+
+    def __init__(self, fn: Callable, references: dict) -> None:
+        self.fn = fn
+        self._codes = {c: name for name, obj in references.items() if (c := _code_of(obj)) is not None}
+        self._builtins = {id(obj): name for name, obj in references.items() if _code_of(obj) is None}
+
+    def __call__(self, *args, **kwargs):
+        hits: list[str] = []
+        codes, builtins = self._codes, self._builtins
+
+        def profile(frame, event, arg):
+            if event == "call":
+                name = codes.get(frame.f_code)
+                if name:
+                    hits.append(name)
+            elif event == "c_call" and id(arg) in builtins:
+                hits.append(builtins[id(arg)])
+
+        old = sys.getprofile()
+        sys.setprofile(profile)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                out = self.fn(*args, **kwargs)
+        except NotImplementedError as e:
+            sys.setprofile(old)
+            if not str(e):
+                raise _NotAttempted() from None
+            raise _LearnerError(_describe_exception(e)) from None
+        except Exception as e:  # the learner's bug: report it, never a traceback from here
+            sys.setprofile(old)
+            if hits:
+                raise _UsedReference(hits[0]) from None
+            raise _LearnerError(_describe_exception(e)) from None
+        finally:
+            sys.setprofile(old)
+        if hits:
+            raise _UsedReference(hits[0])
+        return out
+
+
+# --------------------------------------------------------------------------- helpers for check authors
+
+
+def describe(x: Any) -> str:
+    """A short description of a value for a verdict: a shape for tensors, a type otherwise."""
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return f"a tensor of shape {tuple(x.shape)} ({str(x.dtype).replace('torch.', '')})"
+    if isinstance(x, (tuple, list)):
+        return f"a {type(x).__name__} of {len(x)}"
+    name = type(x).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
+def expect_tensor(got: Any, *, shape: tuple | None = None, what: str = "output", hint: str | None = None):
+    """Fail unless ``got`` is a floating tensor (of ``shape`` when given) with no NaN or inf."""
+    import torch
+
+    if not isinstance(got, torch.Tensor):
+        raise CheckFailure(f"{what} is", got=describe(got), expected="a torch.Tensor", hint=hint)
+    if shape is not None and tuple(got.shape) != tuple(shape):
+        raise CheckFailure(f"{what} shape", got=tuple(got.shape), expected=tuple(shape), hint=hint)
+    if got.is_floating_point() and not bool(torch.isfinite(got).all()):
+        bad = "NaN" if bool(torch.isnan(got).any()) else "inf"
+        raise CheckFailure(f"{what} contains {bad}", hint=hint or "look for exp() of large numbers or a 0/0")
+    return got
+
+
+def expect_close(
+    got: Any,
+    expected,
+    *,
+    atol: float,
+    rtol: float,
+    what: str = "output",
+    hint: str | None = None,
+    diagnose: dict[str, Any] | None = None,
+) -> None:
+    """Fail unless tensor ``got`` matches ``expected`` within ``atol + rtol·|expected|``.
+
+    ``diagnose`` maps a hint to the output a typical mistake gives: when ``got``
+    matches one of those instead, that hint is shown.
+    """
+    import torch
+
+    expected = torch.as_tensor(expected)
+    diag_hint = None
+    if diagnose and isinstance(got, torch.Tensor) and got.shape == expected.shape:
+        for h, wrong in diagnose.items():
+            wrong = torch.as_tensor(wrong)
+            if wrong.shape == got.shape and torch.allclose(got.double(), wrong.double(), atol=atol, rtol=rtol, equal_nan=True):
+                if not torch.allclose(wrong.double(), expected.double(), atol=atol, rtol=rtol):
+                    diag_hint = h
+                    break
+    expect_tensor(got, shape=tuple(expected.shape), what=what, hint=diag_hint or hint)
+    g, e = got.detach().double(), expected.detach().double()
+    err = (g - e).abs()
+    bound = atol + rtol * e.abs()
+    if bool((err > bound).any()):
+        i = int(torch.argmax(err - bound))
+        idx = tuple(int(v) for v in torch.unravel_index(torch.tensor(i), e.shape)) if e.dim() else ()
+        at = f" at index {idx}" if idx else ""
+        raise CheckFailure(
+            f"{what}{at} is",
+            got=f"{float(g.reshape(-1)[i]):.6g}",
+            expected=f"{float(e.reshape(-1)[i]):.6g} (max abs error {float(err.max()):.2g}, tolerance {atol:g} + {rtol:g}·|expected|)",
+            hint=diag_hint or hint,
+        )
+
+
+# --------------------------------------------------------------------------- the runner
+
+
+def _references(task: Task) -> dict[str, Any]:
+    out = {}
+    for name in task.references:
+        obj = _resolve(name)
+        if obj is not None:
+            out[name] = obj
+    return out
+
+
+def _is_reference(fn: Callable, refs: dict[str, Any]) -> str | None:
+    import functools
+
+    inner = fn.func if isinstance(fn, functools.partial) else fn
+    code = _code_of(inner)
+    for name, obj in refs.items():
+        if inner is obj or (code is not None and code is _code_of(obj)):
+            return name
+    return None
+
+
+def run_check(task_id: str, fn: Any) -> CheckResult:
+    """Run the check of ``task_id`` on ``fn`` and return the verdict, printing nothing."""
+    import torch
+
+    task = get_task(task_id)
+
+    def result(points: int, status: str, message: str = "") -> CheckResult:
+        return CheckResult(task.id, points, task.points, status, message)
+
+    if not callable(fn):
+        return result(0, FAILED, f"expected your function, got {describe(fn)}; pass the function itself, without ()")
+    refs = _references(task)
+    ref = _is_reference(fn, refs)
+    if ref:
+        return result(0, FAILED, f"this is the reference {ref}, not your own code: 0 points; pass the function you wrote")
+    learner = _Learner(fn, refs)
+    # Seeded, without disturbing the learner's random state; warnings are kept out
+    # of the verdict so that a check cell prints exactly one line.
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        try:
+            task.func(learner)
+        except _NotAttempted:
+            return result(0, NOT_ATTEMPTED, "not attempted yet: replace `raise NotImplementedError()` with your code")
+        except _UsedReference as e:
+            return result(0, FAILED, f"your function calls the reference {e}: 0 points; write it from tensor operations")
+        except _LearnerError as e:
+            return result(0, ERROR, f"your function raised {e}")
+        except CheckFailure as e:
+            return result(0, FAILED, e.message)
+        except Exception as e:  # the result could not be used (e.g. a wrong type the check did not foresee)
+            return result(0, FAILED, f"the check could not use your result: {type(e).__name__}: {_short(str(e), 120)}")
+    return result(task.points, PASSED)
+
+
+def check(task_id: str, fn: Any) -> CheckResult:
+    """Check the learner's ``fn`` for ``task_id``: print one verdict line and return the result."""
+    res = run_check(task_id, fn)
+    print(res.line, flush=True)
+    res._echoed = True
+    if os.environ.get(GRADING_ENV):
+        try:
+            from IPython.display import publish_display_data
+
+            publish_display_data({RESULT_MIME: res.to_dict()})
+        except ImportError:  # graded outside a kernel: the JSON goes to stdout
+            print(json.dumps({RESULT_MIME: res.to_dict()}), flush=True)
+    return res

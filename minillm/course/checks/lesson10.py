@@ -1,0 +1,382 @@
+"""Checks of lesson 10, "Collective communication".
+
+The learner's collectives are rank code, ``fn(comm, ...)``: every check runs them
+through :func:`minillm.parallel.run` on the simulated cluster, for several world
+sizes (1 to 8, odd ones included) and buffer lengths that do not divide evenly,
+and compares each rank's result with the simulator's native collective. Ring tasks
+get a point-to-point-only communicator that logs every message, so the check can
+say whether the learner really built a ring (neighbours only, one chunk per step,
+p-1 steps), and it times the run against the α-β formula (Thakur, Rabenseifner &
+Gropp 2005).
+
+Graded checks never hang: a deadlock (every rank waiting for a message nobody
+sends) is detected by the simulator at once, and a rank stuck in its own code makes
+the others time out after :data:`RUN_TIMEOUT` seconds. :func:`run_ranks` turns
+both, and any error of the learner's code inside a rank, into a one-line verdict.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any, Callable
+
+import torch
+
+from minillm.course.checks import CheckFailure, describe, expect_close, register
+from minillm.parallel import (
+    CollectiveMismatchError,
+    CommTimeoutError,
+    RankError,
+    chunk_sizes,
+    collective_time,
+    run,
+)
+from minillm.parallel.sim import ClusterSpec
+
+#: Wall seconds a rank may wait in one communication call during a check.
+RUN_TIMEOUT = 10.0
+
+#: The cluster the checks time on: round numbers, with a latency large enough that
+#: a wrong number of steps shows (1 GB/s links, 10 µs per message; GB = 1e9 bytes).
+CHECK_CLUSTER = ClusterSpec(name="check cluster", peak_flops=1e12, mem_bw=1e11, mem_bytes=1e10, link_bw=1e9, latency=1e-5)
+
+# The native collectives a ring task must not call (the simulator's, torch.distributed's
+# through DistComm, and the library's ring implementations).
+_NATIVE = tuple(
+    f"minillm.parallel.{cls}.{m}"
+    for cls in ("sim.SimComm", "launch.DistComm")
+    for m in ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
+) + ("minillm.parallel.comm.Comm.all_gather_into_tensor", "minillm.parallel.comm.Comm.reduce_scatter_tensor")
+_RINGS = tuple(f"minillm.parallel.collectives.{f}" for f in ("ring_all_gather", "ring_reduce_scatter", "ring_all_reduce", "tree_broadcast"))
+
+DEADLOCK_HINT = (
+    "a blocking comm.send waits until its receiver posts the matching recv; start the send with "
+    "req = comm.isend(...), then comm.recv(...), then req.wait()"
+)
+
+
+# --------------------------------------------------------------------------- running rank code in a check
+
+
+def run_ranks(rank_fn: Callable, world_size: int, *args: Any, cluster: ClusterSpec | None = None):
+    """Run ``rank_fn(comm, *args)`` on ``world_size`` simulated ranks for a check; returns the RunResult.
+
+    One intra-op torch thread (tiny tensors; every rank is a thread), and the
+    process's stdout restored afterwards (the runner silences the learner's prints
+    per call, which is not thread-safe when ranks call concurrently). A learner
+    error inside a rank is re-raised as the runner's own verdict ("not attempted",
+    "your function raised ..."); a hang or a mismatch becomes a :class:`CheckFailure`.
+    """
+    stdout, threads = sys.stdout, torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run(rank_fn, world_size, *args, cluster=cluster or CHECK_CLUSTER, timeout=RUN_TIMEOUT)
+    except RankError as e:
+        if e.__cause__ is not None:  # the learner's exception, already translated by the runner
+            raise e.__cause__ from None
+        raise CheckFailure(f"rank {e.rank} raised {e.exc_type}: {e.message}") from None
+    except CommTimeoutError as e:
+        first = str(e).splitlines()[0]
+        raise CheckFailure(f"with world_size={world_size} the ranks never finished: {first}", hint=DEADLOCK_HINT) from None
+    except CollectiveMismatchError as e:
+        raise CheckFailure(f"with world_size={world_size}: {str(e).splitlines()[0]}") from None
+    finally:
+        sys.stdout = stdout
+        torch.set_num_threads(threads)
+
+
+class P2POnly:
+    """The communicator a ring task hands the learner: point-to-point only, every message logged.
+
+    ``sent`` and ``received`` list (peer, number of elements) in call order.
+    Collectives raise AttributeError: the task is to build them from messages.
+    """
+
+    _BLOCKED = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "barrier",
+                "all_gather_into_tensor", "reduce_scatter_tensor", "new_group")
+
+    def __init__(self, comm) -> None:
+        self._comm = comm
+        self.rank, self.world_size = comm.rank, comm.world_size
+        self.sent: list[tuple[int, int]] = []
+        self.received: list[tuple[int, int]] = []
+
+    def isend(self, tensor, dst):
+        self.sent.append((dst, _numel(tensor)))
+        return self._comm.isend(tensor, dst)
+
+    def send(self, tensor, dst):
+        self.sent.append((dst, _numel(tensor)))
+        return self._comm.send(tensor, dst)
+
+    def irecv(self, tensor, src):
+        self.received.append((src, _numel(tensor)))
+        return self._comm.irecv(tensor, src)
+
+    def recv(self, tensor, src):
+        self.received.append((src, _numel(tensor)))
+        return self._comm.recv(tensor, src)
+
+    def __getattr__(self, name: str):
+        if name in P2POnly._BLOCKED:
+            raise AttributeError(
+                f"comm.{name} is off limits in this task: build the collective from comm.isend / comm.recv"
+            )
+        return getattr(self._comm, name)
+
+
+def _numel(t) -> int:
+    return t.numel() if isinstance(t, torch.Tensor) else -1
+
+
+def _rank_data(seed: int, rank: int, n: int, dtype=torch.float32) -> torch.Tensor:
+    """Rank ``rank``'s data for case ``seed``: n values, O(1), different on every rank."""
+    g = torch.Generator().manual_seed(1000 * seed + rank)
+    return torch.randn(n, generator=g, dtype=dtype)
+
+
+def _check_ring_pattern(logs: list[P2POnly], sizes: list[int], task: str) -> None:
+    """Every rank sent p-1 messages of one chunk each to one neighbour, and received from the other."""
+    p = len(logs)
+    if p == 1:
+        if logs[0].sent or logs[0].received:
+            raise CheckFailure(f"with world_size=1 your {task} sent messages", hint="a single rank has nothing to exchange")
+        return
+    biggest = max(sizes)
+    for r, log in enumerate(logs):
+        dsts = {d for d, _ in log.sent}
+        srcs = {s for s, _ in log.received}
+        right, left = (r + 1) % p, (r - 1) % p
+        if not (dsts <= {right} and srcs <= {left}) and not (dsts <= {left} and srcs <= {right}):
+            raise CheckFailure(
+                f"with world_size={p}, rank {r} sent to ranks {sorted(dsts)} and received from ranks {sorted(srcs)}",
+                expected=f"send only to rank {right} (r+1) and receive only from rank {left} (r-1)",
+                hint="in a ring every rank talks to its two neighbours only",
+            )
+        if len(log.sent) != p - 1 or len(log.received) != p - 1:
+            raise CheckFailure(
+                f"with world_size={p}, rank {r} sent {len(log.sent)} and received {len(log.received)} messages",
+                expected=f"{p - 1} of each (p-1 steps, one chunk per step)",
+                hint="loop for step in range(world_size - 1): one isend and one recv per step",
+            )
+        too_big = [n for _, n in log.sent + log.received if n > biggest]
+        if too_big:
+            raise CheckFailure(
+                f"with world_size={p}, rank {r} sent a message of {too_big[0]} elements",
+                expected=f"one chunk per message (at most {biggest} elements)",
+                hint="send one chunk per step, never the whole buffer: that is what makes the ring bandwidth-optimal",
+            )
+
+
+def _check_time(measured: float, op: str, n: int, p: int, task: str) -> None:
+    """The simulated time of the learner's collective against the α-β ring formula."""
+    c = CHECK_CLUSTER
+    nbytes = 4 * n  # float32
+    want = collective_time(op, nbytes, p, c.link_bw, c.latency)
+    # Logical clocks add exact α + n/B terms, so the only error is float rounding: 1e-9 relative.
+    if not math.isclose(measured, want, rel_tol=1e-9, abs_tol=1e-15):
+        steps = 2 * (p - 1) if op == "all_reduce" else p - 1
+        raise CheckFailure(
+            f"simulated time of your {task} with world_size={p} and {n} elements is {measured * 1e6:.4g} µs",
+            expected=f"{want * 1e6:.4g} µs, the ring's {steps}·α + {steps}/{p}·n/B",
+            hint="post each step's isend before its recv, so that sending and receiving overlap (links are full duplex), "
+            "and wait for both before the next step",
+        )
+
+
+# Cases: (world size, number of elements). Odd world sizes, lengths that do not
+# divide (chunks differ by one), fewer elements than ranks (empty chunks), and 8 ranks.
+RING_CASES = [(1, 6), (2, 8), (3, 10), (4, 12), (4, 10), (5, 23), (3, 2), (8, 40)]
+
+
+# --------------------------------------------------------------------------- ring all-gather
+
+
+def _all_gather_rank(comm, fn, seed: int, n: int):
+    p, r = comm.world_size, comm.rank
+    sizes = chunk_sizes(n, p)
+    mine = _rank_data(seed, r, sizes[r])
+    chunks = [mine.clone() if i == r else torch.full((s,), float("nan")) for i, s in enumerate(sizes)]
+    log = P2POnly(comm)
+    t0 = comm.clock
+    out = fn(log, chunks)
+    elapsed = comm.clock - t0
+    native = [torch.empty(max(sizes)) for _ in range(p)]  # the simulator's all-gather, padded to equal shapes
+    padded = torch.cat([mine, torch.zeros(max(sizes) - sizes[r])])
+    comm.all_gather(native, padded)
+    return {"out": out, "chunks": chunks, "native": [t[:s] for t, s in zip(native, sizes)], "log": log, "elapsed": elapsed}
+
+
+@register("10.ring_all_gather", points=3, references=_NATIVE + _RINGS)
+def check_ring_all_gather(fn) -> None:
+    """ring_all_gather(comm, chunks): fill every rank's list of chunks in place from send/recv."""
+    for seed, (p, n) in enumerate(RING_CASES):
+        res = run_ranks(_all_gather_rank, p, fn, seed, n)
+        sizes = chunk_sizes(n, p)
+        for r, d in enumerate(res.results):
+            out = d["out"]
+            if out is not d["chunks"] and not (isinstance(out, (list, tuple)) and len(out) == p):
+                raise CheckFailure("ring_all_gather returned", got=describe(out), expected="the list chunks, filled in place")
+            for i in range(p):
+                expect_close(
+                    d["chunks"][i],
+                    d["native"][i],
+                    atol=0,
+                    rtol=0,  # copying moves bits: exact
+                    what=f"with world_size={p} and {n} elements, rank {r}'s chunks[{i}]",
+                    hint=f"fill the buffers in place (comm.recv(chunks[j], left)); after step s rank r holds chunk (r - s - 1) % p",
+                )
+        _check_ring_pattern([d["log"] for d in res.results], sizes, "all-gather")
+        if n % p == 0:
+            _check_time(max(d["elapsed"] for d in res.results), "all_gather", n, p, "all-gather")
+
+
+# --------------------------------------------------------------------------- ring reduce-scatter
+
+
+def _reduce_scatter_rank(comm, fn, seed: int, n: int):
+    p, r = comm.world_size, comm.rank
+    sizes = chunk_sizes(n, p)
+    data = _rank_data(seed, r, n)
+    chunks = [c.clone() for c in data.split(sizes)]
+    log = P2POnly(comm)
+    t0 = comm.clock
+    out = fn(log, chunks)
+    elapsed = comm.clock - t0
+    native = data.clone()
+    comm.all_reduce(native)  # the simulator's sum, in rank order
+    return {"out": out, "mine": chunks[r], "native": native.split(sizes)[r], "log": log, "elapsed": elapsed}
+
+
+def _partial_sums(seed: int, n: int, p: int, r: int) -> dict[str, torch.Tensor]:
+    """What typical reduce-scatter mistakes leave in chunk r (used only to name the mistake)."""
+    sizes = chunk_sizes(n, p)
+    data = [_rank_data(seed, q, n).double().split(sizes) for q in range(p)]
+    full = sum(d[r] for d in data)
+    return {
+        "average, not sum: the task is a sum (divide later if you need a mean)": full / p,
+        "run p-1 steps: chunk r reaches rank r, complete, in the last step": data[r][r],
+        "a chunk must keep its own rank's contribution: add the incoming chunk to yours (chunks[i] += incoming)": full
+        - data[r][r],
+    }
+
+
+@register("10.ring_reduce_scatter", points=3, references=_NATIVE + _RINGS)
+def check_ring_reduce_scatter(fn) -> None:
+    """ring_reduce_scatter(comm, chunks) -> chunks[rank], now the sum over ranks of that chunk."""
+    for seed, (p, n) in enumerate(RING_CASES):
+        res = run_ranks(_reduce_scatter_rank, p, fn, seed, n)
+        sizes = chunk_sizes(n, p)
+        for r, d in enumerate(res.results):
+            what = f"with world_size={p} and {n} elements, rank {r}'s chunk {r}"
+            # Sums of p <= 8 float32 values of size O(1) in another order than the
+            # native rank-order sum: a few ulps, so 1e-5 absolute and relative.
+            tol = dict(atol=1e-5, rtol=1e-5)
+            expect_close(
+                d["out"],
+                d["native"],
+                **tol,
+                what=what + " (returned)",
+                hint="after p-1 steps of send (r - s - 1) % p / receive-and-add (r - s - 2) % p, chunk r is complete on rank r",
+                diagnose=_partial_sums(seed, n, p, r),
+            )
+            expect_close(
+                d["mine"],
+                d["native"],
+                **tol,
+                what=what + " (chunks[rank], in place)",
+                hint="add into the chunks in place (chunks[i] += incoming) and return chunks[comm.rank]",
+            )
+        _check_ring_pattern([d["log"] for d in res.results], sizes, "reduce-scatter")
+        if n % p == 0:
+            _check_time(max(d["elapsed"] for d in res.results), "reduce_scatter", n, p, "reduce-scatter")
+
+
+# --------------------------------------------------------------------------- ring all-reduce
+
+
+def _all_reduce_rank(comm, fn, seed: int, shape: tuple[int, ...]):
+    data = _rank_data(seed, comm.rank, math.prod(shape)).view(shape)
+    tensor = data.clone()
+    t0 = comm.clock
+    out = fn(P2POnly(comm), tensor)
+    elapsed = comm.clock - t0
+    native = data.clone()
+    comm.all_reduce(native)
+    return {"out": out, "tensor": tensor, "native": native, "elapsed": elapsed}
+
+
+@register("10.ring_all_reduce", points=3, references=_NATIVE + _RINGS)
+def check_ring_all_reduce(fn) -> None:
+    """ring_all_reduce(comm, tensor) -> tensor, summed over ranks in place with a ring."""
+    cases = [(1, (5,)), (2, (8,)), (3, (4, 3)), (4, (16,)), (4, (2, 5)), (5, (23,)), (3, (2,)), (8, (4, 8))]
+    for seed, (p, shape) in enumerate(cases):
+        res = run_ranks(_all_reduce_rank, p, fn, seed, shape)
+        n = math.prod(shape)
+        first = None
+        for r, d in enumerate(res.results):
+            what = f"with world_size={p} and a tensor of shape {shape}, rank {r}'s tensor"
+            if not isinstance(d["out"], torch.Tensor):
+                raise CheckFailure("ring_all_reduce returned", got=describe(d["out"]), expected="the tensor, reduced in place")
+            # Same tolerance as the reduce-scatter: float32 sums in another order.
+            expect_close(d["tensor"], d["native"], atol=1e-5, rtol=1e-5, what=what,
+                         hint="reduce in place: cut tensor.view(-1) into views with tensor_split, reduce-scatter them, all-gather them",
+                         diagnose={"a sum, not an average": d["native"] / p} if p > 1 else None)
+            expect_close(d["out"], d["native"], atol=1e-5, rtol=1e-5, what=what + " (returned)", hint="return the tensor")
+            if first is None:
+                first = d["tensor"]
+            elif not torch.equal(first, d["tensor"]):
+                raise CheckFailure(
+                    f"with world_size={p} the ranks end with different bits",
+                    hint="each chunk is summed once, by its owner, and then copied: every rank must end bit-identical",
+                )
+        if n % p == 0:
+            _check_time(max(d["elapsed"] for d in res.results), "all_reduce", n, p, "all-reduce")
+
+
+# --------------------------------------------------------------------------- the α-β cost
+
+
+def _time_variants(op, nbytes, p, bw, lat) -> dict[str, float]:
+    """Times that typical mistakes give (used only to name the mistake)."""
+    k = 2 if op == "all_reduce" else 1
+    return {
+        "every step moves one chunk, n/p bytes: the bandwidth term is (p-1)/p · n/B per pass": k * (p - 1) * (lat + nbytes / bw),
+        "count α once per step: (p-1) steps per pass, two passes for an all-reduce": k * (p - 1) / p * nbytes / bw + lat,
+        "an all-reduce is two passes (reduce-scatter, then all-gather): twice the steps and the bytes": (p - 1) * lat
+        + (p - 1) / p * nbytes / bw
+        if k == 2
+        else -1.0,
+        "an all-gather or reduce-scatter is a single pass of p-1 steps": 2 * ((p - 1) * lat + (p - 1) / p * nbytes / bw)
+        if k == 1
+        else -1.0,
+    }
+
+
+@register("10.ring_time", points=2, references=("minillm.parallel.collectives.collective_time",))
+def check_ring_time(fn) -> None:
+    """ring_time(op, nbytes, world_size, bandwidth, latency) -> seconds under the α-β model."""
+    gen = torch.Generator().manual_seed(10)
+    cases = [("all_reduce", 1e9, 8, 300e9, 5e-6), ("all_gather", 1e9, 8, 300e9, 5e-6), ("reduce_scatter", 4096, 2, 1.25e9, 50e-6),
+             ("all_reduce", 1e6, 1, 1e9, 1e-5), ("all_reduce", 0, 16, 1e9, 1e-5)]
+    for _ in range(6):
+        op = ("all_reduce", "all_gather", "reduce_scatter")[int(torch.randint(0, 3, (1,), generator=gen))]
+        p = int(torch.randint(2, 130, (1,), generator=gen))
+        nbytes = float(2 ** int(torch.randint(8, 34, (1,), generator=gen)))
+        bw = float(torch.empty(1).uniform_(1e9, 1e12, generator=gen))
+        lat = float(torch.empty(1).uniform_(1e-6, 1e-4, generator=gen))
+        cases.append((op, nbytes, p, bw, lat))
+    for op, nbytes, p, bw, lat in cases:
+        want = collective_time(op, nbytes, p, bw, lat)
+        got = fn(op, nbytes, p, bw, lat)
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.item()
+        if isinstance(got, bool) or not isinstance(got, (int, float)):
+            raise CheckFailure("ring_time returned", got=describe(got), expected="a float (seconds)")
+        # A closed form in float64: only rounding differs, so 1e-9 relative.
+        if not math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-18):
+            hint = next((h for h, t in _time_variants(op, nbytes, p, bw, lat).items() if math.isclose(got, t, rel_tol=1e-9)),
+                        "all-reduce 2(p-1)·α + 2(p-1)/p·n/B; all-gather and reduce-scatter (p-1)·α + (p-1)/p·n/B; 0 for one rank")
+            raise CheckFailure(f"ring_time({op!r}, nbytes={nbytes:g}, world_size={p}, bandwidth={bw:.4g}, latency={lat:.3g}) is",
+                               got=f"{got:.6g} s", expected=f"{want:.6g} s", hint=hint)

@@ -1,0 +1,122 @@
+"""The course's command-line commands; ``minillm.cli`` calls :func:`register`.
+
+- ``minillm course build [NN] [--check]``  regenerate exercises, re-execute lessons and solutions
+- ``minillm grade PATH... [--json OUT] [--timeout SECONDS]``  grade submissions
+- ``minillm start [DIR]``  copy the exercises into your workspace (default my-work/)
+- ``minillm progress [DIR]``  your score per task
+
+Each handler takes the parsed namespace and returns an exit code (0 fine, 1 the
+work found a problem, 2 a bad argument). Handlers are set as ``handler`` defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["register"]
+
+
+def _seconds(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number of seconds") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{s} must be a positive number of seconds, e.g. --timeout 60")
+    return v
+
+
+def _filter(s: str) -> str:
+    import re
+
+    if not re.fullmatch(r"\d\d(_[\w\-]+)?", s):
+        raise argparse.ArgumentTypeError(f"{s!r} is not a notebook filter; use a lesson number like 01 or a stem like 01_transformer")
+    return s
+
+
+def _error(prog: str, e: BaseException) -> int:
+    print(f"minillm {prog}: error: {e}", file=sys.stderr)
+    return 2
+
+
+def _build(a: argparse.Namespace) -> int:
+    from minillm.course.build import build
+    from minillm.course.grade import GradeError
+
+    try:
+        return build(only=a.notebooks, check=a.check)
+    except GradeError as e:
+        return _error("course build", e)
+
+
+def _grade(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from minillm.course.grade import GradeError, grade_paths
+
+    missing = [p for p in a.paths if not Path(p).exists()]
+    if missing:
+        return _error("grade", f"no such file or folder: {missing[0]}")
+    if a.json is not None and Path(a.json).is_dir():
+        return _error("grade", f"--json {a.json} is a folder; give a file name such as grades.json")
+    try:
+        _, code = grade_paths(a.paths, timeout=a.timeout, json_out=a.json)
+    except GradeError as e:
+        return _error("grade", e)
+    if a.json is not None:
+        print(f"wrote {a.json}")
+    return code
+
+
+def _start(a: argparse.Namespace) -> int:
+    from minillm.course.workspace import start
+
+    try:
+        start(a.dir)
+    except (ValueError, OSError) as e:
+        return _error("start", e)
+    return 0
+
+
+def _progress(a: argparse.Namespace) -> int:
+    from minillm.course.workspace import progress
+
+    try:
+        progress(a.dir, timeout=a.timeout)
+    except (ValueError, OSError) as e:
+        return _error("progress", e)
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``course build``, ``grade``, ``start`` and ``progress`` to an argparse subparsers object."""
+    from minillm.course.grade import DEFAULT_TIMEOUT
+    from minillm.course.workspace import DEFAULT_DIR
+
+    course = subparsers.add_parser("course", help="instructor tools: build the course notebooks")
+    course_sub = course.add_subparsers(dest="course_command", metavar="COMMAND", required=True)
+    b = course_sub.add_parser(
+        "build", help="regenerate exercises from solutions and re-execute lessons and solutions in place"
+    )
+    b.add_argument("notebooks", nargs="?", type=_filter, help="only notebooks whose stem starts with this (e.g. 01)")
+    b.add_argument("--check", action="store_true", help="only verify that the committed exercises are up to date")
+    b.set_defaults(handler=_build)
+
+    g = subparsers.add_parser("grade", help="grade submissions (files or folders of .ipynb), each in a fresh kernel")
+    g.add_argument("paths", nargs="+", metavar="PATH", help="a submission notebook or a folder of them")
+    g.add_argument("--json", metavar="OUT", help="also write the scores as JSON rows to OUT")
+    g.add_argument(
+        "--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+        help=f"per-cell time limit for the learner's code (default: {DEFAULT_TIMEOUT})",
+    )
+    g.set_defaults(handler=_grade)
+
+    s = subparsers.add_parser("start", help=f"copy the exercises into your workspace (default: {DEFAULT_DIR}/)")
+    s.add_argument("dir", nargs="?", default=DEFAULT_DIR, metavar="DIR")
+    s.set_defaults(handler=_start)
+
+    p = subparsers.add_parser("progress", help="grade your workspace: one line per task")
+    p.add_argument("dir", nargs="?", default=DEFAULT_DIR, metavar="DIR")
+    p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS", help=argparse.SUPPRESS)
+    p.set_defaults(handler=_progress)

@@ -1,0 +1,406 @@
+"""The grader: ``minillm grade PATH...`` runs each submission in a fresh kernel and scores its tasks.
+
+How a submission is graded
+--------------------------
+1. **Read, never write.** The file is read once into memory; everything below
+   works on that copy, in a temporary working directory, so the submission's
+   bytes (and hash) never change.
+2. **Find the release.** The released exercise is ``exercises/<stem>.ipynb``, named
+   by the notebook's ``metadata.minillm.exercise`` (written by generation), else by
+   the file stem, else by its ``NN_`` prefix.
+3. **Merge.** The cells to run follow the *release's* order. Locked cells (check
+   cells and read-only cells) always come from the release, matched by nbgrader
+   ``grade_id`` (or, when a tool stripped the metadata, by cell id): an edited or
+   deleted check cell changes nothing. Answer cells come from the submission by
+   ``grade_id``; a missing one is replaced by the blank stub and scores 0. Cells
+   the learner added stay after the cell they followed.
+4. **Run cell by cell** in one kernel started on this Python (``MINILLM_GRADING=1``
+   makes ``check()`` publish its result as JSON next to its verdict line), with a
+   per-cell timeout (``--timeout``) for the learner's cells and check cells; the
+   release's read-only cells (imports, setup) get at least 300 s. An exception is just an output. After a **timeout** or a
+   **kernel death** (``os._exit``, a segfault) the task owning that cell is marked
+   ``timeout``/``crashed``, a fresh kernel is started, and the non-check cells that
+   had already run are replayed (the failed one left out) before grading goes on.
+   So one task's infinite loop or crash costs that task alone.
+5. **Score.** Each task's row comes from its check cell's JSON: ``passed``,
+   ``failed``, ``not attempted`` or ``error``; or ``timeout``, ``crashed``,
+   ``missing`` from step 3 or 4. ``max`` is the check cell's nbgrader ``points``.
+
+Cost: one kernel start (about a second) plus the notebook's imports per
+submission, and one more per timeout or crash.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import nbformat
+from nbformat import NotebookNode
+
+from minillm.course.checks import GRADING_ENV, RESULT_MIME
+from minillm.course.notebooks import current_env_kernel_manager, kernel_env, release_cells
+
+__all__ = ["TaskGrade", "GradeError", "course_root", "find_release", "merge", "grade_notebook", "grade_paths", "format_table"]
+
+DEFAULT_TIMEOUT = 60
+READONLY_TIMEOUT = 300
+
+
+class GradeError(ValueError):
+    """A submission cannot be graded (not a notebook, no matching exercise)."""
+
+
+@dataclass
+class TaskGrade:
+    """One row of the score table and of the JSON report."""
+
+    submission: str
+    task: str
+    points: int
+    max: int
+    status: str
+    message: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def course_root(root: str | Path | None = None) -> Path:
+    """The folder holding ``exercises/`` and ``solutions/``: ``root``, else the repo around minillm, else cwd."""
+    if root is not None:
+        return Path(root).resolve()
+    here = Path(__file__).resolve().parents[2]
+    for cand in (here, Path.cwd()):
+        if (cand / "exercises").is_dir():
+            return cand
+    raise GradeError(
+        "cannot find the course's exercises/ folder; run minillm from the course repository "
+        "(the folder with lessons/, exercises/ and solutions/)"
+    )
+
+
+def find_release(nb: NotebookNode, path: Path, root: Path) -> Path:
+    """The released exercise a submission answers (see the module docstring, step 2)."""
+    exercises = root / "exercises"
+    name = nb.metadata.get("minillm", {}).get("exercise") if isinstance(nb.metadata.get("minillm"), dict) else None
+    if isinstance(name, str) and re.fullmatch(r"[\w\-]+", name) and (exercises / f"{name}.ipynb").is_file():
+        return exercises / f"{name}.ipynb"
+    if (exercises / path.name).is_file():
+        return exercises / path.name
+    m = re.match(r"(\d\d)_", path.name)
+    if m:
+        found = sorted(exercises.glob(f"{m.group(1)}_*.ipynb"))
+        if len(found) == 1:
+            return found[0]
+    known = ", ".join(p.name for p in sorted(exercises.glob("*.ipynb"))) or "none"
+    raise GradeError(f"{path}: no released exercise matches it (known: {known}); keep the exercise's file name")
+
+
+# --------------------------------------------------------------------------- merging
+
+
+@dataclass
+class RunCell:
+    role: str  # "answer", "check", "readonly" or "extra" (added by the learner)
+    task: str | None
+    cell: NotebookNode
+    missing: bool = False  # an answer cell absent from the submission (the stub runs)
+    restored: bool = False  # a check cell that was edited or deleted in the submission
+
+
+def _grade_id(cell: NotebookNode) -> str | None:
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    return meta.get("grade_id") if isinstance(meta, dict) else None
+
+
+def _fresh(cell: NotebookNode, source: str | None = None) -> NotebookNode:
+    c = copy.deepcopy(cell)
+    if source is not None:
+        c.source = source
+    if c.cell_type == "code":
+        c.outputs, c.execution_count = [], None
+    return c
+
+
+def merge(release: NotebookNode, submission: NotebookNode) -> list[RunCell]:
+    """The cells to run: the release's order and locked cells, the submission's answers and additions."""
+    rel = release_cells(release)
+    gid_of_id = {c.get("id"): _grade_id(c) for _, _, c in rel}
+    known = {_grade_id(c) for _, _, c in rel}
+    matched: dict[str, NotebookNode] = {}
+    extras: dict[str | None, list[NotebookNode]] = defaultdict(list)
+    anchor: str | None = None
+    for cell in submission.cells:
+        gid = _grade_id(cell)
+        if gid not in known:
+            gid = gid_of_id.get(cell.get("id"))
+        if gid in known and gid not in matched:
+            matched[gid] = cell
+            anchor = gid
+        elif cell.cell_type == "code":  # added by the learner, or a duplicate of a released cell
+            c = _fresh(cell)
+            c.metadata = {}
+            extras[anchor].append(c)
+    run = [RunCell("extra", None, c) for c in extras[None]]
+    for role, task, rcell in rel:
+        gid = _grade_id(rcell)
+        sub = matched.get(gid)
+        if role == "answer":
+            if sub is not None and sub.cell_type == "code":
+                run.append(RunCell("answer", task, _fresh(rcell, sub.source)))
+            else:
+                run.append(RunCell("answer", task, _fresh(rcell), missing=True))
+        else:
+            restored = role == "check" and (sub is None or sub.source.strip() != rcell.source.strip())
+            run.append(RunCell(role, task, _fresh(rcell), restored=restored))
+        run.extend(RunCell("extra", None, c) for c in extras[gid])
+    return run
+
+
+# --------------------------------------------------------------------------- the kernel
+
+
+class _Kernel:
+    """One kernel at a time, restartable; runs single cells with a timeout."""
+
+    def __init__(self, workdir: Path, timeout: int, cells: list[NotebookNode]) -> None:
+        self.workdir, self.timeout = workdir, timeout
+        self.nb = nbformat.v4.new_notebook(cells=cells)  # nbclient stores each executed cell back here
+        self.client = None
+        self.starts = 0
+
+    def start(self) -> None:
+        from nbclient import NotebookClient
+
+        self.stop()
+        ipc = Path(tempfile.mkdtemp(prefix="ipc-", dir=self.workdir))
+        km = current_env_kernel_manager(ipc)
+        self.client = NotebookClient(
+            self.nb,
+            km=km,
+            timeout=self.timeout,
+            allow_errors=True,
+            record_timing=False,
+            store_widget_state=True,  # nbclient's Output-widget emulation needs it
+            shutdown_kernel="immediate",
+            timeout_func=self.timeout_of,
+            resources={"metadata": {"path": str(self.workdir)}},
+        )
+        self.client.start_new_kernel(env=kernel_env({GRADING_ENV: "1"}))
+        self.client.start_new_kernel_client()
+        self.starts += 1
+
+    def timeout_of(self, cell: NotebookNode) -> int:
+        """The learner's cells get ``timeout``; the release's own read-only cells (imports, setup) get
+        at least ``READONLY_TIMEOUT``, so a slow import on a loaded machine is not blamed on a task."""
+        meta = cell.metadata.get("nbgrader", {})
+        readonly = meta.get("locked") and not meta.get("grade") and not meta.get("solution")
+        return max(self.timeout, READONLY_TIMEOUT) if readonly else self.timeout
+
+    def stop(self) -> None:
+        if self.client is not None:
+            try:
+                self.client._cleanup_kernel()
+            except Exception:  # the kernel may already be gone
+                pass
+            self.client = None
+
+    def run(self, cell: NotebookNode, index: int) -> str:
+        """Execute ``cell`` (outputs land in it): "ok", "error", "timeout" or "dead"."""
+        from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+        if self.client is None:
+            self.start()
+        try:
+            self.client.execute_cell(cell, index)
+        except CellTimeoutError:
+            return "timeout"
+        except DeadKernelError:
+            return "dead"
+        except RuntimeError as e:  # "Kernel died" variants from jupyter_client
+            if "died" in str(e).lower() or "dead" in str(e).lower():
+                return "dead"
+            raise
+        return "error" if any(o.get("output_type") == "error" for o in cell.get("outputs", [])) else "ok"
+
+
+def _error_text(cell: NotebookNode) -> str:
+    for o in cell.get("outputs", []):
+        if o.get("output_type") == "error":
+            text = f"{o.get('ename', 'Error')}: {o.get('evalue', '')}".strip().rstrip(":")
+            text = re.sub(r"\x1b\[[0-9;]*m", "", text)
+            return " ".join(text.split())[:200]
+    return ""
+
+
+def _check_result(cell: NotebookNode) -> dict | None:
+    for o in cell.get("outputs", []):
+        data = o.get("data", {}) if o.get("output_type") in ("display_data", "execute_result") else {}
+        if RESULT_MIME in data:
+            res = data[RESULT_MIME]
+            return json.loads(res) if isinstance(res, str) else dict(res)
+    return None
+
+
+# --------------------------------------------------------------------------- grading
+
+
+def grade_notebook(
+    path: str | Path, root: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT, label: str | None = None
+) -> list[TaskGrade]:
+    """Grade one submission; returns one row per task of its released exercise."""
+    path = Path(path)
+    label = label or str(path)
+    root = course_root(root)
+    try:
+        data = path.read_bytes()
+        submission = nbformat.reads(data.decode("utf-8"), as_version=4)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise GradeError(f"{path}: cannot read it as a notebook ({type(e).__name__}: {str(e)[:120]})") from None
+    release_path = find_release(submission, path, root)
+    release = nbformat.reads(release_path.read_text(encoding="utf-8"), as_version=4)
+    run = merge(release, submission)
+    tasks = [(rc.task, int(rc.cell.metadata["nbgrader"].get("points", 0))) for rc in run if rc.role == "check"]
+    state: dict[str, tuple[str, str]] = {}  # task -> (status, message) when decided without a check
+    answer_errors: dict[str, str] = {}
+    results: dict[str, dict] = {}
+    notes: list[str] = []
+    per_cell = max(1, int(math.ceil(timeout)))
+
+    with tempfile.TemporaryDirectory(prefix="minillm-grade-") as workdir:
+        kernel = _Kernel(Path(workdir), per_cell, [rc.cell for rc in run])
+        done: list[int] = []  # indices of non-check code cells that ran (replayed after a restart)
+        try:
+            for i, rc in enumerate(run):
+                cell = rc.cell
+                if cell.cell_type != "code" or not cell.source.strip():
+                    continue
+                if rc.role == "check" and rc.task in state:
+                    continue  # its answer cell already timed out or crashed
+                outcome = kernel.run(cell, i)
+                if outcome in ("ok", "error"):
+                    if rc.role != "check":
+                        done.append(i)
+                    if rc.role == "answer" and outcome == "error":
+                        answer_errors[rc.task] = _error_text(cell)
+                    if rc.role == "check":
+                        res = _check_result(cell)
+                        if res is not None:
+                            results[rc.task] = res
+                        else:
+                            err = _error_text(cell) or "the check cell printed no verdict"
+                            extra = f" (your answer cell raised {answer_errors[rc.task]})" if rc.task in answer_errors else ""
+                            state[rc.task] = ("error", f"{err}{extra}")
+                    continue
+                # timeout or dead kernel: blame the owning task, restart, replay what ran before
+                where = "your answer cell" if rc.role in ("answer", "extra") else "your function during its check"
+                if outcome == "timeout":
+                    limit = kernel.timeout_of(cell)
+                    msg = f"{where} did not finish within {limit} s (an infinite loop?); the other tasks were graded in a fresh kernel"
+                    status = "timeout"
+                else:
+                    msg = f"the kernel died in {where} (os._exit, exit() or a native crash); the other tasks were graded in a fresh kernel"
+                    status = "crashed"
+                if rc.task is not None and rc.role in ("answer", "check"):
+                    state[rc.task] = (status, msg)
+                else:
+                    notes.append(f"a cell you added ({cell.source.strip().splitlines()[0][:40]!r}) hit a {status}; it was skipped")
+                kernel.start()
+                for j in list(done):
+                    if kernel.run(run[j].cell, j) in ("timeout", "dead"):  # not reproducible: drop it and go on
+                        done.remove(j)
+                        kernel.start()
+        finally:
+            kernel.stop()
+
+    rows = []
+    for task, max_points in tasks:
+        rc = next(r for r in run if r.role == "check" and r.task == task)
+        missing = any(r.missing for r in run if r.role == "answer" and r.task == task)
+        if task in state:
+            status, message = state[task]
+            points = 0
+        elif task in results:
+            res = results[task]
+            status, message = res.get("status", "error"), res.get("message", "")
+            points = min(int(res.get("points", 0)), max_points)
+        else:
+            status, message, points = "error", "the check did not run", 0
+        if missing:
+            status, points = "missing", 0
+            message = "the answer cell is missing from the submission (deleted or its metadata stripped); 0 points"
+        elif rc.restored:
+            message = (message + "; " if message else "") + "check cell restored from the release"
+        if notes and task == tasks[-1][0]:
+            message = (message + "; " if message else "") + "; ".join(notes)
+        rows.append(TaskGrade(label, task, points, max_points, status, message))
+    return rows
+
+
+def _expand(paths: Iterable[str | Path]) -> list[Path]:
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(q for q in sorted(p.rglob("*.ipynb")) if ".ipynb_checkpoints" not in q.parts)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {p}")
+    return out
+
+
+def format_table(rows: list[TaskGrade]) -> str:
+    """A score table: one block per submission, one line per task, with totals."""
+    lines: list[str] = []
+    by_sub: dict[str, list[TaskGrade]] = defaultdict(list)
+    for r in rows:
+        by_sub[r.submission].append(r)
+    width = max([len(r.task) for r in rows] + [4])
+    for sub, rs in by_sub.items():
+        got, total = sum(r.points for r in rs), sum(r.max for r in rs)
+        lines.append(f"{sub}  {got}/{total}")
+        lines.append(f"  {'task':<{width}}  points  {'status':<13}  message")
+        for r in rs:
+            pts = f"{r.points}/{r.max}"
+            lines.append(f"  {r.task:<{width}}  {pts:<6}  {r.status:<13}  {r.message}".rstrip())
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def grade_paths(
+    paths: Iterable[str | Path],
+    root: str | Path | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    json_out: str | Path | None = None,
+    echo: Callable[[str], None] = print,
+) -> tuple[list[TaskGrade], int]:
+    """Grade files and folders; print the table, write JSON rows; return (rows, exit code).
+
+    The exit code is 0 when every submission was graded, 1 when one could not be
+    (it then has a single row with task "*" and status "error").
+    """
+    rows: list[TaskGrade] = []
+    code = 0
+    for path in _expand(paths):
+        t0 = time.perf_counter()
+        try:
+            got = grade_notebook(path, root=root, timeout=timeout)
+        except GradeError as e:
+            got, code = [TaskGrade(str(path), "*", 0, 0, "error", str(e))], 1
+        except Exception as e:  # e.g. no kernel could start: report it and grade the others
+            msg = f"the grader failed on this submission: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+            got, code = [TaskGrade(str(path), "*", 0, 0, "error", msg)], 1
+        rows.extend(got)
+        echo(format_table(got).rstrip() + f"\n  (graded in {time.perf_counter() - t0:.1f} s)\n")
+    if json_out is not None:
+        Path(json_out).write_text(json.dumps([r.to_dict() for r in rows], indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return rows, code

@@ -1,0 +1,373 @@
+"""Notebook sources: cell roles, nbgrader metadata, exercise generation and execution.
+
+Authoring rules (a solution notebook ``solutions/NN_topic.ipynb`` is the source):
+
+- An **answer cell** is a code cell containing ``### BEGIN SOLUTION`` ...
+  ``### END SOLUTION``. In the exercise the lines between the markers (markers
+  included) become ``# YOUR CODE HERE`` and ``raise NotImplementedError()`` at the
+  indentation of the BEGIN line.
+- A **check cell** is a code cell whose whole source is one line
+  ``check("NN.task", function_name)``; the task must be registered in
+  ``minillm/course/checks/lessonNN.py``, which gives its points.
+- Each answer cell belongs to the first check cell after it. Every other cell is
+  **read-only**.
+
+Generation (:func:`make_exercise`) writes nbgrader-compatible metadata
+(``nbgrader: {grade, grade_id, locked, points, schema_version: 3, solution, task}``):
+answer cells ``solution=true, grade=false``; check cells ``grade=true, locked=true``
+with ``points``, the tag ``nbval-check-output`` (so nbval compares the verdict) and
+``editable/deletable=false``; read-only cells ``locked=true``. ``grade_id``\\ s are
+``answer-NN_task`` (``-2``, ``-3`` for a task's further answer cells),
+``check-NN_task`` and ``cell-<cell id>``. The exercise has no outputs and only
+normalised metadata, so generation is deterministic: same solution, same bytes.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Callable
+
+import nbformat
+from nbformat import NotebookNode
+
+__all__ = [
+    "BEGIN",
+    "END",
+    "STUB",
+    "strip_solution",
+    "check_task",
+    "annotate",
+    "make_exercise",
+    "dumps",
+    "read",
+    "release_cells",
+    "current_env_kernel_manager",
+    "execute_notebook",
+    "NotebookError",
+    "normalize_solution",
+    "normalize_lesson",
+    "task_functions",
+]
+
+BEGIN = "### BEGIN SOLUTION"
+END = "### END SOLUTION"
+STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
+CHECK_RE = re.compile(
+    r"""^check\(\s*(["'])(?P<task>\d\d\.[A-Za-z_][A-Za-z0-9_]*)\1\s*,\s*(?P<fn>[A-Za-z_][A-Za-z0-9_.]*)\s*\)\s*;?\s*$"""
+)
+KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+SCHEMA_VERSION = 3
+KEEP_CELL_METADATA = ("tags", "nbgrader", "editable", "deletable")
+
+
+class NotebookError(ValueError):
+    """A notebook breaks an authoring rule; the message names the file, the cell and the fix."""
+
+
+# --------------------------------------------------------------------------- cell roles
+
+
+def strip_solution(source: str, where: str = "cell") -> str:
+    """Replace every BEGIN/END SOLUTION region with the stub, at the BEGIN line's indentation."""
+    out: list[str] = []
+    inside = False
+    for line in source.split("\n"):
+        stripped = line.strip()
+        if stripped == BEGIN:
+            if inside:
+                raise NotebookError(f"{where}: nested '{BEGIN}'; close the first region with '{END}'")
+            inside = True
+            indent = line[: len(line) - len(line.lstrip())]
+            out.extend(indent + s for s in STUB)
+        elif stripped == END:
+            if not inside:
+                raise NotebookError(f"{where}: '{END}' without a '{BEGIN}' before it")
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise NotebookError(f"{where}: '{BEGIN}' is never closed; add '{END}'")
+    return "\n".join(out)
+
+
+def check_task(cell: NotebookNode) -> tuple[str, str] | None:
+    """(task id, function name) if ``cell`` is a one-line check cell, else None."""
+    if cell.cell_type != "code":
+        return None
+    m = CHECK_RE.match(cell.source.strip())
+    return (m.group("task"), m.group("fn")) if m else None
+
+
+def _is_answer(cell: NotebookNode) -> bool:
+    return cell.cell_type == "code" and any(line.strip() == BEGIN for line in cell.source.split("\n"))
+
+
+def _slug(task: str) -> str:
+    return task.replace(".", "_")
+
+
+def _meta(grade_id: str, *, grade: bool = False, solution: bool = False, locked: bool = False, points: int | None = None) -> dict:
+    meta = {
+        "grade": grade,
+        "grade_id": grade_id,
+        "locked": locked,
+        "schema_version": SCHEMA_VERSION,
+        "solution": solution,
+        "task": False,
+    }
+    if grade:
+        meta["points"] = points
+    return meta
+
+
+def _ensure_ids(nb: NotebookNode) -> None:
+    """Give cells without an id a deterministic one (nbformat 4.5 cell ids)."""
+    seen = {c.get("id") for c in nb.cells if c.get("id")}
+    for i, cell in enumerate(nb.cells):
+        if not cell.get("id"):
+            n, cid = i, f"cell-{i:03d}"
+            while cid in seen:
+                n += 1000
+                cid = f"cell-{n:03d}"
+            cell["id"] = cid
+            seen.add(cid)
+
+
+def annotate(nb: NotebookNode, points_of: Callable[[str], int], name: str = "notebook") -> NotebookNode:
+    """Return a copy of solution ``nb`` with normalised nbgrader metadata and tags on every cell.
+
+    ``points_of(task)`` gives a task's points (the check registry). Outputs are kept.
+    Raises :class:`NotebookError` for an answer cell with no check after it, a
+    duplicate check or a malformed solution region.
+    """
+    nb = copy.deepcopy(nb)
+    nb.nbformat, nb.nbformat_minor = 4, max(5, nb.get("nbformat_minor", 5))
+    _ensure_ids(nb)
+    pending: list[NotebookNode] = []  # answer cells waiting for their check
+    seen_tasks: set[str] = set()
+    for i, cell in enumerate(nb.cells):
+        where = f"{name}, cell {i}"
+        cell.metadata = {k: v for k, v in cell.metadata.items() if k in ("tags",)}
+        tags = [t for t in cell.metadata.get("tags", []) if t != "nbval-check-output"]
+        ct = check_task(cell)
+        if cell.cell_type == "code" and ct is None and "check(" in cell.source and re.search(r"^\s*check\(", cell.source, re.M):
+            raise NotebookError(f"{where}: a check cell must be exactly one line `check(\"NN.task\", function)`")
+        if _is_answer(cell):
+            strip_solution(cell.source, where)  # validates the markers
+            pending.append(cell)
+        elif ct is not None:
+            task = ct[0]
+            if task in seen_tasks:
+                raise NotebookError(f"{where}: task {task} is checked twice; each task has one check cell")
+            if not pending:
+                raise NotebookError(f"{where}: check of {task} has no answer cell before it; add one with '{BEGIN}'")
+            seen_tasks.add(task)
+            for k, answer in enumerate(pending):
+                gid = f"answer-{_slug(task)}" + (f"-{k + 1}" if k else "")
+                answer.metadata["nbgrader"] = _meta(gid, solution=True)
+            pending = []
+            cell.metadata["nbgrader"] = _meta(f"check-{_slug(task)}", grade=True, locked=True, points=points_of(task))
+            cell.metadata["editable"] = False
+            cell.metadata["deletable"] = False
+            tags.append("nbval-check-output")
+        else:
+            cell.metadata["nbgrader"] = _meta(f"cell-{cell.id}", locked=True)
+        if tags:
+            cell.metadata["tags"] = tags
+        else:
+            cell.metadata.pop("tags", None)
+    if pending:
+        raise NotebookError(
+            f"{name}: an answer cell (id {pending[0].id}) has no check cell after it; add `check(\"NN.task\", fn)`"
+        )
+    return nb
+
+
+def _registry_points(task: str) -> int:
+    from minillm.course.checks import get_task
+
+    return get_task(task).points
+
+
+def make_exercise(solution: NotebookNode, stem: str, points_of: Callable[[str], int] | None = None) -> NotebookNode:
+    """The exercise generated from ``solution``: stubs, no outputs, normalised metadata."""
+    nb = annotate(solution, points_of or _registry_points, name=f"solutions/{stem}.ipynb")
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+            if cell.metadata["nbgrader"]["solution"]:
+                cell.source = strip_solution(cell.source, f"solutions/{stem}.ipynb, cell {i}")
+    nb.metadata = {
+        "kernelspec": dict(KERNELSPEC),
+        "language_info": {"name": "python"},
+        "minillm": {"exercise": stem},
+    }
+    return nb
+
+
+def normalize_solution(solution: NotebookNode, stem: str, points_of: Callable[[str], int] | None = None) -> NotebookNode:
+    """``solution`` with normalised cell metadata and notebook metadata (outputs kept)."""
+    nb = annotate(solution, points_of or _registry_points, name=f"solutions/{stem}.ipynb")
+    _normalize_nb_metadata(nb)
+    _drop_widget_views(nb)
+    return nb
+
+
+def _normalize_nb_metadata(nb: NotebookNode) -> None:
+    lang = nb.metadata.get("language_info", {})
+    nb.metadata = {"kernelspec": dict(KERNELSPEC), "language_info": {k: lang[k] for k in sorted(lang)} or {"name": "python"}}
+
+
+def normalize_lesson(nb: NotebookNode) -> NotebookNode:
+    """A lesson with only ``tags`` kept in cell metadata and normalised notebook metadata."""
+    nb = copy.deepcopy(nb)
+    nb.nbformat, nb.nbformat_minor = 4, max(5, nb.get("nbformat_minor", 5))
+    _ensure_ids(nb)
+    for cell in nb.cells:
+        cell.metadata = {k: v for k, v in cell.metadata.items() if k == "tags"}
+    _normalize_nb_metadata(nb)
+    _drop_widget_views(nb)
+    return nb
+
+
+def dumps(nb: NotebookNode) -> str:
+    """The canonical text of a notebook (sorted keys, one-space indent, trailing newline)."""
+    return nbformat.writes(nb, version=4) + "\n"
+
+
+def read(path: str | Path) -> NotebookNode:
+    return nbformat.reads(Path(path).read_text(encoding="utf-8"), as_version=4)
+
+
+def release_cells(nb: NotebookNode) -> list[tuple[str, str | None, NotebookNode]]:
+    """(role, task, cell) for each cell of an annotated notebook; role is answer/check/readonly."""
+    out = []
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        gid = meta.get("grade_id", "")
+        if meta.get("solution"):
+            out.append(("answer", gid.split("-")[1].replace("_", ".", 1), cell))
+        elif meta.get("grade"):
+            out.append(("check", check_task(cell)[0], cell))
+        else:
+            out.append(("readonly", None, cell))
+    return out
+
+
+# --------------------------------------------------------------------------- execution
+
+
+def current_env_kernel_manager(ipc_dir: str | Path, **kwargs):
+    """An AsyncKernelManager whose kernel runs on this very Python (like nbval's --nbval-current-env).
+
+    The kernel talks over IPC sockets in ``ipc_dir`` (absolute): no TCP ports to
+    find, nothing written elsewhere, and no "running over TCP without encryption" warning.
+    """
+    import ipykernel.kernelspec
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+
+    class _CurrentEnv(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name):  # noqa: D401 - jupyter_client API
+            return self.kernel_spec_class(
+                resource_dir=ipykernel.kernelspec.RESOURCES, **ipykernel.kernelspec.get_kernel_dict()
+            )
+
+    ipc_dir = Path(ipc_dir).resolve()
+    return AsyncKernelManager(
+        kernel_name="python3",
+        kernel_spec_manager=_CurrentEnv(),
+        transport="ipc",
+        ip=str(ipc_dir / "kernel"),
+        connection_file=str(ipc_dir / "kernel.json"),
+        **kwargs,
+    )
+
+
+def kernel_env(extra: dict | None = None) -> dict:
+    import os
+
+    env = dict(os.environ)
+    env.setdefault("PYTHONHASHSEED", "0")
+    env.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    env.update(extra or {})
+    return env
+
+
+def execute_notebook(path: str | Path, timeout: int = 600) -> NotebookNode:
+    """Run ``path`` top to bottom in a fresh kernel, cwd = its folder; return it with outputs.
+
+    Raises nbclient's ``CellExecutionError`` when a cell fails (unless tagged
+    ``raises-exception``). Timings and widget state are not stored, so re-running
+    gives the same file (widget views, whose model ids are random, are dropped).
+    """
+    import tempfile
+
+    from nbclient import NotebookClient
+
+    path = Path(path).resolve()
+    nb = read(path)
+    with tempfile.TemporaryDirectory(prefix="minillm-kernel-") as ipc_dir:
+        km = current_env_kernel_manager(ipc_dir)
+        client = NotebookClient(
+            nb,
+            km=km,
+            timeout=timeout,
+            record_timing=False,
+            store_widget_state=True,  # nbclient's Output-widget emulation needs it; dropped below
+            resources={"metadata": {"path": str(path.parent)}},
+        )
+        client.execute(cleanup_kc=True, env=kernel_env())
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+    _drop_widget_views(nb)
+    return nb
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+
+
+def _drop_widget_views(nb: NotebookNode) -> None:
+    """Stable outputs: drop widget views (random model ids, useless without the widget state) and
+    join consecutive stream outputs (how a kernel splits its flushes varies from run to run)."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        merged: list = []
+        for out in cell.get("outputs", []):
+            out.get("data", {}).pop(WIDGET_VIEW, None)
+            if out.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream" and merged[-1].get("name") == out.get("name"):
+                merged[-1]["text"] = "".join(merged[-1]["text"]) + "".join(out["text"])
+            else:
+                merged.append(out)
+        if "outputs" in cell:
+            cell["outputs"] = merged
+
+
+# --------------------------------------------------------------------------- in-process use (tests)
+
+
+def task_functions(nb: NotebookNode, name: str = "notebook") -> dict[str, Callable]:
+    """Run a solution's or exercise's code cells in this process, check cells left out, and
+    return ``{task: the function its check cell names}``.
+
+    For self-tests: it avoids a kernel. Lines starting with ``%`` or ``!`` (IPython
+    magics and shell escapes) are dropped; a notebook's read-only cells should be light.
+    """
+    ns: dict = {"__name__": "__course_notebook__"}
+    wanted: dict[str, str] = {}
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        ct = check_task(cell)
+        if ct is not None:
+            wanted[ct[0]] = ct[1]
+            continue
+        source = "\n".join(l for l in cell.source.split("\n") if not l.lstrip().startswith(("%", "!")))
+        exec(compile(source, f"<{name} cell {i}>", "exec"), ns)
+    missing = [f for f in wanted.values() if f not in ns]
+    if missing:
+        raise NotebookError(f"{name}: the check cells name {missing}, which no cell defines")
+    return {task: ns[fn] for task, fn in wanted.items()}

@@ -1,0 +1,137 @@
+"""The learner's workspace: ``minillm start [DIR]`` and ``minillm progress [DIR]``.
+
+``start`` copies every released exercise into DIR (default ``my-work/``, which
+git ignores). It never overwrites a file: an exercise that is new in the release
+is copied in; one whose release changed since it was copied is *reported* (with
+the path of the new version) and left alone. What was copied is remembered in
+``DIR/.minillm-start.json`` (file name -> sha256 of the release copied), which is
+how an edit by the learner is told apart from an update of the course.
+
+``progress`` grades each workspace notebook with the grader (in a fresh kernel,
+on an in-memory copy: the notebooks are not modified) and prints one line per
+task: passed, failing, or not attempted, with points.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from minillm.course.grade import GradeError, TaskGrade, course_root, grade_notebook
+
+__all__ = ["DEFAULT_DIR", "MANIFEST", "StartReport", "start", "progress", "progress_rows", "format_progress"]
+
+DEFAULT_DIR = "my-work"
+MANIFEST = ".minillm-start.json"
+
+
+@dataclass
+class StartReport:
+    copied: list[str]
+    unchanged: list[str]
+    updated_upstream: list[str]  # the release changed since it was copied; the learner's file was kept
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def start(workdir: str | Path = DEFAULT_DIR, root: str | Path | None = None, echo: Callable[[str], None] = print) -> StartReport:
+    """Copy new exercises into ``workdir``; never overwrite an existing file."""
+    root = course_root(root)
+    src = root / "exercises"
+    exercises = sorted(src.glob("[0-9][0-9]_*.ipynb"))
+    if not exercises:
+        raise GradeError(f"no exercises in {src}; run `minillm course build` first")
+    workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise ValueError(f"workspace {workdir} exists and is not a folder; pick another DIR")
+    workdir.mkdir(parents=True, exist_ok=True)
+    manifest_path = workdir / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8")) if manifest_path.is_file() else {}
+    except (OSError, ValueError):
+        manifest = {}
+    report = StartReport([], [], [])
+    for ex in exercises:
+        dest = workdir / ex.name
+        release = _sha(ex)
+        if not dest.exists():
+            # "x" mode: fails rather than overwrite, even if the file appeared meanwhile
+            with open(dest, "xb") as f:
+                f.write(ex.read_bytes())
+            manifest[ex.name] = release
+            report.copied.append(ex.name)
+        elif manifest.get(ex.name) in (None, release):
+            if manifest.get(ex.name) is None and _sha(dest) == release:
+                manifest[ex.name] = release
+            report.unchanged.append(ex.name)
+        else:
+            report.updated_upstream.append(ex.name)
+    manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    for name in report.copied:
+        echo(f"copied   {workdir / name}")
+    for name in report.updated_upstream:
+        echo(
+            f"updated  {name}: the course has a newer version (exercises/{name}); your {workdir / name} "
+            f"was kept. To take the new one, rename yours and run `minillm start` again."
+        )
+    if not report.copied and not report.updated_upstream:
+        echo(f"{workdir}: all {len(report.unchanged)} exercises already there; nothing copied")
+    echo(f"next: jupyter lab {workdir}  (then `minillm progress {workdir}`)")
+    return report
+
+
+_PROGRESS = {"passed": "passed", "not attempted": "not attempted", "missing": "not attempted"}
+
+
+def progress_rows(
+    workdir: str | Path = DEFAULT_DIR,
+    root: str | Path | None = None,
+    timeout: float = 60,
+    grade: Callable[..., list[TaskGrade]] = grade_notebook,
+) -> list[TaskGrade]:
+    """Grade every exercise notebook in ``workdir`` (read-only); one row per task."""
+    root = course_root(root)
+    workdir = Path(workdir)
+    if not workdir.is_dir():
+        raise FileNotFoundError(f"no workspace at {workdir}; create it with `minillm start {workdir}`")
+    rows: list[TaskGrade] = []
+    for nb in sorted(workdir.glob("*.ipynb")):
+        try:
+            rows.extend(grade(nb, root=root, timeout=timeout, label=nb.name))
+        except GradeError:
+            continue  # the learner's own scratch notebook: not an exercise
+    return rows
+
+
+def format_progress(rows: list[TaskGrade]) -> str:
+    """``task  points  state  note`` per task, where state is passed, failing or not attempted."""
+    if not rows:
+        return "no exercises in the workspace yet; run `minillm start`\n"
+    width = max(len(r.task) for r in rows)
+    lines = [f"{'task':<{width}}  points  {'state':<13}  notebook / note"]
+    for r in rows:
+        state = _PROGRESS.get(r.status, "failing")
+        note = r.submission if state != "failing" else f"{r.submission}: {r.message}"
+        lines.append(f"{r.task:<{width}}  {f'{r.points}/{r.max}':<6}  {state:<13}  {note}")
+    got, total = sum(r.points for r in rows), sum(r.max for r in rows)
+    done = sum(r.status == "passed" for r in rows)
+    lines.append(f"total: {got}/{total} points, {done}/{len(rows)} tasks passed")
+    return "\n".join(lines) + "\n"
+
+
+def progress(
+    workdir: str | Path = DEFAULT_DIR,
+    root: str | Path | None = None,
+    timeout: float = 60,
+    echo: Callable[[str], None] = print,
+    grade: Callable[..., list[TaskGrade]] = grade_notebook,
+) -> list[TaskGrade]:
+    """Print the progress table of ``workdir`` and return its rows."""
+    rows = progress_rows(workdir, root, timeout, grade)
+    echo(format_progress(rows).rstrip())
+    return rows

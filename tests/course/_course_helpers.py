@@ -1,0 +1,35 @@
+"""Shared helpers of the course-engine tests (not a test module)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MUTANTS_DIR = Path(__file__).resolve().parent / "mutants"
+
+
+def lesson_of(stem: str) -> str:
+    return re.match(r"(\d\d)_", stem).group(1)
+
+
+def solution_params():
+    """One pytest.param per solution notebook, marked with its lesson."""
+    return [
+        pytest.param(p.stem, marks=getattr(pytest.mark, f"lesson{lesson_of(p.stem)}"), id=p.stem)
+        for p in sorted((ROOT / "solutions").glob("[0-9][0-9]_*.ipynb"))
+    ]
+
+
+def load_mutants() -> dict[str, dict[str, list]]:
+    """{lesson: MUTANTS} from tests/course/mutants/lessonNN.py, loaded by path."""
+    out = {}
+    for path in sorted(MUTANTS_DIR.glob("lesson[0-9][0-9].py")):
+        spec = importlib.util.spec_from_file_location(f"_course_mutants_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        out[path.stem[-2:]] = module.MUTANTS
+    return out

@@ -1,0 +1,204 @@
+"""Wrong answers to lesson 10's tasks, each a mistake a learner plausibly makes."""
+
+from __future__ import annotations
+
+import torch
+
+# --------------------------------------------------------------------------- ring all-gather
+
+
+def all_gather_blocking_send(comm, chunks):
+    """Blocking send before recv on every rank: everyone waits for a receiver, a deadlock."""
+    p, r = comm.world_size, comm.rank
+    for s in range(p - 1):
+        comm.send(chunks[(r - s) % p], (r + 1) % p)
+        comm.recv(chunks[(r - s - 1) % p], (r - 1) % p)
+    return chunks
+
+
+def all_gather_off_by_one(comm, chunks):
+    """Forwards the chunk it is about to receive instead of the one it just got."""
+    p, r = comm.world_size, comm.rank
+    for s in range(p - 1):
+        req = comm.isend(chunks[(r - s - 1) % p], (r + 1) % p)
+        comm.recv(chunks[(r - s - 2) % p], (r - 1) % p)
+        req.wait()
+    return chunks
+
+
+def all_gather_direct(comm, chunks):
+    """Sends its own chunk straight to every other rank: right data, but not a ring."""
+    p, r = comm.world_size, comm.rank
+    reqs = [comm.isend(chunks[r], q) for q in range(p) if q != r]
+    for q in range(p):
+        if q != r:
+            comm.recv(chunks[q], q)
+    for req in reqs:
+        req.wait()
+    return chunks
+
+
+def all_gather_sequential(comm, chunks):
+    """Even ranks send first, odd ranks receive first: no deadlock, but no overlap either (2x slower)."""
+    p, r = comm.world_size, comm.rank
+    for s in range(p - 1):
+        out, into = chunks[(r - s) % p], chunks[(r - s - 1) % p]
+        if r % 2 == 0:
+            comm.send(out, (r + 1) % p)
+            comm.recv(into, (r - 1) % p)
+        else:
+            comm.recv(into, (r - 1) % p)
+            comm.send(out, (r + 1) % p)
+    return chunks
+
+
+# --------------------------------------------------------------------------- ring reduce-scatter
+
+
+def reduce_scatter_too_few_steps(comm, chunks):
+    """Stops after p-2 steps: chunk r never arrives complete."""
+    p, r = comm.world_size, comm.rank
+    for s in range(p - 2):
+        incoming = torch.empty_like(chunks[(r - s - 2) % p])
+        req = comm.isend(chunks[(r - s - 1) % p], (r + 1) % p)
+        comm.recv(incoming, (r - 1) % p)
+        req.wait()
+        chunks[(r - s - 2) % p] += incoming
+    return chunks[r]
+
+
+def reduce_scatter_overwrite(comm, chunks):
+    """Replaces its chunk with the incoming one instead of adding: loses its own contribution."""
+    p, r = comm.world_size, comm.rank
+    for s in range(p - 1):
+        i = (r - s - 2) % p
+        incoming = torch.empty_like(chunks[i])
+        req = comm.isend(chunks[(r - s - 1) % p], (r + 1) % p)
+        comm.recv(incoming, (r - 1) % p)
+        req.wait()
+        chunks[i] = incoming if s == p - 2 else chunks[i] + incoming
+    return chunks[r]
+
+
+def reduce_scatter_average(comm, chunks):
+    """Divides by the world size at the end: an average, not the sum the task asks for."""
+    p, r = comm.world_size, comm.rank
+    for s in range(p - 1):
+        incoming = torch.empty_like(chunks[(r - s - 2) % p])
+        req = comm.isend(chunks[(r - s - 1) % p], (r + 1) % p)
+        comm.recv(incoming, (r - 1) % p)
+        req.wait()
+        chunks[(r - s - 2) % p] += incoming
+    chunks[r] /= p
+    return chunks[r]
+
+
+def reduce_scatter_whole_buffer(comm, chunks):
+    """Sends the whole buffer to the right each step and sums it: correct for chunk r, p times the traffic."""
+    p, r = comm.world_size, comm.rank
+    mine = torch.cat(chunks)
+    acc = mine.clone()
+    travelling = mine.clone()
+    for s in range(p - 1):
+        incoming = torch.empty_like(travelling)
+        req = comm.isend(travelling, (r + 1) % p)
+        comm.recv(incoming, (r - 1) % p)
+        req.wait()
+        acc += incoming
+        travelling = incoming
+    sizes = [c.numel() for c in chunks]
+    chunks[r].copy_(acc.split(sizes)[r])
+    return chunks[r]
+
+
+# --------------------------------------------------------------------------- ring all-reduce
+
+
+def _rs(comm, chunks):
+    p, r = comm.world_size, comm.rank
+    for s in range(p - 1):
+        incoming = torch.empty_like(chunks[(r - s - 2) % p])
+        req = comm.isend(chunks[(r - s - 1) % p], (r + 1) % p)
+        comm.recv(incoming, (r - 1) % p)
+        req.wait()
+        chunks[(r - s - 2) % p] += incoming
+    return chunks[r]
+
+
+def _ag(comm, chunks):
+    p, r = comm.world_size, comm.rank
+    for s in range(p - 1):
+        req = comm.isend(chunks[(r - s) % p], (r + 1) % p)
+        comm.recv(chunks[(r - s - 1) % p], (r - 1) % p)
+        req.wait()
+    return chunks
+
+
+def all_reduce_through_root(comm, tensor):
+    """Everyone sends to rank 0, which sums and sends back: right answer, 2(p-1) full messages in turn."""
+    p, r = comm.world_size, comm.rank
+    if r == 0:
+        buf = torch.empty_like(tensor)
+        for q in range(1, p):
+            comm.recv(buf, q)
+            tensor += buf
+        for q in range(1, p):
+            comm.send(tensor, q)
+    else:
+        comm.send(tensor, 0)
+        comm.recv(tensor, 0)
+    return tensor
+
+
+def all_reduce_no_all_gather(comm, tensor):
+    """Only the reduce-scatter: each rank has just its own chunk summed."""
+    chunks = list(tensor.view(-1).tensor_split(comm.world_size))
+    _rs(comm, chunks)
+    return tensor
+
+
+def all_reduce_copies(comm, tensor):
+    """Reduces copies of the chunks (torch.chunk(...).clone()), so the tensor itself never changes."""
+    chunks = [c.clone() for c in tensor.reshape(-1).tensor_split(comm.world_size)]
+    _rs(comm, chunks)
+    _ag(comm, chunks)
+    return torch.cat(chunks).view(tensor.shape)
+
+
+def all_reduce_average(comm, tensor):
+    """Averages instead of summing."""
+    chunks = list(tensor.view(-1).tensor_split(comm.world_size))
+    _rs(comm, chunks)
+    _ag(comm, chunks)
+    tensor /= comm.world_size
+    return tensor
+
+
+# --------------------------------------------------------------------------- α-β time
+
+
+def ring_time_no_fraction(op, nbytes, world_size, bandwidth, latency=0.0):
+    """Charges the whole buffer at every step."""
+    passes = 2 if op == "all_reduce" else 1
+    return passes * (world_size - 1) * (latency + nbytes / bandwidth)
+
+
+def ring_time_one_pass(op, nbytes, world_size, bandwidth, latency=0.0):
+    """Forgets that an all-reduce is two passes."""
+    p = world_size
+    return (p - 1) * (latency + nbytes / p / bandwidth)
+
+
+def ring_time_latency_once(op, nbytes, world_size, bandwidth, latency=0.0):
+    """Counts the latency once per collective instead of once per step."""
+    p = world_size
+    passes = 2 if op == "all_reduce" else 1
+    return (latency if p > 1 else 0.0) + passes * (p - 1) / p * nbytes / bandwidth
+
+
+MUTANTS = {
+    "10.ring_all_gather": [all_gather_blocking_send, all_gather_off_by_one, all_gather_direct, all_gather_sequential],
+    "10.ring_reduce_scatter": [reduce_scatter_too_few_steps, reduce_scatter_overwrite, reduce_scatter_average, reduce_scatter_whole_buffer],
+    "10.ring_all_reduce": [all_reduce_through_root, all_reduce_no_all_gather, all_reduce_copies, all_reduce_average],
+    "10.ring_time": [ring_time_no_fraction, ring_time_one_pass, ring_time_latency_once],
+}

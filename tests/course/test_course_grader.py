@@ -1,0 +1,91 @@
+"""The grader end to end, in real kernels: the solution scores full marks, the blank exercise
+scores 0 with "not attempted", and a tampered submission (an infinite loop, an os._exit, a
+deleted check cell, a fake check cell, a deleted answer, an exception) is graded task by
+task within the timeout, without its file changing. These tests start kernels (five in all)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+
+import nbformat
+import pytest
+
+from _course_helpers import ROOT
+from minillm.course.grade import grade_paths
+
+pytestmark = [pytest.mark.lesson01, pytest.mark.slow]
+
+STEM = "01_transformer"
+
+
+def _sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_solution_full_marks_and_exercise_not_attempted(tmp_path):
+    sol, ex = ROOT / "solutions" / f"{STEM}.ipynb", ROOT / "exercises" / f"{STEM}.ipynb"
+    before = (_sha(sol), _sha(ex))
+    out = tmp_path / "grades.json"
+    rows, code = grade_paths([sol, ex], json_out=out, echo=lambda s: None)
+    assert code == 0 and (_sha(sol), _sha(ex)) == before
+    by = {(r.submission, r.task): r for r in rows}
+    for (sub, task), r in by.items():
+        if sub == str(sol):
+            assert (r.status, r.points) == ("passed", r.max), r
+        else:
+            assert (r.status, r.points) == ("not attempted", 0), r
+    data = json.loads(out.read_text())
+    assert {tuple(sorted(d)) for d in data} == {("max", "message", "points", "status", "submission", "task")}
+    assert len(data) == 2 * len({t for _, t in by})
+
+
+def _tamper(path):
+    nb = nbformat.read(ROOT / "solutions" / f"{STEM}.ipynb", as_version=4)
+    cells = []
+    for c in nb.cells:
+        gid = c.metadata.get("nbgrader", {}).get("grade_id")
+        if gid == "answer-01_causal_attention":  # hangs when the check calls it
+            c.source = c.source.replace("### BEGIN SOLUTION", "while True:\n        pass")
+        elif gid == "check-01_layer_norm":  # deleted check cell: restored, still graded
+            continue
+        elif gid == "answer-01_cross_entropy":  # kills the kernel
+            c.source = "import os\nos._exit(3)\n" + c.source
+        elif gid == "answer-01_adamw_step":  # deleted answer cell
+            continue
+        elif gid == "check-01_count_params":  # a fake verdict instead of the check
+            c.source = 'print("✔ 01.count_params  2/2")'
+        elif gid == "answer-01_count_params":
+            c.source = c.source.replace("C = n_embd", "C = n_embd\n    raise ValueError('oops')")
+        cells.append(c)
+    cells.insert(2, nbformat.v4.new_code_cell("helper = 41 + 1  # a cell the learner added"))
+    nb.cells = cells
+    nb.metadata.pop("minillm", None)  # matched by file name instead
+    nbformat.write(nb, path)
+
+
+def test_tampered_submission_costs_only_the_broken_tasks(tmp_path):
+    sub = tmp_path / f"{STEM}.ipynb"
+    _tamper(sub)
+    before = _sha(sub)
+    timeout = 3
+    t0 = time.perf_counter()
+    rows, code = grade_paths([tmp_path], timeout=timeout, echo=lambda s: None)
+    elapsed = time.perf_counter() - t0
+    assert code == 0 and _sha(sub) == before
+    got = {r.task: (r.status, r.points, r.max) for r in rows}
+    assert got == {
+        "01.causal_attention": ("timeout", 0, 3),
+        "01.layer_norm": ("passed", 2, 2),
+        "01.cross_entropy": ("crashed", 0, 2),
+        "01.adamw_step": ("missing", 0, 3),
+        "01.count_params": ("error", 0, 2),
+    }
+    msgs = {r.task: r.message for r in rows}
+    assert "did not finish within 3 s" in msgs["01.causal_attention"]
+    assert "kernel died" in msgs["01.cross_entropy"]
+    assert "check cell restored" in msgs["01.layer_norm"]
+    assert "ValueError: oops" in msgs["01.count_params"] and "check cell restored" in msgs["01.count_params"]
+    # three kernels (start, after the timeout, after the crash): bounded by imports, not by the loop
+    assert elapsed < 120, elapsed
