@@ -26,7 +26,17 @@ import math
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["DeviceSpec", "DTYPE_BYTES", "KINDS", "get_device", "list_devices", "as_device", "catalog"]
+__all__ = [
+    "DeviceSpec",
+    "DTYPE_BYTES",
+    "KINDS",
+    "get_device",
+    "list_devices",
+    "as_device",
+    "catalog",
+    "ComputeUnits",
+    "compute_units",
+]
 
 #: Bytes per element of each dtype a peak can be quoted for. tf32 is stored as fp32.
 DTYPE_BYTES: dict[str, int] = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1}
@@ -421,3 +431,149 @@ def as_device(device: DeviceSpec | str) -> DeviceSpec:
     if isinstance(device, DeviceSpec):
         return device
     return get_device(device)
+
+
+# --------------------------------------------------------------------------- inside the chip
+#
+# A peak FLOP/s figure hides *how* a chip gets there: a few fast cores with wide SIMD
+# lanes, thousands of simple SIMT lanes, a systolic grid of MAC cells, or DSP slices
+# wired into a pipeline. peak = units x lanes per unit x FLOPs per lane per cycle x clock,
+# and the table below reproduces each catalog peak from that product (tests/hardware
+# checks it to 1%). Lessons 07 and 08 use it to put numbers on "one university student
+# against a hundred primary-school pupils".
+
+
+@dataclass(frozen=True)
+class ComputeUnits:
+    """How one device reaches its peak for one dtype: units x lanes x FLOPs per lane per cycle x clock.
+
+    Attributes:
+        device: catalog name of the device.
+        dtype: the dtype whose peak this reproduces.
+        style: "SIMD" (one instruction drives a vector of lanes), "SIMT" (many threads in
+            lock-step warps of 32), "matrix" (one instruction multiplies small tiles: Tensor
+            Cores, AMX), "systolic" (a grid of MAC cells passing operands to neighbours) or
+            "dataflow" (DSP slices wired into a fixed pipeline).
+        unit: what is counted, e.g. "core", "SM", "MXU", "DSP slice".
+        units: how many of them one device has.
+        lane: what one lane is, e.g. "AVX-512 fp32 lane".
+        lanes_per_unit: multiply-accumulate lanes per unit.
+        clock_hz: the clock the peak assumes.
+        flops_per_lane_per_cycle: 2 (one fused multiply-add is two FLOPs).
+        sources: field -> where the number comes from.
+    """
+
+    device: str
+    dtype: str
+    style: str
+    unit: str
+    units: int
+    lane: str
+    lanes_per_unit: int
+    clock_hz: float
+    flops_per_lane_per_cycle: float = 2.0
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def lanes(self) -> int:
+        """MAC lanes on the whole device."""
+        return self.units * self.lanes_per_unit
+
+    @property
+    def peak_per_lane(self) -> float:
+        """FLOP/s of one lane: FLOPs per cycle x clock."""
+        return self.flops_per_lane_per_cycle * self.clock_hz
+
+    @property
+    def peak_per_unit(self) -> float:
+        """FLOP/s of one unit (one core, one SM, one MXU)."""
+        return self.lanes_per_unit * self.peak_per_lane
+
+    @property
+    def peak(self) -> float:
+        """FLOP/s of the device: units x lanes per unit x FLOPs per lane per cycle x clock."""
+        return self.units * self.peak_per_unit
+
+    def bandwidth_per_unit(self) -> float:
+        """The device's memory bandwidth shared out evenly over its units, bytes/s."""
+        return get_device(self.device).mem_bw / self.units
+
+
+_H100_WP = "NVIDIA H100 Tensor Core GPU Architecture whitepaper (2022), H100 SXM5"
+_A100_WP = "NVIDIA A100 Tensor Core GPU Architecture whitepaper (2020), A100 SXM4"
+
+_UNITS: list[ComputeUnits] = [
+    ComputeUnits(
+        "xeon-8480", "fp32", "SIMD", "core", 56, "AVX-512 fp32 lane", 2 * 16, 2.0e9,
+        sources={
+            "units": "Intel ark, Xeon Platinum 8480+: 56 cores, 2.0 GHz base",
+            "lanes_per_unit": "2 AVX-512 FMA units per core x 16 fp32 lanes (Intel 64 and IA-32 Optimization Reference Manual)",
+        },
+    ),
+    ComputeUnits(
+        "xeon-8480", "bf16", "matrix", "core", 56, "AMX bf16 MAC", 512, 2.0e9,
+        sources={
+            "units": "Intel ark, Xeon Platinum 8480+: 56 cores, 2.0 GHz base",
+            "lanes_per_unit": "AMX tile unit: 1024 bf16 FLOP = 512 MACs per cycle per core (Intel Architecture Day 2021)",
+        },
+    ),
+    ComputeUnits(
+        "a100-80gb-sxm", "fp32", "SIMT", "SM", 108, "FP32 CUDA core", 64, 1.41e9,
+        sources={"units": f"{_A100_WP}: 108 SMs, 64 FP32 cores each, 1410 MHz boost"},
+    ),
+    ComputeUnits(
+        "a100-80gb-sxm", "bf16", "matrix", "SM", 108, "Tensor Core MAC", 1024, 1.41e9,
+        sources={"lanes_per_unit": f"{_A100_WP}: 4 Tensor Cores per SM x 256 dense FP16/BF16 FMA per clock"},
+    ),
+    ComputeUnits(
+        "h100-sxm", "fp32", "SIMT", "SM", 132, "FP32 CUDA core", 128, 1.98e9,
+        sources={"units": f"{_H100_WP}: 132 SMs, 128 FP32 cores each (16,896); 1.98 GHz boost for the FP32 figure"},
+    ),
+    ComputeUnits(
+        "h100-sxm", "bf16", "matrix", "SM", 132, "Tensor Core MAC", 2048, 1.83e9,
+        sources={
+            "lanes_per_unit": f"{_H100_WP}: 4 Tensor Cores per SM, twice the A100 SM's dense FP16 rate: 2048 FMA per clock",
+            "clock_hz": f"{_H100_WP}: 1.83 GHz, the clock behind the 989.4 TFLOPS dense FP16/BF16 figure",
+        },
+    ),
+    ComputeUnits(
+        "tpu-v4", "bf16", "systolic", "MXU", 8, "MXU MAC cell", 128 * 128, 1.05e9,
+        sources={
+            "units": "Jouppi et al. 2023, TPU v4 (ISCA): 2 TensorCores per chip x 4 MXUs of 128 x 128, 1050 MHz",
+        },
+    ),
+    ComputeUnits(
+        "tpu-v5e", "bf16", "systolic", "MXU", 4, "MXU MAC cell", 128 * 128, 197e12 / (4 * 128 * 128 * 2),
+        sources={
+            "units": "Google Cloud TPU documentation, TPU v5e: one TensorCore per chip with 4 MXUs",
+            "lanes_per_unit": "Austin et al. 2025, How to Scale Your Model, Part 2: a v5e MXU is a 128 x 128 systolic array",
+            "clock_hz": "derived: 197 TFLOPS / (4 MXUs x 16,384 MACs x 2); Google publishes no clock",
+        },
+    ),
+    ComputeUnits(
+        "alveo-u280", "int8", "dataflow", "DSP slice", 9024, "int8 MAC", 2, 24.5e12 / (9024 * 4),
+        sources={
+            "units": "AMD/Xilinx Alveo U280 data sheet (DS963): 9,024 DSP slices, INT8 peak 24.5 TOPS",
+            "lanes_per_unit": "two int8 MACs packed in one DSP48E2 (AMD WP486)",
+            "clock_hz": "derived so that the product is the datasheet's 24.5 TOPS (about 679 MHz)",
+        },
+    ),
+]
+
+
+def compute_units(device: DeviceSpec | str | None = None, dtype: str | None = None) -> list[ComputeUnits]:
+    """The :class:`ComputeUnits` rows, optionally of one device and/or one dtype.
+
+    >>> u = compute_units("h100", "fp32")[0]
+    >>> u.lanes, round(u.peak / 1e12, 1)      # 16,896 CUDA cores -> 66.9 TFLOP/s
+    (16896, 66.9)
+    """
+    name = None if device is None else as_device(device).name
+    rows = [u for u in _UNITS if (name is None or u.device == name) and (dtype is None or u.dtype == dtype)]
+    if not rows and name is not None:
+        have = sorted({u.device for u in _UNITS})
+        raise ValueError(
+            f"no compute-unit breakdown for device={name!r}" + (f" and dtype={dtype!r}" if dtype else "")
+            + f"; devices with one: {have}"
+        )
+    return rows

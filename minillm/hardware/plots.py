@@ -13,7 +13,14 @@ from matplotlib.figure import Figure
 from .devices import DTYPE_BYTES, DeviceSpec, as_device
 from .roofline import Op, attainable_flops, ridge_point, roofline_curve
 
-__all__ = ["plot_roofline", "plot_systolic_frame", "plot_systolic_frames", "plot_costs"]
+__all__ = ["plot_roofline", "plot_workload", "plot_systolic_frame", "plot_systolic_frames", "plot_costs", "format_seconds"]
+
+
+def format_seconds(s: float) -> str:
+    """A duration with a readable unit: "3.2 ms", "41 µs", "2.5 s", "3.1 h"."""
+    units = (("h", 3600.0), ("min", 60.0), ("s", 1.0), ("ms", 1e-3), ("µs", 1e-6))
+    unit, scale = next(((u, k) for u, k in units if s >= k), ("ns", 1e-9))
+    return f"{s / scale:.3g} {unit}"
 
 
 def _device_and_dtype(entry, dtype):
@@ -93,6 +100,31 @@ def plot_roofline(
     ax.grid(True, which="both", lw=0.3, alpha=0.5)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
+    return fig
+
+
+def plot_workload(point: dict, sweep: list[dict] | None = None, figsize: tuple[float, float] = (7.0, 4.5)) -> Figure:
+    """A :func:`~minillm.hardware.roofline.workload_point` on its device's roofline.
+
+    ``sweep`` (points of the same device, e.g. over batch sizes) is drawn as a grey trail
+    labelled by batch, so you can watch a step slide along the roof as the batch grows.
+    """
+    sweep = list(sweep or [])
+    xs = [point["intensity"], point["ridge"]] + [p["intensity"] for p in sweep]
+    lo, hi = min(xs) / 10, max(xs) * 10
+    title = f"{point['model'] or 'model'} on {point['device']} ({point['dtype']}, {point['n_devices']} device(s))"
+    fig = plot_roofline([(point["spec"], point["dtype"])], intensity_range=(lo, hi), title=title, figsize=figsize)
+    ax = fig.axes[0]
+    if sweep:
+        ax.plot([p["intensity"] for p in sweep], [p["attainable_flops"] for p in sweep], "o-", color="0.6", ms=3, lw=0.8,
+                label="other batch sizes")
+        for p in sweep:
+            ax.annotate(str(p["batch"]), (p["intensity"], p["attainable_flops"]), textcoords="offset points",
+                        xytext=(0, -10), fontsize=6, color="0.4", ha="center")
+    label = (f"{point['phase']}, batch {point['batch']}, context {point['context']}: "
+             f"{format_seconds(point['step_s'])} per step, {point['bound']}-bound")
+    ax.plot([point["intensity"]], [point["attainable_flops"]], "o", color="C3", ms=9, label=label)
+    ax.legend(fontsize=7, loc="lower right")
     return fig
 
 

@@ -57,6 +57,7 @@ __all__ = [
     "systolic_folds",
     "systolic_cycles",
     "systolic_utilization",
+    "systolic_demo",
 ]
 
 DATAFLOWS = ("ws", "os", "is")
@@ -422,3 +423,43 @@ def _as_arrays(A, B) -> tuple[np.ndarray, np.ndarray, bool]:
     else:
         dtype = np.float64
     return a.astype(dtype), b.astype(dtype), as_torch
+
+
+def systolic_demo(
+    M: int = 4,
+    K: int = 4,
+    N: int = 4,
+    rows: int = 4,
+    cols: int = 4,
+    dataflow: str = "ws",
+    seed: int = 0,
+    cycle: int = 0,
+) -> dict:
+    """Multiply seeded small integers ``A[M,K] @ B[K,N]`` on a rows x cols array, recording every cycle.
+
+    The data behind the lesson's frame-by-frame widget. Entries are integers 1..4, so
+    every MAC is visible and the printed partial sums stay short. ``cycle`` picks the
+    frame to look at (clamped to the last cycle, so one slider serves every dataflow).
+    Returns ``A, B, C, stats, frames, frame, cycle, cycles, closed_form, exact, roles``.
+    """
+    M, K, N = check_int("M", M), check_int("K", K), check_int("N", N)
+    cycle = check_int("cycle", cycle, minimum=0)
+    rng = np.random.default_rng(check_int("seed", seed, minimum=0))
+    A = rng.integers(1, 5, size=(M, K))
+    B = rng.integers(1, 5, size=(K, N))
+    C, stats = SystolicArray(rows, cols, dataflow).matmul(A, B, record_frames=True)
+    frames = stats.frames
+    shown = min(cycle, len(frames) - 1)
+    return {
+        "A": A,
+        "B": B,
+        "C": C,
+        "stats": stats,
+        "frames": frames,
+        "frame": frames[shown],
+        "cycle": shown,
+        "cycles": stats.cycles,
+        "closed_form": systolic_cycles(M, K, N, rows, cols, dataflow),
+        "exact": bool(np.array_equal(C, A @ B)),
+        "roles": dict(stats.roles),
+    }
