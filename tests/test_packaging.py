@@ -96,3 +96,13 @@ def test_generate_from_the_zoo():
     r = _cli("generate", "--prompt", "Lily went to the", "--max-new-tokens", "20", "--temperature", "0")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("Lily went to the") and len(r.stdout) > len("Lily went to the") + 10
+
+
+def test_tour_writes_a_report(tmp_path):
+    """The tour's own steps (the other parts test their tour steps in their own folders)."""
+    out = tmp_path / "report"
+    r = _cli("tour", "--out", str(out), "--skip", "quantization", "--skip", "hardware", "--skip", "parallel", timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert "validation loss" in report and "fact recall" in report and "MFU" in report
+    assert (out / "parameters.png").stat().st_size > 1000

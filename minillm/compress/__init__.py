@@ -9,6 +9,7 @@ Each technique lives in its own submodule; import the one you need, e.g.
 - :mod:`minillm.compress.smoothquant` SmoothQuant scales, LayerNorm folding, outlier injection for teaching
 - :mod:`minillm.compress.qat`         fake quantization (straight-through estimator) and QAT
 - :mod:`minillm.compress.qmodel`      quantize_model, size_report, eval_loss, quality_table
+- :mod:`minillm.compress.explore`     the lesson-04 widget: bits, granularity, scheme against error and loss
 - :mod:`minillm.compress.tour`        the quantization step of ``minillm tour``
 
 Every public name of the quantization submodules is importable from

@@ -10,9 +10,35 @@
 Weight-only int4 (packing and :class:`WeightOnlyLinear`) is in int4.py.
 
 Why the integer accumulator must be int32: one int8 x int8 product reaches
-128² = 2^14, so a dot product over K terms needs 15 + log2(K) bits with the sign.
-float32 holds integers exactly only up to 2^24, so a float32 "emulation" breaks
-once K·127² > 2^24 (K ≈ 1040). int32 is exact up to K = (2^31 - 1) / 128² = 131071.
+(-128)·(-128) = 2^14, so a dot product over K terms needs 15 + log2(K) bits with
+the sign. int32 is exact up to K = (2^31 - 1) // 2^14 = 131071.
+
+When float32 is exact too (the "fp32-exact" kernel). float32 has a 24-bit
+significand, so it represents every integer n with |n| <= 2^24 exactly (IEEE 754,
+binary32). Cast both int8 operands to float32 and multiply:
+
+1. every product a_ik·b_kj is an integer with |a_ik·b_kj| <= 128·128 = 2^14, exact;
+2. every partial sum, in *any* order or blocking a BLAS library picks (and with
+   fused multiply-adds), is a sum of some of those products, so it is an integer
+   with magnitude <= K·2^14;
+3. if K·2^14 <= 2^24, i.e. **K <= 1024**, every intermediate result is a
+   representable integer, so every float32 operation returns it exactly (rounding
+   of a representable value is the identity). The final float32 result equals the
+   integer dot product bit for bit.
+
+The bound is tight: at K = 1025 a row of 1024 values -128 and one 1, against a
+column of the same, sums to 2^24 + 1, which float32 cannot hold. (With operands
+restricted to [-127, 127], as the course's symmetric quantizer produces, the
+bound loosens to K·127² <= 2^24, K <= 1040; the kernel uses the bound that holds
+for every int8 input.) The argument needs IEEE float32 arithmetic, so the path is
+taken only on the CPU and only while torch has not been told to trade matmul
+precision for speed (``torch.set_float32_matmul_precision("medium")`` lets oneDNN
+use bfloat16). Above K = 1024 the kernel is *not* exact and is never used there:
+``int8_matmul`` falls back to int32.
+
+On a CPU without int8 dot-product instructions (no VNNI, no AMX) this fp32 path is
+the fastest exact int8 GEMM we have: float32 BLAS is heavily optimised, an int32
+matmul is not (measured about 3x slower) and torch._int_mm far slower still.
 """
 
 from __future__ import annotations
@@ -45,7 +71,11 @@ __all__ = [
 ]
 
 MAX_EXACT_K = (2**31 - 1) // (128 * 128)  # 131071: beyond this even int32 can overflow
-KERNELS = ("auto", "torch._int_mm", "fallback")
+# float32 holds every integer up to 2^24 exactly; a K-term int8 dot product stays
+# within K·2^14 (module docstring, steps 1-3), so K <= 2^24 / 2^14 = 1024 is exact.
+FP32_EXACT_MAX_K = 2**24 // (128 * 128)  # 1024
+FP32_EXACT = f"fp32-exact (K<={FP32_EXACT_MAX_K})"
+KERNELS = ("auto", "torch._int_mm", "fp32-exact", "fallback")
 
 
 # --------------------------------------------------------------------------- int8 GEMM
@@ -80,7 +110,7 @@ def cpu_int8_features() -> dict:
 def _prefer_int_mm_on_cpu() -> bool:
     """torch._int_mm on the CPU is fast only with VNNI/AMX. On an AVX2-only x86 CPU we
     measured it 15-20x slower than an exact int32 matmul (and ~50x slower than fp32),
-    so "auto" takes the int32 path there; both give identical integers."""
+    so "auto" takes the exact float32 path there (K <= 1024) or the int32 one; all give identical integers."""
     f = cpu_int8_features()
     return not f["known"] or f["vnni"] or f["amx"]
 
@@ -102,6 +132,40 @@ def _pad_for_cuda_int_mm(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     return a.contiguous(), b.contiguous()
 
 
+def fp32_matmul_is_ieee() -> bool:
+    """True unless torch has been allowed to run float32 matmuls in lower precision on the CPU.
+
+    ``torch.set_float32_matmul_precision("medium"/"high")`` or
+    ``torch.backends.mkldnn.matmul.fp32_precision = "bf16"/"tf32"`` let oneDNN round
+    the inputs to bfloat16/TF32; then float32 results are no longer exact integers.
+    """
+    try:
+        mkldnn = torch.backends.mkldnn.matmul.fp32_precision  # torch >= 2.9
+        return mkldnn in ("none", "ieee")
+    except (AttributeError, RuntimeError):
+        pass
+    try:
+        return torch.get_float32_matmul_precision() == "highest"
+    except RuntimeError:  # legacy and new precision APIs mixed: do not trust float32
+        return False
+
+
+def fp32_exact_applies(a: Tensor, b: Tensor) -> bool:
+    """Whether the float32 path gives the exact integer product of a [M, K] and b [K, N]:
+    on the CPU, K <= 1024 and IEEE float32 matmuls (see the module docstring)."""
+    return a.device.type == "cpu" and a.shape[1] <= FP32_EXACT_MAX_K and fp32_matmul_is_ieee()
+
+
+def _fp32_exact_matmul(a: Tensor, b: Tensor, out_float: bool = False) -> tuple[Tensor, str]:
+    """int8 [M, K] @ int8 [K, N] through a float32 GEMM; exact only where :func:`fp32_exact_applies`.
+
+    The float32 result holds integers of magnitude <= K·2^14 <= 2^24, so the cast
+    to int32 is exact as well (``out_float`` skips it for a float epilogue).
+    """
+    acc = a.float() @ b.float()
+    return (acc if out_float else acc.to(torch.int32)), FP32_EXACT
+
+
 def _exact_integer_matmul(a: Tensor, b: Tensor) -> tuple[Tensor, str]:
     """int32 accumulation without torch._int_mm: an int32 matmul on the CPU, an int32
     broadcast-multiply-and-sum (in row chunks of at most ~64 MB) elsewhere."""
@@ -117,8 +181,12 @@ def _exact_integer_matmul(a: Tensor, b: Tensor) -> tuple[Tensor, str]:
     return out, "fallback (int32 sum)"
 
 
-def _int8_matmul(a: Tensor, b: Tensor, kernel: str = "auto") -> tuple[Tensor, str]:
-    """:func:`int8_matmul` that also returns the name of the kernel that ran."""
+def _int8_matmul(a: Tensor, b: Tensor, kernel: str = "auto", out_float: bool = False) -> tuple[Tensor, str]:
+    """:func:`int8_matmul` that also returns the name of the kernel that ran.
+
+    ``out_float`` returns the accumulators as float32 (for a layer's float epilogue):
+    the fp32-exact kernel then skips a round trip through int32; the others cast.
+    """
     for name, t in (("a", a), ("b", b)):
         if not isinstance(t, Tensor) or t.dtype != torch.int8 or t.dim() != 2:
             raise ValueError(
@@ -136,40 +204,62 @@ def _int8_matmul(a: Tensor, b: Tensor, kernel: str = "auto") -> tuple[Tensor, st
     if K > MAX_EXACT_K:
         raise ValueError(f"K={K} can overflow int32 (exact up to K={MAX_EXACT_K}); split K and add the int64 partial sums")
     if M == 0 or N == 0 or K == 0:
-        return torch.zeros(M, N, dtype=torch.int32, device=a.device), "empty"
+        return torch.zeros(M, N, dtype=torch.float32 if out_float else torch.int32, device=a.device), "empty"
+    if kernel == "fp32-exact":
+        if not fp32_exact_applies(a, b):
+            raise ValueError(
+                f"kernel='fp32-exact' is exact only on the CPU for K <= {FP32_EXACT_MAX_K} with IEEE float32 "
+                f"matmuls (got K={K} on {a.device}, float32 matmuls IEEE: {fp32_matmul_is_ieee()}); use kernel='auto'"
+            )
+        return _fp32_exact_matmul(a, b, out_float)
+    acc = None
     use_int_mm = kernel == "torch._int_mm" or (kernel == "auto" and (a.device.type != "cpu" or _prefer_int_mm_on_cpu()))
     if use_int_mm and hasattr(torch, "_int_mm"):
         try:
             if a.is_cuda:
                 ap, bp = _pad_for_cuda_int_mm(a, b)
-                return torch._int_mm(ap, bp)[:M, :N], "torch._int_mm"
-            return torch._int_mm(a, b), "torch._int_mm"
+                acc, name = torch._int_mm(ap, bp)[:M, :N], "torch._int_mm"
+            else:
+                acc, name = torch._int_mm(a, b), "torch._int_mm"
         except RuntimeError:
             if kernel == "torch._int_mm":
                 raise
     elif kernel == "torch._int_mm":
         raise ValueError("kernel='torch._int_mm' was asked for, but this torch has no torch._int_mm; use kernel='auto'")
-    return _exact_integer_matmul(a, b)
+    if acc is None:
+        if kernel == "auto" and fp32_exact_applies(a, b):
+            return _fp32_exact_matmul(a, b, out_float)
+        acc, name = _exact_integer_matmul(a, b)
+    return (acc.float() if out_float else acc), name
 
 
 def int8_matmul(a: Tensor, b: Tensor, kernel: str = "auto") -> Tensor:
     """Exact integer matrix product: a [M, K] int8 @ b [K, N] int8 -> [M, N] int32.
 
-    ``kernel="auto"`` uses ``torch._int_mm`` (int8 GEMM with int32 accumulation; fast
-    on CPUs with AVX512-VNNI/AMX and on GPUs) and falls back to an exact int32 path
-    where it is missing, rejects the shape, or is known to be slow (an x86 CPU
-    without VNNI/AMX, see :func:`cpu_int8_features`). ``"torch._int_mm"`` and
-    ``"fallback"`` force one path. It never goes through float32, which stops being
-    exact once K·127² > 2^24.
-    Note ``a @ b`` on int8 tensors in torch returns int8 and wraps on overflow.
+    Kernels (all return the same integers; the result is exact for every shape):
+
+    - ``"torch._int_mm"``: int8 GEMM with int32 accumulation; fast on CPUs with
+      AVX512-VNNI/AMX and on GPUs, very slow on CPUs without them;
+    - ``"fp32-exact"``: a float32 GEMM on int8 values cast to float, allowed only on
+      the CPU for K <= 1024, where it is provably bit-exact (module docstring);
+    - ``"fallback"``: an int32 matmul (CPU) or int32 multiply-and-sum (elsewhere).
+
+    ``"auto"`` picks torch._int_mm on GPUs and on CPUs with VNNI/AMX; otherwise
+    fp32-exact when K <= 1024 and the integer fallback above. No path ever uses
+    float32 where it could round. Note ``a @ b`` on int8 tensors in torch returns
+    int8 and wraps on overflow: 127·127 = 16129 comes back as 16129 - 63·256 = 1.
     """
     return _int8_matmul(a, b, kernel)[0]
 
 
-def int8_kernel(device: str | torch.device = "cpu") -> str:
-    """Name of the kernel ``int8_matmul(kernel="auto")`` uses on ``device`` (probed on a tiny product)."""
-    a = torch.ones(32, 32, dtype=torch.int8, device=device)
-    return _int8_matmul(a, a)[1]
+def int8_kernel(device: str | torch.device = "cpu", K: int = 32) -> str:
+    """Name of the kernel ``int8_matmul(kernel="auto")`` uses on ``device`` for inner size K.
+
+    Probed on a small [16, K] @ [K, 16] product: the choice depends on the device,
+    the CPU's instructions and K (fp32-exact only up to K = 1024).
+    """
+    a = torch.ones(16, K, dtype=torch.int8, device=device)
+    return _int8_matmul(a, a.t())[1]
 
 
 # --------------------------------------------------------------------------- activations
@@ -194,8 +284,11 @@ def _check_input(x: Tensor, in_features: int) -> Tensor:
 
 
 def _per_token(x: Tensor, qmax: int) -> tuple[Tensor, Tensor]:
-    scale = torch.clamp(x.abs().amax(dim=-1, keepdim=True) / qmax, min=EPS)
-    return round_clamp(x, scale, 0, -qmax, qmax).to(torch.int8), scale
+    """x [M, K] float32 -> (q [M, K] int8, scale [M, 1]): the same arithmetic as
+    :func:`round_clamp` (``round(x * (1/scale))``, clamped), with in-place steps to
+    spare temporaries on the hot path of every int8 layer."""
+    scale = x.abs().amax(dim=-1, keepdim=True).div_(qmax).clamp_(min=EPS)
+    return torch.round(x * (1.0 / scale)).clamp_(-qmax, qmax).to(torch.int8), scale
 
 
 def _per_row_weight(w: Tensor, bits: int = 8) -> tuple[Tensor, Tensor]:
@@ -275,7 +368,8 @@ class Int8Linear(nn.Module):
     scales factor out of the dot product, ``y = s_x[m] · s_w[n] · (qx @ qw.T)[m, n] + b``
     (Jacob et al. 2018, Eq. 4; LLM.int8() Sec. 3.1). Float in, float out, so it can
     replace a :class:`minillm.model.Linear` anywhere. ``kernel`` names the GEMM that
-    ran in the last forward ("torch._int_mm" or an exact int32 fallback).
+    ran in the last forward ("torch._int_mm", "fp32-exact (K<=1024)" or an int32
+    fallback; every one gives the same exact integers, see :func:`int8_matmul`).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, activations: str = "dynamic") -> None:
@@ -288,7 +382,7 @@ class Int8Linear(nn.Module):
         self.register_buffer("bias", torch.zeros(out_features) if bias else None)
         self.register_buffer("x_scale", torch.ones(()) if activations == "static" else None)
         self.kernel = "not run yet"
-        self.kernel_choice = "auto"  # "auto" | "torch._int_mm" | "fallback", passed to int8_matmul
+        self.kernel_choice = "auto"  # "auto" | "torch._int_mm" | "fp32-exact" | "fallback", see int8_matmul
 
     @classmethod
     def from_float(
@@ -331,10 +425,12 @@ class Int8Linear(nn.Module):
         else:
             sx = self.x_scale
             qx = round_clamp(x2, sx, 0, -127, 127).to(torch.int8)
-        acc, self.kernel = _int8_matmul(qx, self.q_weight.t(), self.kernel_choice)
-        y = acc.float() * sx * self.w_scale
+        # The int32 sums (held as float32: exact either way, see int8_matmul), then the
+        # float epilogue y = acc · s_x · s_w + b, in place.
+        acc, self.kernel = _int8_matmul(qx, self.q_weight.t(), self.kernel_choice, out_float=True)
+        y = acc.mul_(sx).mul_(self.w_scale)
         if self.bias is not None:
-            y = y + self.bias
+            y = y.add_(self.bias)
         return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
@@ -385,8 +481,8 @@ class LLMInt8Linear(nn.Module):
         if self.n_outliers < self.in_features:
             reg = (~is_out).nonzero().flatten()
             qx, sx = _per_token(x2[:, reg], 127)
-            acc, self.kernel = _int8_matmul(qx, self.q_weight[:, reg].t())
-            y = y + acc.float() * sx * self.w_scale
+            acc, self.kernel = _int8_matmul(qx, self.q_weight[:, reg].t(), out_float=True)
+            y = y + acc.mul_(sx).mul_(self.w_scale)
         if self.n_outliers:
             out = is_out.nonzero().flatten()
             y = y + x2[:, out] @ (self.q_weight[:, out].float() * self.w_scale[:, None]).t()

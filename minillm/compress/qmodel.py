@@ -11,9 +11,13 @@ and returns a new model (a deep copy; the original is untouched):
 | "int8"  | "int8"         | "llm_int8"    | LLMInt8Linear (outliers in float)       |
 | "int8"  | None           | "rtn"         | WeightOnlyLinear, 8 bits (W8A32)        |
 | "int4"  | None           | "rtn"         | WeightOnlyLinear, 4 bits packed (W4A32) |
+| "int2", "int3", "int5".."int7" | None | "rtn" | WeightOnlyLinear, one value per byte  |
 | None    | None           | "smoothquant" | only the SmoothQuant fold (float model) |
 
-"rtn" is round-to-nearest. Embeddings, LayerNorms and an output layer tied to the
+"rtn" is round-to-nearest. Weight-only formats other than int4 and int8 are kept
+one value per byte in memory (they exist to show where quality breaks);
+``size_report(...)["linear_bits_per_weight"]`` gives what a packed file format
+would need, ``bits + 32/group_size``. Embeddings, LayerNorms and an output layer tied to the
 token embedding stay float32 (quantizing a tied head would store the matrix twice).
 """
 
@@ -33,7 +37,8 @@ from minillm.model import Linear
 
 __all__ = ["linear_sites", "quantize_model", "size_report", "eval_loss", "quality_table"]
 
-WEIGHTS = ("int8", "int4", None)
+WEIGHT_BITS = {f"int{b}": b for b in range(2, 9)}  # "int2" .. "int8"
+WEIGHTS = tuple(WEIGHT_BITS) + (None,)
 ACTIVATIONS = ("int8", "int8_static", None)
 METHODS = ("rtn", "smoothquant", "llm_int8")
 
@@ -60,8 +65,8 @@ def _check_args(weights, activations, method, calibration, group_size) -> None:
     for value, choices, name in ((weights, WEIGHTS, "weights"), (activations, ACTIVATIONS, "activations"), (method, METHODS, "method")):
         if value not in choices:
             raise ValueError(f"{name}={value!r} is unknown; use one of {', '.join(repr(c) for c in choices)}")
-    if weights == "int4" and activations is not None:
-        raise ValueError("weights='int4' is weight-only here; use activations=None (W4A8 is not built)")
+    if weights not in ("int8", None) and activations is not None:
+        raise ValueError(f"weights={weights!r} is weight-only here; use activations=None (W{weights[3:]}A8 is not built)")
     if weights is None and method != "smoothquant":
         raise ValueError("weights=None quantizes nothing; it is only meaningful with method='smoothquant' (fold only)")
     if weights is None and activations is not None:
@@ -94,8 +99,9 @@ def quantize_model(
 ) -> nn.Module:
     """Return a quantized copy of ``model`` (see the table in the module docstring).
 
+    weights: "int8", "int4" (or any "int2".."int8" weight-only), None for the fold only.
     calibration: token ids [B, T] (or a list of batches) for SmoothQuant and static
-    activation scales. group_size (weight-only): "auto" gives 32 for int4 and one
+    activation scales. group_size (weight-only): "auto" gives 32 below 8 bits and one
     scale per output channel for int8; None is per channel; an int is per group and
     must divide every quantized layer's in_features. alpha: SmoothQuant migration
     strength. threshold: LLM.int8() outlier threshold. skip: Linear names to leave float.
@@ -104,7 +110,7 @@ def quantize_model(
         raise ValueError(f"model must be an nn.Module (a minillm GPT), got {type(model).__name__}")
     _check_args(weights, activations, method, calibration, group_size)
     if group_size == "auto":
-        group_size = 32 if weights == "int4" else None
+        group_size = None if weights in ("int8", None) else 32
     new = smooth_model(model, calibration, alpha) if method == "smoothquant" else copy.deepcopy(model)
     if weights is None:
         return new
@@ -120,12 +126,21 @@ def quantize_model(
         elif activations == "int8_static":
             q = Int8Linear.from_float(w, b, "static", calibration=stats[name])
         else:
-            q = WeightOnlyLinear.from_float(w, b, 8 if weights == "int8" else 4, group_size)
+            q = WeightOnlyLinear.from_float(w, b, WEIGHT_BITS[weights], group_size)
         setattr(parent, attr, q)
     return new
 
 
 # --------------------------------------------------------------------------- size
+
+
+def _format_bits(mod: nn.Module) -> float | None:
+    """Bits a packed file format needs for this layer's weight, scales included (b + 32/g)."""
+    if isinstance(mod, (Int8Linear, LLMInt8Linear)):
+        return 8 * mod.in_features * mod.out_features + 32 * mod.w_scale.numel()
+    if isinstance(mod, WeightOnlyLinear):
+        return mod.bits * mod.in_features * mod.out_features + 32 * mod.scale.numel()
+    return None
 
 
 def _linear_weight_bytes(mod: nn.Module) -> tuple[int, int] | None:
@@ -145,7 +160,11 @@ def size_report(model: nn.Module) -> dict:
     """Bytes of every stored tensor, and totals.
 
     Returns ``{"tensors": {name: bytes}, "total_bytes", "linear_weight_bytes",
-    "float32_linear_weight_bytes", "linear_weight_ratio"}``. Tensors shared by two
+    "float32_linear_weight_bytes", "linear_weight_ratio", "linear_bits_per_weight"}``.
+    ``linear_bits_per_weight`` is what a packed file format needs per weight, scales
+    included (``bits + 32/group_size``; 32 for float32): equal to 32 x the stored
+    ratio for int8 and int4, smaller for 2/3/5/6/7-bit weights, which sit one per
+    byte in memory. Tensors shared by two
     modules (a tied output layer) count once. The linear totals cover the weights
     (with their scales) of the layers :func:`quantize_model` replaces, not biases,
     embeddings or a tied output layer, so they compare like with like.
@@ -161,19 +180,22 @@ def size_report(model: nn.Module) -> dict:
         seen.add(id(t))
         tensors[name] = t.numel() * t.element_size()
     shared = {id(p) for m in model.modules() if not isinstance(m, Linear) for p in m.parameters(recurse=False)}
-    stored = full = 0
+    stored = full = bits = 0
     for mod in model.modules():
         if isinstance(mod, Linear) and id(mod.weight) in shared:
             continue  # tied to the embedding: counted there
         sizes = _linear_weight_bytes(mod)
         if sizes is not None:
             stored, full = stored + sizes[0], full + sizes[1]
+            fmt = _format_bits(mod)
+            bits += 8 * sizes[0] if fmt is None else fmt
     return {
         "tensors": tensors,
         "total_bytes": sum(tensors.values()),
         "linear_weight_bytes": stored,
         "float32_linear_weight_bytes": full,
         "linear_weight_ratio": stored / full if full else math.nan,
+        "linear_bits_per_weight": bits / (full / 4) if full else math.nan,
     }
 
 
@@ -223,7 +245,8 @@ def quality_table(
     fact-recall accuracy. calibration defaults to the first 8 blocks of val_ids
     (pass training data to keep calibration and evaluation apart).
     Returns one row per config: name, val_loss, rel_loss_change (vs float32),
-    linear_weight_ratio, total_bytes and accuracy (None without accuracy_fn);
+    linear_weight_ratio, bits_per_weight (packed format, see :func:`size_report`),
+    total_bytes and accuracy (None without accuracy_fn);
     the float32 baseline comes first.
     """
     if isinstance(configs, dict):
@@ -253,6 +276,7 @@ def quality_table(
                 "val_loss": loss,
                 "rel_loss_change": (loss - base) / base,
                 "linear_weight_ratio": size["linear_weight_ratio"],
+                "bits_per_weight": size["linear_bits_per_weight"],
                 "total_bytes": size["total_bytes"],
                 "accuracy": accuracy_fn(m) if accuracy_fn is not None else None,
             }

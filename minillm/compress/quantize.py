@@ -30,9 +30,9 @@ Course conventions (every function here follows them)
   as in GPTQ/AWQ int4 weights). For a weight ``W`` [out, in] with ``axis=0`` a
   group is ``group_size`` neighbouring input columns of one output row.
 
-The integer kernels, int4 packing, SmoothQuant, fake quantization/QAT and the
-whole-model helpers live in sibling files (int8_ops.py, int4.py, smoothquant.py,
-qat.py, qmodel.py) so each stays short; every public name is importable from
+The integer kernels, int4 packing, SmoothQuant, fake quantization/QAT, the
+whole-model helpers and the lesson's widget live in sibling files (int8_ops.py,
+int4.py, smoothquant.py, qat.py, qmodel.py, explore.py) so each stays short; every public name is importable from
 here as well.
 """
 
@@ -75,6 +75,10 @@ __all__ = [
     "size_report",
     "eval_loss",
     "quality_table",
+    "fake_quant_weights",
+    "quant_view",
+    "plot_quant_view",
+    "quant_widget",
 ]
 
 SCHEMES = ("symmetric", "affine")
@@ -392,6 +396,10 @@ _LAZY = {
     "size_report": "qmodel",
     "eval_loss": "qmodel",
     "quality_table": "qmodel",
+    "fake_quant_weights": "explore",
+    "quant_view": "explore",
+    "plot_quant_view": "explore",
+    "quant_widget": "explore",
 }
 
 

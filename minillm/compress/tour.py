@@ -222,9 +222,10 @@ def tour_step(out_dir: Path) -> str:
         )
     why = (
         "Smaller is not automatically faster: int8 pays off only when the matrix multiply runs on int8 "
-        "dot-product hardware (VNNI/AMX on CPUs, tensor cores on GPUs). Without it the int8 GEMM is slower "
-        "than float32 BLAS, and weight-only int4 adds a dequantization step to every forward; its win is "
-        "memory, which matters when decoding is memory-bound."
+        "dot-product hardware (VNNI/AMX on CPUs, tensor cores on GPUs). Without it the fastest exact int8 "
+        "GEMM is a float32 GEMM on the integer codes (exact for K <= 1024), so W8A8 runs at float speed at "
+        "best, minus the cost of quantizing activations; weight-only int4 adds a dequantization step to "
+        "every forward; its win is memory, which matters when decoding is memory-bound."
     )
     md = [
         "## Quantization: smaller, and faster only with int8 kernels",

@@ -23,8 +23,8 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),
 ]
 
-KERNEL_NAMES = {"torch._int_mm", "fallback (int32 matmul)", "fallback (int32 sum)"}
-KERNELS = ["auto", "fallback"] + (["torch._int_mm"] if hasattr(torch, "_int_mm") else [])
+KERNEL_NAMES = {"torch._int_mm", "fp32-exact (K<=1024)", "fallback (int32 matmul)", "fallback (int32 sum)"}
+KERNELS = ["auto", "fallback", "fp32-exact"] + (["torch._int_mm"] if hasattr(torch, "_int_mm") else [])
 
 
 def _rand_int8(shape, seed, lo=-128, hi=128):
@@ -50,10 +50,60 @@ def test_int8_matmul_exact_at_large_k_where_float32_is_not():
     b[0, 0] = 1  # row sums of 4095·127² + 127: not a multiple of 4, so float32 (ulp 4 here) cannot hold it
     ref = a.long() @ b.long()
     assert int(ref.abs().max()) > 2**24  # beyond float32's exact integers
-    for kernel in KERNELS:
+    for kernel in [k for k in KERNELS if k != "fp32-exact"]:  # fp32-exact refuses K > 1024
         assert torch.equal(int8_matmul(a, b, kernel=kernel).long(), ref)  # exact
     emulated = (a.float() @ b.float()).long()
     assert not torch.equal(emulated, ref)  # why we never emulate through float32
+
+
+@settings(deadline=None, max_examples=25)
+@given(M=st.integers(1, 24), K=st.integers(1, 1024), N=st.integers(1, 24), seed=st.integers(0, 1000),
+       extreme=st.booleans())
+def test_fp32_exact_kernel_equals_the_int64_product_up_to_k_1024(M, K, N, seed, extreme):
+    a, b = _rand_int8((M, K), seed), _rand_int8((K, N), seed + 1)
+    if extreme:  # the largest possible sums: every product (-128)·(-128) = 2^14, or -(2^14) in row 0
+        a.fill_(-128)
+        b.fill_(-128)
+        a[0] = 127
+    ref = a.long() @ b.long()
+    out = int8_matmul(a, b, kernel="fp32-exact")
+    # exact (no tolerance): |every partial sum| <= K·2^14 <= 2^24, which float32 holds exactly
+    assert out.dtype == torch.int32 and torch.equal(out.long(), ref)
+
+
+def test_fp32_exact_bound_is_tight_and_auto_falls_back_above_it():
+    # K = 1025: 1024 products (-128)·(-128) = 2^24 plus 1·1 gives 2^24 + 1, which float32 cannot hold
+    a = torch.full((1, 1025), -128, dtype=torch.int8)
+    a[0, -1] = 1
+    ref = a.long() @ a.long().t()
+    assert int(ref) == 2**24 + 1 and int((a.float() @ a.float().t()).long()) != 2**24 + 1
+    with pytest.raises(ValueError, match="K <= 1024"):
+        int8_matmul(a, a.t(), kernel="fp32-exact")
+    assert torch.equal(int8_matmul(a, a.t()).long(), ref)  # auto stays exact: integer path
+    assert not int8_kernel(K=1025).startswith("fp32")
+    b = a[:, 1:]  # K = 1024: the same construction is exact through float32
+    assert torch.equal(int8_matmul(b, b.t(), kernel="fp32-exact").long(), b.long() @ b.long().t())
+
+
+def test_fp32_exact_is_not_used_when_matmul_precision_is_lowered():
+    from minillm.compress.int8_ops import cpu_int8_features, fp32_matmul_is_ieee
+
+    mk = torch.backends.mkldnn.matmul
+    if not hasattr(mk, "fp32_precision"):
+        pytest.skip("this torch has no torch.backends.mkldnn.matmul.fp32_precision")
+    old = mk.fp32_precision
+    try:
+        mk.fp32_precision = "bf16"  # oneDNN may now round float32 inputs to bfloat16
+        assert not fp32_matmul_is_ieee()
+        assert not int8_kernel().startswith("fp32")
+        a = _rand_int8((8, 64), 9)
+        with pytest.raises(ValueError, match="IEEE"):
+            int8_matmul(a, a.t(), kernel="fp32-exact")
+    finally:
+        mk.fp32_precision = old
+    f = cpu_int8_features()
+    if f["known"] and not (f["vnni"] or f["amx"]):
+        assert int8_kernel() == "fp32-exact (K<=1024)"  # the auto choice on an AVX2-only CPU
 
 
 def test_int8_matmul_transposed_view_and_kernel_name():

@@ -85,6 +85,10 @@ def test_size_report_ratios(gpt):
     assert int4["linear_weight_ratio"] == pytest.approx(5 / 32)
     assert int4["tensors"]["h.0.mlp.c_fc.q_weight"] == 512 * 128 // 2
     assert int8["total_bytes"] < full["total_bytes"]
+    assert full["linear_bits_per_weight"] == 32.0 and int4["linear_bits_per_weight"] == pytest.approx(5.0)
+    # 3 bits sit one per byte in memory (stored 1 + 4/32 bytes), a packed format needs 3 + 32/32 bits
+    int3 = size_report(quantize_model(gpt, "int3", None, group_size=32))
+    assert int3["linear_weight_ratio"] == pytest.approx(9 / 32) and int3["linear_bits_per_weight"] == pytest.approx(4.0)
 
 
 def test_eval_loss_and_quality_table(gpt):
@@ -110,7 +114,8 @@ def test_eval_loss_and_quality_table(gpt):
     "kwargs,word",
     [
         (dict(method="awq"), "method='awq'"),
-        (dict(weights="int3"), "weights='int3'"),
+        (dict(weights="int9"), "weights='int9'"),
+        (dict(weights="int3"), "activations=None"),
         (dict(activations="fp8"), "activations='fp8'"),
         (dict(weights="int4", activations="int8"), "activations=None"),
         (dict(method="smoothquant"), "calibration"),
