@@ -7,6 +7,11 @@ small operations costs ten passes over memory forward and more backward. Each
 derives its gradient by hand — the formulas are in the docstrings, and the tests
 check every one against ``torch.autograd.gradcheck`` and against torch's own
 layers. This is what "fusing" means, done in Python.
+
+Two reductions use torch's vectorised kernels rather than a chain of small
+operations: ``torch.softmax`` (the readable version is ``minillm.model.softmax``)
+and ``torch.logsumexp``. On a CPU a plain ``exp`` is several times slower and hits
+a denormal slow path when values are far below the maximum.
 """
 
 from __future__ import annotations
@@ -27,9 +32,9 @@ class _LayerNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, eps: float) -> Tensor:
-        var, mean = torch.var_mean(x, dim=-1, keepdim=True, correction=0)
-        rstd = torch.rsqrt(var + eps)
-        xhat = (x - mean).mul_(rstd)
+        xhat = x - x.mean(dim=-1, keepdim=True)
+        rstd = torch.rsqrt((xhat * xhat).mean(dim=-1, keepdim=True).add_(eps))
+        xhat.mul_(rstd)
         y = xhat * weight
         if bias is not None:
             y.add_(bias)
@@ -50,9 +55,19 @@ class _LayerNorm(torch.autograd.Function):
         return dx, dw, db, None
 
 
+def _needs_grad(*ts: Tensor | None) -> bool:
+    # Outside autograd (generation, evaluation) a Function's bookkeeping is pure
+    # overhead, and at one token per step it is a large share of the time.
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
+
+
 def layer_norm(x: Tensor, weight: Tensor, bias: Tensor | None, eps: float = 1e-5) -> Tensor:
     """Layer norm over the last dimension. x: [..., C], weight and bias: [C]."""
-    return _LayerNorm.apply(x, weight, bias, eps)
+    if _needs_grad(x, weight, bias):
+        return _LayerNorm.apply(x, weight, bias, eps)
+    xc = x - x.mean(dim=-1, keepdim=True)
+    y = xc.mul_(torch.rsqrt((xc * xc).mean(dim=-1, keepdim=True).add_(eps))).mul_(weight)
+    return y if bias is None else y.add_(bias)
 
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
@@ -64,20 +79,22 @@ class _Gelu(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
-        ctx.save_for_backward(x)
-        return x * torch.erf(x * _SQRT_HALF).add_(1.0).mul_(0.5)
+        cdf = torch.erf(x * _SQRT_HALF).add_(1.0).mul_(0.5)  # Φ(x), kept for the backward pass
+        ctx.save_for_backward(x, cdf)
+        return x * cdf
 
     @staticmethod
     def backward(ctx, dy: Tensor):
-        (x,) = ctx.saved_tensors
-        cdf = torch.erf(x * _SQRT_HALF).add_(1.0).mul_(0.5)
+        x, cdf = ctx.saved_tensors
         pdf = torch.exp(x * x * -0.5).mul_(_INV_SQRT_2PI)
-        return dy * cdf.addcmul_(x, pdf)
+        return dy * pdf.mul_(x).add_(cdf)
 
 
 def gelu(x: Tensor) -> Tensor:
     """The exact GELU, x·Φ(x), with a hand-derived backward."""
-    return _Gelu.apply(x)
+    if _needs_grad(x):
+        return _Gelu.apply(x)
+    return x * torch.erf(x * _SQRT_HALF).add_(1.0).mul_(0.5)
 
 
 _MASKS: dict[tuple, Tensor] = {}
@@ -105,9 +122,11 @@ class _CausalAttention(torch.autograd.Function):
         s = torch.matmul(q, k.transpose(-2, -1)).mul_(scale)
         if q.size(-2) > 1:
             s.add_(_causal_bias(q.size(-2), k.size(-2), q.device, q.dtype))
-        # softmax in place: subtract the row max (stability), exponentiate, normalise
-        s.sub_(s.amax(dim=-1, keepdim=True)).exp_()
-        p = s.div_(s.sum(dim=-1, keepdim=True))
+        # softmax over the keys. torch.softmax is one vectorised pass that subtracts the
+        # row max, exponentiates and normalises (minillm.model.softmax spells the same
+        # steps out); a plain exp_ here is several times slower on a CPU and falls into
+        # a denormal slow path when scores are far below the row max.
+        p = torch.softmax(s, dim=-1)
         ctx.save_for_backward(q, k, v, p)
         ctx.scale = scale
         return torch.matmul(p, v)
@@ -128,7 +147,12 @@ def causal_attention_core(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
 
     q: [B, H, Tq, D], k and v: [B, H, Tk, D]; queries are the last Tq positions.
     """
-    return _CausalAttention.apply(q, k, v)
+    if _needs_grad(q, k, v):
+        return _CausalAttention.apply(q, k, v)
+    s = torch.matmul(q, k.transpose(-2, -1)).mul_(1.0 / math.sqrt(q.size(-1)))
+    if q.size(-2) > 1:
+        s.add_(_causal_bias(q.size(-2), k.size(-2), q.device, q.dtype))
+    return torch.matmul(torch.softmax(s, dim=-1), v)
 
 
 class _CrossEntropy(torch.autograd.Function):
@@ -139,16 +163,13 @@ class _CrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits: Tensor, targets: Tensor, ignore_index: int) -> Tensor:
-        m = logits.amax(dim=-1, keepdim=True)
-        e = (logits - m).exp_()
-        sumexp = e.sum(dim=-1, keepdim=True)
-        lse = m + sumexp.log()
+        lse = torch.logsumexp(logits, dim=-1, keepdim=True)  # max-shifted log Σ exp, one kernel
         keep = targets != ignore_index
         safe = torch.where(keep, targets, torch.zeros_like(targets))
         picked = logits.gather(-1, safe.unsqueeze(-1))
         n = keep.sum().clamp(min=1)
         loss = ((lse - picked).squeeze(-1) * keep).sum() / n
-        probs = e.div_(sumexp)
+        probs = torch.softmax(logits, dim=-1)
         ctx.save_for_backward(probs, safe, keep, n)
         return loss
 

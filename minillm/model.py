@@ -243,25 +243,46 @@ def cross_entropy(logits: Tensor, targets: Tensor, ignore_index: int = -1) -> Te
 class KVCache:
     """Keys and values of every layer for the tokens seen so far.
 
-    ``k[l]`` and ``v[l]`` are [B, H, T_seen, D]. ``length`` is T_seen.
+    ``k[l]`` and ``v[l]`` are [B, H, T_seen, D]; ``length`` is T_seen. With
+    ``max_len`` the cache preallocates [B, H, max_len, D] per layer and writes new
+    positions in place, so a decoding step costs no copy of the past (without it,
+    each step concatenates, which copies the whole cache).
     """
 
-    def __init__(self, n_layer: int) -> None:
+    def __init__(self, n_layer: int, max_len: int | None = None) -> None:
+        self.max_len = max_len
         self.k: list[Tensor | None] = [None] * n_layer
         self.v: list[Tensor | None] = [None] * n_layer
+        self._kbuf: list[Tensor | None] = [None] * n_layer
+        self._vbuf: list[Tensor | None] = [None] * n_layer
 
     @property
     def length(self) -> int:
         return 0 if self.k[0] is None else self.k[0].size(2)
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        if self.k[layer] is not None:
-            k = torch.cat([self.k[layer], k], dim=2)
-            v = torch.cat([self.v[layer], v], dim=2)
+        """Append k, v [B, H, T_new, D] to ``layer``'s cache; return all keys and values so far."""
+        past = 0 if self.k[layer] is None else self.k[layer].size(2)
+        new = past + k.size(2)
+        if self.max_len is None:
+            if self.k[layer] is not None:
+                k = torch.cat([self.k[layer], k], dim=2)
+                v = torch.cat([self.v[layer], v], dim=2)
+        else:
+            if new > self.max_len:
+                raise ValueError(f"KV cache holds at most max_len={self.max_len} positions, got {new}")
+            if self._kbuf[layer] is None:
+                B, H, _, D = k.shape
+                self._kbuf[layer] = k.new_empty(B, H, self.max_len, D)
+                self._vbuf[layer] = v.new_empty(B, H, self.max_len, D)
+            self._kbuf[layer][:, :, past:new] = k
+            self._vbuf[layer][:, :, past:new] = v
+            k, v = self._kbuf[layer][:, :, :new], self._vbuf[layer][:, :, :new]
         self.k[layer], self.v[layer] = k, v
         return k, v
 
     def nbytes(self) -> int:
+        """Bytes of the keys and values stored so far (not the preallocated room)."""
         return sum(t.numel() * t.element_size() for t in self.k + self.v if t is not None)
 
 
@@ -405,7 +426,7 @@ class GPT(nn.Module):
 
     # ------------------------------------------------------------------ generate
 
-    @torch.no_grad()
+    @torch.inference_mode()  # like no_grad, minus autograd's view and version tracking
     def generate(
         self,
         idx: Tensor,
@@ -440,7 +461,7 @@ class GPT(nn.Module):
                 if cache is not None and cache.length + 1 <= bs:
                     logits, _ = self(idx[:, -1:], cache=cache)
                 else:  # first step, or the window slid: (re)build the cache
-                    cache = KVCache(self.config.n_layer)
+                    cache = KVCache(self.config.n_layer, max_len=bs)
                     logits, _ = self(idx[:, -bs:], cache=cache)
             else:
                 logits, _ = self(idx[:, -bs:])

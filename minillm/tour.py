@@ -102,8 +102,8 @@ def step_speed(out: Path) -> str:
     try:
         from minillm.hardware import measure
 
-        spec = measure.this_machine(quick=True)
-        peak, source = spec.peak_flops["fp32"], "fp32 GEMM peak measured on this machine just now"
+        spec = measure.this_machine(quick=True, threads=torch.get_num_threads())
+        peak, source = spec.peak_flops["fp32"], f"fp32 GEMM peak measured just now on {torch.get_num_threads()} thread(s)"
     except Exception:  # the hardware part is optional for this step
         pass
     if peak is None:
@@ -167,6 +167,11 @@ def run_tour(out: Path = Path("tour-report"), skip: set[str] | None = None) -> i
         raise ValueError(f"--skip {sorted(unknown)} is not a tour step; choose from {[n for n, _, _ in STEPS]}")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
+    # One thread: the tour's matrices are small, and on a busy two-core machine a second
+    # OpenMP thread mostly waits for the first (we measured steps many times slower).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    print("(running on one CPU thread, so the numbers are comparable from machine to machine)")
     sections = ["# minillm tour", ""]
     t0 = time.perf_counter()
     failed = []
@@ -182,6 +187,7 @@ def run_tour(out: Path = Path("tour-report"), skip: set[str] | None = None) -> i
             failed.append(name)
             print(f"  step {name!r} failed: {type(e).__name__}: {e}")
             sections.append(f"## {title}\n\nThis step failed: `{type(e).__name__}: {e}`\n")
+    torch.set_num_threads(threads)
     total = time.perf_counter() - t0
     sections.append(f"_Tour finished in {total:.0f} s._\n")
     (out / "report.md").write_text("\n".join(sections), encoding="utf-8")
