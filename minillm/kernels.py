@@ -119,7 +119,8 @@ class _CausalAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         scale = 1.0 / math.sqrt(q.size(-1))
-        s = torch.matmul(q, k.transpose(-2, -1)).mul_(scale)
+        # Scale q ([T, D]) rather than the scores ([T, T]): one less pass over the big matrix.
+        s = torch.matmul(q * scale, k.transpose(-2, -1))
         if q.size(-2) > 1:
             s.add_(_causal_bias(q.size(-2), k.size(-2), q.device, q.dtype))
         # softmax over the keys. torch.softmax is one vectorised pass that subtracts the
@@ -136,9 +137,9 @@ class _CausalAttention(torch.autograd.Function):
         q, k, v, p = ctx.saved_tensors
         dv = torch.matmul(p.transpose(-2, -1), dy)
         dp = torch.matmul(dy, v.transpose(-2, -1))
-        ds = dp.sub_((dp * p).sum(dim=-1, keepdim=True)).mul_(p).mul_(ctx.scale)
-        dq = torch.matmul(ds, k)
-        dk = torch.matmul(ds.transpose(-2, -1), q)
+        ds = dp.sub_((dp * p).sum(dim=-1, keepdim=True)).mul_(p)
+        dq = torch.matmul(ds, k).mul_(ctx.scale)
+        dk = torch.matmul(ds.transpose(-2, -1), q).mul_(ctx.scale)
         return dq, dk, dv
 
 
@@ -149,7 +150,7 @@ def causal_attention_core(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """
     if _needs_grad(q, k, v):
         return _CausalAttention.apply(q, k, v)
-    s = torch.matmul(q, k.transpose(-2, -1)).mul_(1.0 / math.sqrt(q.size(-1)))
+    s = torch.matmul(q * (1.0 / math.sqrt(q.size(-1))), k.transpose(-2, -1))
     if q.size(-2) > 1:
         s.add_(_causal_bias(q.size(-2), k.size(-2), q.device, q.dtype))
     return torch.matmul(torch.softmax(s, dim=-1), v)
