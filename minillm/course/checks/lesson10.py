@@ -17,6 +17,7 @@ both, and any error of the learner's code inside a rank, into a one-line verdict
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 from typing import Any, Callable
@@ -50,6 +51,10 @@ _NATIVE = tuple(
 ) + ("minillm.parallel.comm.Comm.all_gather_into_tensor", "minillm.parallel.comm.Comm.reduce_scatter_tensor")
 _RINGS = tuple(f"minillm.parallel.collectives.{f}" for f in ("ring_all_gather", "ring_reduce_scatter", "ring_all_reduce", "tree_broadcast"))
 
+SLOW_HINT = (
+    f"a rank stayed in its own code for more than {RUN_TIMEOUT:g} s while the others waited for it: "
+    "look for a loop that never ends, or a rank that skips a send the others expect"
+)
 DEADLOCK_HINT = (
     "a blocking comm.send waits until its receiver posts the matching recv; start the send with "
     "req = comm.isend(...), then comm.recv(...), then req.wait()"
@@ -59,31 +64,43 @@ DEADLOCK_HINT = (
 # --------------------------------------------------------------------------- running rank code in a check
 
 
+@contextlib.contextmanager
+def one_thread():
+    """One intra-op torch thread inside the block: tiny tensors gain nothing from more, and on a
+    busy machine idle OpenMP workers spin. Also usable as a decorator."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run_ranks(rank_fn: Callable, world_size: int, *args: Any, cluster: ClusterSpec | None = None):
     """Run ``rank_fn(comm, *args)`` on ``world_size`` simulated ranks for a check; returns the RunResult.
 
-    One intra-op torch thread (tiny tensors; every rank is a thread), and the
+    One intra-op torch thread (:func:`one_thread`; every rank is a thread), and the
     process's stdout restored afterwards (the runner silences the learner's prints
     per call, which is not thread-safe when ranks call concurrently). A learner
     error inside a rank is re-raised as the runner's own verdict ("not attempted",
     "your function raised ..."); a hang or a mismatch becomes a :class:`CheckFailure`.
     """
-    stdout, threads = sys.stdout, torch.get_num_threads()
-    torch.set_num_threads(1)
+    stdout = sys.stdout
     try:
-        return run(rank_fn, world_size, *args, cluster=cluster or CHECK_CLUSTER, timeout=RUN_TIMEOUT)
+        with one_thread():
+            return run(rank_fn, world_size, *args, cluster=cluster or CHECK_CLUSTER, timeout=RUN_TIMEOUT)
     except RankError as e:
         if e.__cause__ is not None:  # the learner's exception, already translated by the runner
             raise e.__cause__ from None
         raise CheckFailure(f"rank {e.rank} raised {e.exc_type}: {e.message}") from None
     except CommTimeoutError as e:
-        first = str(e).splitlines()[0]
-        raise CheckFailure(f"with world_size={world_size} the ranks never finished: {first}", hint=DEADLOCK_HINT) from None
+        first = str(e).splitlines()[0].rstrip(".")
+        hint = DEADLOCK_HINT if first.startswith("the run would hang") else SLOW_HINT
+        raise CheckFailure(f"with world_size={world_size} the ranks never finished: {first}", hint=hint) from None
     except CollectiveMismatchError as e:
         raise CheckFailure(f"with world_size={world_size}: {str(e).splitlines()[0]}") from None
     finally:
         sys.stdout = stdout
-        torch.set_num_threads(threads)
 
 
 class P2POnly:
@@ -180,8 +197,8 @@ def _check_time(measured: float, op: str, n: int, p: int, task: str) -> None:
         raise CheckFailure(
             f"simulated time of your {task} with world_size={p} and {n} elements is {measured * 1e6:.4g} µs",
             expected=f"{want * 1e6:.4g} µs, the ring's {steps}·α + {steps}/{p}·n/B",
-            hint="post each step's isend before its recv, so that sending and receiving overlap (links are full duplex), "
-            "and wait for both before the next step",
+            hint="a ring moves one chunk per step between neighbours; post each step's isend before its recv, so that "
+            "sending and receiving overlap (links are full duplex), and wait for both before the next step",
         )
 
 
