@@ -77,7 +77,7 @@ def tour_step(out_dir: pathlib.Path, quick: bool = True) -> str:
         "",
         f"![roofline]({png.name})",
         "",
-        f"Teacher ({where}: {config.n_layer} layers, width {config.n_embd}, {param_count(shape):,} parameters): "
+        f"Teacher ({where}: {config.n_layer} layers, width {config.n_embd}, {param_count(shape, non_embedding=True):,} non-embedding parameters): "
         f"cost to generate one million tokens by decoding, batch {batch}, context {context}. Roofline lower "
         "bounds; a model this small is really limited by kernel-launch overhead. Dollars use *illustrative* "
         "rental prices from the device catalog.",
