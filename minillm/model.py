@@ -38,6 +38,8 @@ __all__ = [
     "Block",
     "GPT",
     "KVCache",
+    "next_token_probs",
+    "sample_next",
 ]
 
 
@@ -497,15 +499,27 @@ class GPT(nn.Module):
         return 6 * self.num_params() + 12 * c.n_layer * c.n_head * c.head_dim * T
 
 
+def next_token_probs(logits: Tensor, temperature: float = 1.0, top_k: int | None = None) -> Tensor:
+    """The sampling distribution over the next token: logits [..., V] -> probabilities [..., V].
+
+    Dividing by ``temperature`` sharpens (< 1) or flattens (> 1) the distribution;
+    ``temperature=0`` is greedy, all mass on the arg-max. ``top_k`` keeps the k most
+    likely tokens and renormalises over them.
+    """
+    if temperature == 0:
+        return torch.zeros_like(logits).scatter_(-1, logits.argmax(dim=-1, keepdim=True), 1.0)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    return softmax(logits, dim=-1)
+
+
 def sample_next(
     logits: Tensor, temperature: float = 1.0, top_k: int | None = None, generator: torch.Generator | None = None
 ) -> Tensor:
     """Pick the next token from logits [B, V]; returns [B, 1]. temperature 0 is greedy."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
-    logits = logits / temperature
-    if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    probs = softmax(logits, dim=-1)
+    probs = next_token_probs(logits, temperature, top_k)
     return torch.multinomial(probs, num_samples=1, generator=generator)

@@ -16,25 +16,6 @@ from typing import Callable
 import torch
 
 
-def param_breakdown(model) -> dict[str, int]:
-    """Parameters per component: embeddings, attention, MLP, norms (a tied head counts once)."""
-    parts = {"token embedding": 0, "position embedding": 0, "attention": 0, "MLP": 0, "layer norms": 0}
-    for name, p in model.named_parameters():
-        if name.startswith("wte"):
-            parts["token embedding"] += p.numel()
-        elif name.startswith("wpe"):
-            parts["position embedding"] += p.numel()
-        elif ".attn." in name:
-            parts["attention"] += p.numel()
-        elif ".mlp." in name:
-            parts["MLP"] += p.numel()
-        elif "ln" in name:
-            parts["layer norms"] += p.numel()
-        elif name.startswith("lm_head"):
-            parts["output head"] = parts.get("output head", 0) + p.numel()
-    return parts
-
-
 def _bar_chart(parts: dict[str, int], path: Path) -> None:
     import matplotlib
 
@@ -52,6 +33,7 @@ def _bar_chart(parts: dict[str, int], path: Path) -> None:
 
 def step_model(out: Path) -> str:
     from minillm import zoo
+    from minillm.explain import component_costs
     from minillm.data import accuracy, chance_accuracy, encode_splits, fact_recall_task, load_corpus, unigram_loss
     from minillm.train import estimate_loss
 
@@ -68,7 +50,7 @@ def step_model(out: Path) -> str:
     prompt = "Lily went to the"
     idx = torch.tensor([tok.encode(prompt)])
     story = tok.decode(model.generate(idx, 90, temperature=0.7, top_k=20, generator=torch.Generator().manual_seed(0))[0].tolist())
-    parts = param_breakdown(model)
+    parts = {r["component"]: r["params"] for r in component_costs(model) if r["params"]}
     _bar_chart(parts, out / "parameters.png")
     q = questions[0]
     answer_ids = model.generate(torch.tensor([tok.encode(q.prompt)[-c.block_size + 8:]]), 6, temperature=0)[0]

@@ -1,0 +1,93 @@
+"""Looking inside the GPT: attention patterns, where parameters and FLOPs go, and
+what temperature and top-k do to the next token.
+
+Pure functions that return data (tensors, lists, dicts); lesson 01 plots them and
+drives the sampling one with a widget.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from minillm.model import GPT, causal_attention, next_token_probs
+
+__all__ = ["attention_pattern", "component_costs", "next_token_view"]
+
+
+@torch.no_grad()
+def attention_pattern(model: GPT, idx: Tensor, layer: int) -> Tensor:
+    """Attention weights [H, T, T] of block ``layer`` for token ids idx [1, T].
+
+    Runs the blocks before ``layer``, then redoes that block's attention with the
+    readable :func:`minillm.model.causal_attention`, which can return its weights.
+    Row i is where query i looks; every row sums to 1 and the upper triangle is 0.
+    """
+    if not 0 <= layer < model.config.n_layer:
+        raise ValueError(f"layer={layer} is outside 0..{model.config.n_layer - 1}")
+    if idx.dim() != 2 or idx.size(0) != 1:
+        raise ValueError(f"idx must have shape [1, T], got {tuple(idx.shape)}; use idx[:1]")
+    model._check_idx(idx)
+    x = model.wte(idx) + model.wpe(torch.arange(idx.size(1), device=idx.device))
+    for block in model.h[:layer]:
+        x = block(x)
+    blk = model.h[layer]
+    B, T, C = x.shape
+    H = blk.attn.n_head
+    q, k, v = blk.attn.c_attn(blk.ln_1(x)).split(C, dim=2)
+    q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))  # [B, H, T, D]
+    _, weights = causal_attention(q, k, v, return_weights=True)
+    return weights[0]
+
+
+def component_costs(model: GPT, seq_len: int | None = None) -> list[dict]:
+    """Parameters and training FLOPs per token of each component of a GPT.
+
+    Rows: ``{"component", "params", "flops"}``. The parameters add up to
+    ``model.num_params(non_embedding=False)`` (a tied head counts once) and the FLOPs
+    to ``model.flops_per_token(seq_len)`` = 6·N + 12·L·H·Q·T: 6 per parameter used in
+    a matmul (the position table is a lookup, so 0), plus the attention scores.
+    """
+    c = model.config
+    T = c.block_size if seq_len is None else seq_len
+
+    def n(params) -> int:
+        return sum(p.numel() for p in params)
+
+    blocks = model.h
+    rows = [
+        ("token embedding / lm_head (tied)" if c.tie_weights else "token embedding", n([model.wte.weight]), True),
+        ("position embedding", n([model.wpe.weight]), False),
+        ("attention projections", n(p for b in blocks for p in b.attn.parameters()), True),
+        ("MLP", n(p for b in blocks for p in b.mlp.parameters()), True),
+        ("layer norms", n(p for b in blocks for m in (b.ln_1, b.ln_2) for p in m.parameters()) + n(model.ln_f.parameters()), True),
+    ]
+    if not c.tie_weights:
+        rows.append(("lm_head", n([model.lm_head.weight]), True))
+    out = [{"component": name, "params": p, "flops": 6 * p if in_matmuls else 0} for name, p, in_matmuls in rows]
+    out.append({"component": "attention scores (QKᵀ, AV)", "params": 0, "flops": 12 * c.n_layer * c.n_head * c.head_dim * T})
+    return out
+
+
+@torch.no_grad()
+def next_token_view(
+    model: GPT, tokenizer, prompt: str, temperature: float, top_k: int | None,
+    n_show: int = 10, n_tokens: int = 30, seed: int = 0,
+) -> dict:
+    """The next-token distribution after ``prompt`` under temperature and top-k, and one sampled continuation.
+
+    Returns ``tokens`` and ``probs`` (the ``n_show`` most likely), ``entropy_bits`` of
+    the whole distribution, and ``text``, a continuation sampled with the same settings.
+    """
+    model.eval()
+    idx = torch.tensor([tokenizer.encode(prompt)])
+    probs = next_token_probs(model(idx)[0][0, -1], temperature, top_k)
+    nz = probs[probs > 0]
+    top = probs.topk(n_show)
+    out = model.generate(idx, n_tokens, temperature=temperature, top_k=top_k, generator=torch.Generator().manual_seed(seed))
+    return {
+        "tokens": [tokenizer.decode([i]) for i in top.indices.tolist()],
+        "probs": top.values.tolist(),
+        "entropy_bits": float(-(nz * nz.log2()).sum()) + 0.0,  # + 0.0 turns -0.0 into 0.0
+        "text": tokenizer.decode(out[0, idx.size(1):].tolist()),
+    }

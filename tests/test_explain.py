@@ -1,0 +1,67 @@
+"""minillm.explain: the data behind lesson 01's plots and its sampling widget."""
+
+import math
+
+import pytest
+import torch
+
+from minillm.explain import attention_pattern, component_costs, next_token_view
+from minillm.model import GPT, GPTConfig, next_token_probs
+from minillm.tokenizer import ByteTokenizer
+
+pytestmark = pytest.mark.lesson01
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return GPT(GPTConfig(vocab_size=256, block_size=32, n_layer=2, n_head=2, n_embd=16)).eval()
+
+
+def test_component_costs_add_up(model):
+    rows = component_costs(model)
+    assert sum(r["params"] for r in rows) == model.num_params(non_embedding=False)
+    assert sum(r["flops"] for r in rows) == model.flops_per_token()  # exact integer identity
+
+
+def test_attention_pattern_is_causal_and_normalised(model):
+    idx = torch.randint(0, 256, (1, 9))
+    w = attention_pattern(model, idx, layer=1)
+    assert w.shape == (2, 9, 9)
+    assert float(w.triu(1).abs().max()) == 0.0  # masked positions get exactly zero weight
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 9), atol=1e-6, rtol=0)  # fp32 softmax rows
+    with pytest.raises(ValueError, match="layer=2 is outside"):
+        attention_pattern(model, idx, layer=2)
+
+
+def test_next_token_probs_closed_forms():
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
+    torch.testing.assert_close(next_token_probs(logits, 0), torch.tensor([1.0, 0, 0, 0]))
+    torch.testing.assert_close(next_token_probs(logits, 1.0), torch.softmax(logits, -1), atol=1e-7, rtol=0)
+    p = next_token_probs(logits, 1.0, top_k=2)
+    e = math.exp(1.0)
+    torch.testing.assert_close(p, torch.tensor([e / (e + 1), 1 / (e + 1), 0, 0]), atol=1e-7, rtol=0)
+
+
+def test_next_token_view_widget_sweep(model):
+    """Drive lesson 01's controls over their range, as the widget would."""
+    from ipywidgets import FloatSlider, IntSlider, Widget, interactive
+
+    tok = ByteTokenizer()
+    seen = {}
+
+    def show(temperature=0.8, top_k=20):
+        seen[(temperature, top_k)] = next_token_view(model, tok, "ab", temperature, top_k or None, n_tokens=3)
+
+    w = interactive(show, temperature=FloatSlider(value=0.8, min=0.0, max=2.0, step=0.5),
+                    top_k=IntSlider(value=20, min=0, max=50, step=25))
+    for t in (0.0, 0.5, 1.0, 1.5, 2.0):
+        for k in (0, 25, 50):
+            w.children[0].value, w.children[1].value = t, k
+            w.update()
+    Widget.close_all()
+    assert seen[(0.0, 0)]["entropy_bits"] == 0.0  # greedy: all mass on one token
+    # the whole distribution flattens as the temperature rises (top-k off)
+    ent = [seen[(t, 0)]["entropy_bits"] for t in (0.5, 1.0, 2.0)]
+    assert ent == sorted(ent)
+    assert all(len(v["text"]) > 0 for v in seen.values())
