@@ -4,7 +4,8 @@ Each technique lives in its own submodule; import the one you need, e.g.
 ``from minillm.compress.quantize import quantize, Int8Linear``.
 
 - :mod:`minillm.compress.quantize`    number formats: int8/int4, scales, zero points, fake-quant (lesson 04)
-- :mod:`minillm.compress.int8_ops`    int8 GEMM with int32 accumulation, Int8Linear, LLM.int8()
+- :mod:`minillm.compress.int8_gemm`   exact int8 GEMM with int32 accumulation, and its kernels
+- :mod:`minillm.compress.int8_ops`    Int8Linear (W8A8), per-token activations, LLM.int8()
 - :mod:`minillm.compress.int4`        int4 packing and weight-only group-wise linear layers
 - :mod:`minillm.compress.smoothquant` SmoothQuant scales, LayerNorm folding, outlier injection for teaching
 - :mod:`minillm.compress.qat`         fake quantization (straight-through estimator) and QAT

@@ -31,7 +31,7 @@ Course conventions (every function here follows them)
   group is ``group_size`` neighbouring input columns of one output row.
 
 The integer kernels, int4 packing, SmoothQuant, fake quantization/QAT, the
-whole-model helpers and the lesson's widget live in sibling files (int8_ops.py,
+whole-model helpers and the lesson's widget live in sibling files (int8_gemm.py, int8_ops.py,
 int4.py, smoothquant.py, qat.py, qmodel.py, explore.py) so each stays short; every public name is importable from
 here as well.
 """
@@ -374,8 +374,9 @@ def quant_error(
 # use (PEP 562 module __getattr__): `from minillm.compress.quantize import Int8Linear`
 # simply works.
 _LAZY = {
-    "int8_matmul": "int8_ops",
-    "int8_kernel": "int8_ops",
+    "int8_matmul": "int8_gemm",
+    "int8_kernel": "int8_gemm",
+    "cpu_int8_features": "int8_gemm",
     "quantize_per_token": "int8_ops",
     "vectorwise_int8_matmul": "int8_ops",
     "llm_int8_matmul": "int8_ops",

@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from minillm.compress.int8_ops import Int8Linear, cpu_int8_features
+from minillm.compress.int8_gemm import cpu_int8_features
+from minillm.compress.int8_ops import Int8Linear
 from minillm.compress.qmodel import eval_loss, quantize_model, size_report
 from minillm.compress.quantize import quant_error
 from minillm.model import GPT, GPTConfig

@@ -86,7 +86,7 @@ def test_fp32_exact_bound_is_tight_and_auto_falls_back_above_it():
 
 
 def test_fp32_exact_is_not_used_when_matmul_precision_is_lowered():
-    from minillm.compress.int8_ops import cpu_int8_features, fp32_matmul_is_ieee
+    from minillm.compress.int8_gemm import cpu_int8_features, fp32_matmul_is_ieee
 
     mk = torch.backends.mkldnn.matmul
     if not hasattr(mk, "fp32_precision"):

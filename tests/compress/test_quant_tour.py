@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from minillm.compress.int8_ops import cpu_int8_features, int8_kernel
+from minillm.compress.int8_gemm import cpu_int8_features, int8_kernel
 from minillm.compress.tour import measure_configs, plot_error_histograms, tour_step
 from minillm.model import GPT, GPTConfig
 

@@ -1,0 +1,239 @@
+"""Exact int8 GEMM: int8 x int8 -> int32, and the kernels that compute it (lesson 04).
+
+- :func:`int8_matmul`: the public product, exact for every shape;
+- :func:`int8_kernel`: which kernel "auto" picks here; :func:`cpu_int8_features`: what the CPU offers.
+
+The layers built on it (Int8Linear, LLM.int8()) are in int8_ops.py.
+
+Why the integer accumulator must be int32: one int8 x int8 product reaches
+(-128)·(-128) = 2^14, so a dot product over K terms needs 15 + log2(K) bits with
+the sign. int32 is exact up to K = (2^31 - 1) // 2^14 = 131071.
+
+When float32 is exact too (the "fp32-exact" kernel). float32 has a 24-bit
+significand, so it represents every integer n with |n| <= 2^24 exactly (IEEE 754,
+binary32). Cast both int8 operands to float32 and multiply:
+
+1. every product a_ik·b_kj is an integer with |a_ik·b_kj| <= 128·128 = 2^14, exact;
+2. every partial sum, in *any* order or blocking a BLAS library picks (and with
+   fused multiply-adds), is a sum of some of those products, so it is an integer
+   with magnitude <= K·2^14;
+3. if K·2^14 <= 2^24, i.e. **K <= 1024**, every intermediate result is a
+   representable integer, so every float32 operation returns it exactly (rounding
+   of a representable value is the identity). The final float32 result equals the
+   integer dot product bit for bit.
+
+The bound is tight: at K = 1025 a row of 1024 values -128 and one 1, against a
+column of the same, sums to 2^24 + 1, which float32 cannot hold. (With operands
+restricted to [-127, 127], as the course's symmetric quantizer produces, the
+bound loosens to K·127² <= 2^24, K <= 1040; the kernel uses the bound that holds
+for every int8 input.) The argument needs IEEE float32 arithmetic, so the path is
+taken only on the CPU and only while torch has not been told to trade matmul
+precision for speed (``torch.set_float32_matmul_precision("medium")`` lets oneDNN
+use bfloat16). Above K = 1024 the kernel is *not* exact and is never used there:
+``int8_matmul`` falls back to int32.
+
+On a CPU without int8 dot-product instructions (no VNNI, no AMX) this fp32 path is
+the fastest exact int8 GEMM we have: float32 BLAS is heavily optimised, an int32
+matmul is not (measured about 3x slower) and torch._int_mm far slower still.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+
+import torch
+from torch import Tensor
+
+__all__ = ["cpu_int8_features", "int8_matmul", "int8_kernel", "fp32_matmul_is_ieee", "fp32_exact_applies"]
+
+MAX_EXACT_K = (2**31 - 1) // (128 * 128)  # 131071: beyond this even int32 can overflow
+# float32 holds every integer up to 2^24 exactly; a K-term int8 dot product stays
+# within K·2^14 (module docstring, steps 1-3), so K <= 2^24 / 2^14 = 1024 is exact.
+FP32_EXACT_MAX_K = 2**24 // (128 * 128)  # 1024
+FP32_EXACT = f"fp32-exact (K<={FP32_EXACT_MAX_K})"
+KERNELS = ("auto", "torch._int_mm", "fp32-exact", "fallback")
+
+
+# --------------------------------------------------------------------------- int8 GEMM
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_int8_features() -> dict:
+    """Which int8 dot-product instructions this x86 CPU advertises (Linux /proc/cpuinfo flags).
+
+    ``vnni``: AVX512-VNNI or AVX-VNNI (``vpdpbusd``, 4 int8 products summed into an
+    int32 in one instruction); ``amx``: AMX-INT8 tile matrix multiply (Sapphire Rapids+).
+    ``known`` is False where the flags cannot be read (not Linux, not x86).
+    """
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    known = bool(flags) and platform.machine().lower() in ("x86_64", "amd64")
+    return {
+        "known": known,
+        "vnni": bool(flags & {"avx512_vnni", "avx_vnni"}),
+        "amx": "amx_int8" in flags,
+        "avx2": "avx2" in flags,
+    }
+
+
+def _prefer_int_mm_on_cpu() -> bool:
+    """torch._int_mm on the CPU is fast only with VNNI/AMX. On an AVX2-only x86 CPU we
+    measured it 15-20x slower than an exact int32 matmul (and ~50x slower than fp32),
+    so "auto" takes the exact float32 path there (K <= 1024) or the int32 one; all give identical integers."""
+    f = cpu_int8_features()
+    return not f["known"] or f["vnni"] or f["amx"]
+
+
+def _pad_for_cuda_int_mm(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """Zero-pad to the shapes cuBLASLt's int8 GEMM accepts on CUDA builds of torch._int_mm.
+
+    torch checks M > 16 and K, N multiples of 8 there (aten/src/ATen/native/cuda/Blas.cpp,
+    ``_int_mm_out_cuda``). Zero rows/columns add 0 to every dot product, so the
+    slice of the padded product is exactly the product.
+    """
+    M, K = a.shape
+    N = b.shape[1]
+    up8 = lambda n: (n + 7) // 8 * 8  # noqa: E731
+    Mp, Kp, Np = max(up8(M), 24), max(up8(K), 16), max(up8(N), 16)
+    if (Mp, Kp, Np) != (M, K, N):
+        a = torch.nn.functional.pad(a, (0, Kp - K, 0, Mp - M))
+        b = torch.nn.functional.pad(b, (0, Np - N, 0, Kp - K))
+    return a.contiguous(), b.contiguous()
+
+
+def fp32_matmul_is_ieee() -> bool:
+    """True unless torch has been allowed to run float32 matmuls in lower precision on the CPU.
+
+    ``torch.set_float32_matmul_precision("medium"/"high")`` or
+    ``torch.backends.mkldnn.matmul.fp32_precision = "bf16"/"tf32"`` let oneDNN round
+    the inputs to bfloat16/TF32; then float32 results are no longer exact integers.
+    """
+    try:
+        mkldnn = torch.backends.mkldnn.matmul.fp32_precision  # torch >= 2.9
+        return mkldnn in ("none", "ieee")
+    except (AttributeError, RuntimeError):
+        pass
+    try:
+        return torch.get_float32_matmul_precision() == "highest"
+    except RuntimeError:  # legacy and new precision APIs mixed: do not trust float32
+        return False
+
+
+def fp32_exact_applies(a: Tensor, b: Tensor) -> bool:
+    """Whether the float32 path gives the exact integer product of a [M, K] and b [K, N]:
+    on the CPU, K <= 1024 and IEEE float32 matmuls (see the module docstring)."""
+    return a.device.type == "cpu" and a.shape[1] <= FP32_EXACT_MAX_K and fp32_matmul_is_ieee()
+
+
+def _fp32_exact_matmul(a: Tensor, b: Tensor, out_float: bool = False) -> tuple[Tensor, str]:
+    """int8 [M, K] @ int8 [K, N] through a float32 GEMM; exact only where :func:`fp32_exact_applies`.
+
+    The float32 result holds integers of magnitude <= K·2^14 <= 2^24, so the cast
+    to int32 is exact as well (``out_float`` skips it for a float epilogue).
+    """
+    acc = a.float() @ b.float()
+    return (acc if out_float else acc.to(torch.int32)), FP32_EXACT
+
+
+def _exact_integer_matmul(a: Tensor, b: Tensor) -> tuple[Tensor, str]:
+    """int32 accumulation without torch._int_mm: an int32 matmul on the CPU, an int32
+    broadcast-multiply-and-sum (in row chunks of at most ~64 MB) elsewhere."""
+    if a.device.type == "cpu":
+        return a.to(torch.int32) @ b.to(torch.int32), "fallback (int32 matmul)"
+    M, K = a.shape
+    N = b.shape[1]
+    rows = max(1, (1 << 24) // max(1, K * N))
+    b32 = b.to(torch.int32).unsqueeze(0)
+    out = torch.empty(M, N, dtype=torch.int32, device=a.device)
+    for i in range(0, M, rows):
+        out[i : i + rows] = (a[i : i + rows].to(torch.int32).unsqueeze(2) * b32).sum(1, dtype=torch.int32)
+    return out, "fallback (int32 sum)"
+
+
+def _int8_matmul(a: Tensor, b: Tensor, kernel: str = "auto", out_float: bool = False) -> tuple[Tensor, str]:
+    """:func:`int8_matmul` that also returns the name of the kernel that ran.
+
+    ``out_float`` returns the accumulators as float32 (for a layer's float epilogue):
+    the fp32-exact kernel then skips a round trip through int32; the others cast.
+    """
+    for name, t in (("a", a), ("b", b)):
+        if not isinstance(t, Tensor) or t.dtype != torch.int8 or t.dim() != 2:
+            raise ValueError(
+                f"{name} must be a 2-D int8 tensor, got {getattr(t, 'dtype', type(t).__name__)} "
+                f"with shape {tuple(getattr(t, 'shape', ()))}; quantize it first (e.g. quantize(x).q)"
+            )
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"a is {tuple(a.shape)} and b is {tuple(b.shape)}: inner sizes differ; b must be [K, N]")
+    if a.device != b.device:
+        raise ValueError(f"a is on {a.device} and b on {b.device}; move both to one device")
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel={kernel!r} is unknown; use one of {KERNELS}")
+    M, K = a.shape
+    N = b.shape[1]
+    if K > MAX_EXACT_K:
+        raise ValueError(f"K={K} can overflow int32 (exact up to K={MAX_EXACT_K}); split K and add the int64 partial sums")
+    if M == 0 or N == 0 or K == 0:
+        return torch.zeros(M, N, dtype=torch.float32 if out_float else torch.int32, device=a.device), "empty"
+    if kernel == "fp32-exact":
+        if not fp32_exact_applies(a, b):
+            raise ValueError(
+                f"kernel='fp32-exact' is exact only on the CPU for K <= {FP32_EXACT_MAX_K} with IEEE float32 "
+                f"matmuls (got K={K} on {a.device}, float32 matmuls IEEE: {fp32_matmul_is_ieee()}); use kernel='auto'"
+            )
+        return _fp32_exact_matmul(a, b, out_float)
+    acc = None
+    use_int_mm = kernel == "torch._int_mm" or (kernel == "auto" and (a.device.type != "cpu" or _prefer_int_mm_on_cpu()))
+    if use_int_mm and hasattr(torch, "_int_mm"):
+        try:
+            if a.is_cuda:
+                ap, bp = _pad_for_cuda_int_mm(a, b)
+                acc, name = torch._int_mm(ap, bp)[:M, :N], "torch._int_mm"
+            else:
+                acc, name = torch._int_mm(a, b), "torch._int_mm"
+        except RuntimeError:
+            if kernel == "torch._int_mm":
+                raise
+    elif kernel == "torch._int_mm":
+        raise ValueError("kernel='torch._int_mm' was asked for, but this torch has no torch._int_mm; use kernel='auto'")
+    if acc is None:
+        if kernel == "auto" and fp32_exact_applies(a, b):
+            return _fp32_exact_matmul(a, b, out_float)
+        acc, name = _exact_integer_matmul(a, b)
+    return (acc.float() if out_float else acc), name
+
+
+def int8_matmul(a: Tensor, b: Tensor, kernel: str = "auto") -> Tensor:
+    """Exact integer matrix product: a [M, K] int8 @ b [K, N] int8 -> [M, N] int32.
+
+    Kernels (all return the same integers; the result is exact for every shape):
+
+    - ``"torch._int_mm"``: int8 GEMM with int32 accumulation; fast on CPUs with
+      AVX512-VNNI/AMX and on GPUs, very slow on CPUs without them;
+    - ``"fp32-exact"``: a float32 GEMM on int8 values cast to float, allowed only on
+      the CPU for K <= 1024, where it is provably bit-exact (module docstring);
+    - ``"fallback"``: an int32 matmul (CPU) or int32 multiply-and-sum (elsewhere).
+
+    ``"auto"`` picks torch._int_mm on GPUs and on CPUs with VNNI/AMX; otherwise
+    fp32-exact when K <= 1024 and the integer fallback above. No path ever uses
+    float32 where it could round. Note ``a @ b`` on int8 tensors in torch returns
+    int8 and wraps on overflow: 127·127 = 16129 comes back as 16129 - 63·256 = 1.
+    """
+    return _int8_matmul(a, b, kernel)[0]
+
+
+def int8_kernel(device: str | torch.device = "cpu", K: int = 32) -> str:
+    """Name of the kernel ``int8_matmul(kernel="auto")`` uses on ``device`` for inner size K.
+
+    Probed on a small [16, K] @ [K, 16] product: the choice depends on the device,
+    the CPU's instructions and K (fp32-exact only up to K = 1024).
+    """
+    a = torch.ones(16, K, dtype=torch.int8, device=device)
+    return _int8_matmul(a, a.t())[1]
