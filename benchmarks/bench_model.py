@@ -8,6 +8,7 @@ import torch
 
 from benchmarks.torch_gpt import TorchGPT
 from minillm.model import GPT, GPTConfig
+from minillm.threads import one_thread
 from minillm.train import AdamW
 
 TEACHER = GPTConfig(vocab_size=512, block_size=256, n_layer=6, n_head=4, n_embd=128)
@@ -80,9 +81,5 @@ def kv_cache_speedup(quick: bool = False, batch: int = 4, judged: bool = True) -
 def run(quick: bool = False) -> list[dict]:
     # One thread for both sides of every ratio: on a small shared machine OpenMP's
     # second thread mostly waits, and the ratio should measure the code, not the scheduler.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         return [train_step_ratio(quick), kv_cache_speedup(quick, batch=4), kv_cache_speedup(quick, batch=1, judged=False)]
-    finally:
-        torch.set_num_threads(threads)

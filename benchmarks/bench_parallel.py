@@ -14,7 +14,6 @@ machinery, and an oversubscribed machine cannot distort one side's OpenMP.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import statistics
@@ -25,6 +24,7 @@ import torch
 from minillm.model import GPT, GPTConfig
 from minillm.parallel import dp_train_step
 from minillm.parallel import run as parallel_run
+from minillm.threads import one_thread
 from minillm.train import AdamW
 
 # Smaller than the teacher in depth and context so the benchmark stays short, but
@@ -45,18 +45,8 @@ def _sim_rank(comm, models, opts, batches):
     return dp_train_step(models[comm.rank], opts[comm.rank], comm, x, y, bucket_bytes=BUCKET)
 
 
-@contextlib.contextmanager
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def sim_overhead(quick: bool = False) -> dict:
-    with _one_thread():
+    with one_thread():
         return _sim_overhead(quick)
 
 
@@ -113,7 +103,7 @@ def _gloo_rank(comm, model, batch, steps):
 
 
 def gloo_vs_one_process(quick: bool = False) -> dict:
-    with _one_thread():
+    with one_thread():
         return _gloo_vs_one_process(quick)
 
 

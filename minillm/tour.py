@@ -15,6 +15,8 @@ from typing import Callable
 
 import torch
 
+from minillm.threads import num_threads
+
 
 def _bar_chart(parts: dict[str, int], path: Path) -> None:
     import matplotlib
@@ -151,25 +153,23 @@ def run_tour(out: Path = Path("tour-report"), skip: set[str] | None = None) -> i
     torch.manual_seed(0)
     # One thread: the tour's matrices are small, and on a busy two-core machine a second
     # OpenMP thread mostly waits for the first (we measured steps many times slower).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     print("(running on one CPU thread, so the numbers are comparable from machine to machine)")
     sections = ["# minillm tour", ""]
     t0 = time.perf_counter()
     failed = []
-    for i, (name, title, fn) in enumerate([s for s in STEPS if s[0] not in skip], 1):
-        print(f"[{i}] {title}", flush=True)
-        try:
-            section = fn(out)
-            if section is None:
-                print("  (skipped: not part of this version of the course)")
-            else:
-                sections.append(section)
-        except Exception as e:  # one broken step must not hide the rest
-            failed.append(name)
-            print(f"  step {name!r} failed: {type(e).__name__}: {e}")
-            sections.append(f"## {title}\n\nThis step failed: `{type(e).__name__}: {e}`\n")
-    torch.set_num_threads(threads)
+    with num_threads(1):
+        for i, (name, title, fn) in enumerate([s for s in STEPS if s[0] not in skip], 1):
+            print(f"[{i}] {title}", flush=True)
+            try:
+                section = fn(out)
+                if section is None:
+                    print("  (skipped: not part of this version of the course)")
+                else:
+                    sections.append(section)
+            except Exception as e:  # one broken step must not hide the rest
+                failed.append(name)
+                print(f"  step {name!r} failed: {type(e).__name__}: {e}")
+                sections.append(f"## {title}\n\nThis step failed: `{type(e).__name__}: {e}`\n")
     total = time.perf_counter() - t0
     sections.append(f"_Tour finished in {total:.0f} s._\n")
     (out / "report.md").write_text("\n".join(sections), encoding="utf-8")

@@ -8,7 +8,6 @@ are pure data-in/data-out so the lesson and the benchmark reuse them.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from minillm.compress.int8_ops import Int8Linear
 from minillm.compress.qmodel import eval_loss, quantize_model, size_report
 from minillm.compress.quantize import quant_error
 from minillm.model import GPT, GPTConfig
+from minillm.threads import num_threads
 
 __all__ = ["load_teacher_and_data", "measure_configs", "time_forward", "plot_error_histograms", "tour_step"]
 
@@ -71,22 +71,6 @@ def load_teacher_and_data(n_calib_tokens: int = 8 * 256, val_chars: int | None =
     n = max(1, min(n_calib_tokens, train_ids.numel() - 1) // T)
     calibration = train_ids[: n * T].view(n, T)
     return {"model": model, "val_ids": val_ids, "calibration": calibration, "note": note}
-
-
-@contextlib.contextmanager
-def num_threads(n: int | None):
-    """Temporarily run torch on ``n`` CPU threads (None: leave as is).
-
-    Timing on one thread compares kernels core for core and stays stable when other
-    programs share the machine; two busy threads on two shared cores can run 10x slower.
-    """
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @torch.no_grad()

@@ -20,7 +20,6 @@ ready for every roofline and cost function.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import os
 import platform
@@ -29,6 +28,8 @@ from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
+
+from minillm.threads import num_threads  # noqa: F401  (re-exported: lessons 07-08 import it from here)
 
 from ._checks import check_int
 from .devices import DeviceSpec
@@ -73,18 +74,6 @@ class Measurements:
     @property
     def mem_bw(self) -> float:
         return max(self.copy_bw, self.triad_bw)
-
-
-@contextlib.contextmanager
-def num_threads(n: int | None):
-    """Run a block with ``torch.set_num_threads(n)`` (None leaves torch's setting alone)."""
-    old = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(check_int("threads", n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def best_time(fn, repeats: int = 5, warmup: int = 1, clock=time.perf_counter) -> float:

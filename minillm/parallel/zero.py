@@ -388,7 +388,7 @@ class ZeroOptimizer:
     def step(self) -> None:
         """Synchronise gradients as the stage demands and apply AdamW to the shard this rank owns."""
         self.t += 1
-        comm, r = self.comm, self.comm.rank
+        comm = self.comm
         n_local = 0
         for i, p in enumerate(self.params):
             if self.stage == 0:  # plain DP: all-reduce the whole gradient, update the whole parameter

@@ -5,13 +5,13 @@ Rank functions live at module level so they also work with the 'spawn' start met
 
 from __future__ import annotations
 
-import contextlib
 import copy
 
 import torch
 
 from minillm.model import GPT, GPTConfig
 from minillm.parallel import ZeroOptimizer, dp_train_step, shard_batch
+from minillm.threads import one_thread
 
 TINY = GPTConfig(vocab_size=32, block_size=8, n_layer=1, n_head=2, n_embd=16)
 BATCH = 8  # sequences per global batch: splits over 1, 2 and 4 ranks and 2 micro-batches
@@ -42,17 +42,6 @@ def tiny_data(steps: int = STEPS, batch: int = BATCH, seed: int = 1, config: GPT
     g = torch.Generator().manual_seed(seed)
     V, T = config.vocab_size, config.block_size
     return [(torch.randint(0, V, (batch, T), generator=g), torch.randint(0, V, (batch, T), generator=g)) for _ in range(steps)]
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and a busy CI box makes OpenMP spin; restore after."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @one_thread()

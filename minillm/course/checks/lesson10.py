@@ -17,7 +17,6 @@ both, and any error of the learner's code inside a rank, into a one-line verdict
 
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 from typing import Any, Callable
@@ -34,6 +33,7 @@ from minillm.parallel import (
     run,
 )
 from minillm.parallel.sim import ClusterSpec
+from minillm.threads import one_thread
 
 #: Wall seconds a rank may wait in one communication call during a check.
 RUN_TIMEOUT = 10.0
@@ -62,18 +62,6 @@ DEADLOCK_HINT = (
 
 
 # --------------------------------------------------------------------------- running rank code in a check
-
-
-@contextlib.contextmanager
-def one_thread():
-    """One intra-op torch thread inside the block: tiny tensors gain nothing from more, and on a
-    busy machine idle OpenMP workers spin. Also usable as a decorator."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def run_ranks(rank_fn: Callable, world_size: int, *args: Any, cluster: ClusterSpec | None = None):
@@ -242,7 +230,7 @@ def check_ring_all_gather(fn) -> None:
                     atol=0,
                     rtol=0,  # copying moves bits: exact
                     what=f"with world_size={p} and {n} elements, rank {r}'s chunks[{i}]",
-                    hint=f"fill the buffers in place (comm.recv(chunks[j], left)); after step s rank r holds chunk (r - s - 1) % p",
+                    hint="fill the buffers in place (comm.recv(chunks[j], left)); after step s rank r holds chunk (r - s - 1) % p",
                 )
         _check_ring_pattern([d["log"] for d in res.results], sizes, "all-gather")
         if n % p == 0:
