@@ -47,7 +47,7 @@ import nbformat
 from nbformat import NotebookNode
 
 from minillm.course.checks import GRADING_ENV, RESULT_MIME
-from minillm.course.notebooks import current_env_kernel_manager, kernel_env, release_cells
+from minillm.course.notebooks import current_env_kernel_manager, kernel_env, notebook_client, release_cells
 
 __all__ = ["TaskGrade", "GradeError", "course_root", "find_release", "merge", "grade_notebook", "grade_paths", "format_table"]
 
@@ -179,14 +179,12 @@ class _Kernel:
         self.starts = 0
 
     def start(self) -> None:
-        from nbclient import NotebookClient
-
         self.stop()
         ipc = Path(tempfile.mkdtemp(prefix="ipc-", dir=self.workdir))
         km = current_env_kernel_manager(ipc)
-        self.client = NotebookClient(
+        self.client = notebook_client(
             self.nb,
-            km=km,
+            km,
             timeout=self.timeout,
             allow_errors=True,
             record_timing=False,
