@@ -27,6 +27,7 @@ once with a diagnostic. A rank that is merely slow makes the others time out aft
 
 from __future__ import annotations
 
+import ctypes
 import math
 import sys
 import threading
@@ -550,6 +551,33 @@ def _check_group_ranks(ranks: Any, world_size: int) -> tuple[int, ...]:
 # --------------------------------------------------------------------------- running
 
 
+def _join_all(threads: list[threading.Thread], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+
+
+def _stop_stuck_ranks(threads: list[threading.Thread], world: _World) -> None:
+    """Stop rank threads still running once the run is over, e.g. a rank in an endless loop
+    of its own after the others failed or timed out; left alone it would spin (and take the
+    GIL) for the rest of the Python session.
+
+    CPython raises an exception in another thread only through its C API,
+    ``PyThreadState_SetAsyncExc``; the thread sees it at its next bytecode, so a loop
+    of Python code stops at once and a call into C (a long ``time.sleep``, a big
+    matmul) stops when the call returns. The rank's body catches ``_Aborted``.
+    """
+    # A rank is done when its body's ``finally`` has run. (Not ``Thread.is_alive()``: on
+    # Python < 3.13 a KeyboardInterrupt that lands inside ``join()`` can mark a running
+    # thread as stopped.)
+    stuck = [r for r, t in enumerate(threads) if t.ident is not None and not world.states[r].finished]
+    for r in stuck:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(threads[r].ident), ctypes.py_object(_Aborted))
+    deadline = time.monotonic() + 0.5
+    while time.monotonic() < deadline and not all(world.states[r].finished for r in stuck):
+        time.sleep(0.002)
+
+
 def run_sim(
     fn: Callable, world_size: int, args: tuple = (), kwargs: dict | None = None, spec: ClusterSpec | None = None, timeout: float = 60.0
 ) -> RunResult:
@@ -590,14 +618,17 @@ def run_sim(
             for t in threads:
                 t.join(0.05)
             if world.failure is not None:
-                # The others are aborting; a rank stuck in its own code (e.g. a long
-                # sleep) cannot be interrupted, so give up on it after a grace period.
-                grace = time.monotonic() + 0.2
-                for t in threads:
-                    t.join(max(0.0, grace - time.monotonic()))
+                # The others are aborting; give a rank busy in its own code a grace period.
+                _join_all(threads, 0.2)
                 break
+    except BaseException as e:  # KeyboardInterrupt: the notebook's stop button, or a grader's cell timeout
+        with world.cond:
+            world.fail(-1, e)  # ranks waiting in a collective abort at once
+        _join_all(threads, 0.2)
+        raise
     finally:
         sys.setswitchinterval(old_interval)
+        _stop_stuck_ranks(threads, world)
     wall = time.perf_counter() - t0
     if world.failure is not None:
         err, rank = world.failure, world.failure_rank
