@@ -1,18 +1,18 @@
-"""Looking inside the GPT: attention patterns, where parameters and FLOPs go, and
-what temperature and top-k do to the next token.
+"""Looking inside the GPT: attention patterns, where parameters and FLOPs go, what
+temperature and top-k do to the next token, and what one layer receives.
 
-Pure functions that return data (tensors, lists, dicts); lesson 01 plots them and
-drives the sampling one with a widget.
+Pure functions that return data (tensors, lists, dicts); lessons 01 and 04 plot
+them and drive the sampling one with a widget.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from minillm.model import GPT, causal_attention, next_token_probs
 
-__all__ = ["attention_pattern", "component_costs", "next_token_view"]
+__all__ = ["attention_pattern", "component_costs", "next_token_view", "layer_input"]
 
 
 @torch.no_grad()
@@ -91,3 +91,26 @@ def next_token_view(
         "entropy_bits": float(-(nz * nz.log2()).sum()) + 0.0,  # + 0.0 turns -0.0 into 0.0
         "text": tokenizer.decode(out[0, idx.size(1):].tolist()),
     }
+
+
+@torch.no_grad()
+def layer_input(model: nn.Module, name: str, idx: Tensor) -> Tensor:
+    """What the submodule ``name`` (e.g. ``"h.0.mlp.c_fc"``) receives when ``model(idx)`` runs.
+
+    idx: token ids [B, T] -> that layer's first input, e.g. [B, T, in_features] for a
+    Linear. Captured with a forward pre-hook, which is removed again afterwards.
+    """
+    try:
+        layer = model.get_submodule(name)
+    except AttributeError:
+        names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) or type(m).__name__ == "Linear"]
+        raise ValueError(f"model has no submodule {name!r}; its linear layers are e.g. {names[:4]}") from None
+    seen: list[Tensor] = []
+    hook = layer.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))
+    try:
+        model(idx)
+    finally:
+        hook.remove()
+    if not seen:
+        raise ValueError(f"{name!r} was not called when the model ran on idx; pick a layer on the forward path")
+    return seen[0]

@@ -77,7 +77,7 @@ def step_model(out: Path) -> str:
 def step_speed(out: Path) -> str:
     from minillm import zoo
     from minillm.data import encode_splits, get_batch, load_corpus
-    from minillm.train import CPU_FP32_PEAK_NOTE, AdamW
+    from minillm.train import CPU_FP32_PEAK_NOTE, AdamW, train_step_seconds
 
     model, tok = zoo.load("teacher")
     model.train()
@@ -94,21 +94,9 @@ def step_speed(out: Path) -> str:
         peak = torch.get_num_threads() * 100e9
         source = f"{torch.get_num_threads()} threads × {CPU_FP32_PEAK_NOTE}"
     opt = AdamW(model.parameters(), lr=1e-4)
-    g = torch.Generator().manual_seed(0)
     B, T = 8, model.config.block_size
-    times = []
-    from tqdm.auto import tqdm
-
-    for i in tqdm(range(6), desc="  timing training steps", leave=False):
-        x, y = get_batch(ids, B, T, generator=g)
-        t = time.perf_counter()
-        _, loss = model(x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if i > 0:  # the first step warms up allocators and caches
-            times.append(time.perf_counter() - t)
-    tps = B * T / (sorted(times)[len(times) // 2])
+    x, y = get_batch(ids, B, T, generator=torch.Generator().manual_seed(0))
+    tps = B * T / train_step_seconds(model, x, y, opt, steps=5, progress="  timing training steps")
     fpt = model.flops_per_token()
     mfu = fpt * tps / peak
     lines = [

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from minillm.explain import attention_pattern, component_costs, next_token_view
+from minillm.explain import attention_pattern, component_costs, layer_input, next_token_view
 from minillm.model import GPT, GPTConfig, next_token_probs
 from minillm.tokenizer import ByteTokenizer
 
@@ -65,3 +65,24 @@ def test_next_token_view_widget_sweep(model):
     ent = [seen[(t, 0)]["entropy_bits"] for t in (0.5, 1.0, 2.0)]
     assert ent == sorted(ent)
     assert all(len(v["text"]) > 0 for v in seen.values())
+
+
+def test_layer_input_is_what_the_layer_sees(model):
+    # Reference: recompute block 0's MLP input by hand, ln_2(x + attn(ln_1(x))) on the embeddings.
+    idx = torch.randint(0, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    x_in = layer_input(model, "h.0.mlp.c_fc", idx)
+    with torch.no_grad():
+        b = model.h[0]
+        pos = torch.arange(idx.shape[1])
+        x = model.wte(idx) + model.wpe(pos)
+        x = x + b.attn(b.ln_1(x))
+        expected = b.ln_2(x)
+    assert x_in.shape == (2, 12, model.config.n_embd)
+    torch.testing.assert_close(x_in, expected, rtol=0, atol=1e-6)  # same ops, same order: float32 noise only
+    assert not model.h[0].mlp.c_fc._forward_pre_hooks  # the hook is gone again
+
+
+def test_layer_input_names_a_wrong_layer(model):
+    idx = torch.zeros(1, 4, dtype=torch.long)
+    with pytest.raises(ValueError, match=r"no submodule 'h.0.mlp.fc'"):
+        layer_input(model, "h.0.mlp.fc", idx)

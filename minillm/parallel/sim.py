@@ -22,7 +22,8 @@ Errors never hang: a rank that raises stops the run; mismatched collectives rais
 every live rank is waiting for something no rank will ever do (a rank returned
 without calling the collective, or two ranks both wait to send), the run stops at
 once with a diagnostic. A rank that is merely slow makes the others time out after
-``timeout`` wall seconds, with the same diagnostic.
+``timeout`` wall seconds, with the same diagnostic. When a run ends that way (or is
+interrupted), ranks still busy in code of their own are stopped, not left running.
 """
 
 from __future__ import annotations

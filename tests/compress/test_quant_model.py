@@ -13,15 +13,8 @@ from minillm.compress.quantize import (
     size_report,
 )
 from minillm.model import GPT, GPTConfig, Linear
-from minillm.threads import one_thread
 
 pytestmark = pytest.mark.lesson04
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():  # tiny matmuls on 2 shared cores run many times faster on one thread
-        yield
 
 
 @pytest.fixture(scope="module")

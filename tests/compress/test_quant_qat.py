@@ -7,17 +7,10 @@ import torch
 
 from minillm.compress.quantize import FakeQuantLinear, WeightOnlyLinear, qat_convert, qat_prepare, quantize, quantize_model
 from minillm.model import GPT, GPTConfig
-from minillm.threads import one_thread
 
 pytestmark = pytest.mark.lesson04
 
 V, T = 16, 16
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():  # tiny matmuls on 2 shared cores run many times faster on one thread
-        yield
 
 
 def progressions(n: int, g: torch.Generator) -> torch.Tensor:

@@ -7,15 +7,8 @@ import torch
 
 from minillm.compress.quantize import fake_quant_weights, plot_quant_view, quant_view, quant_widget, quantize
 from minillm.model import GPT, GPTConfig
-from minillm.threads import one_thread
 
 pytestmark = pytest.mark.lesson04
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with one_thread():  # tiny matmuls on 2 shared cores run many times faster on one thread
-        yield
 
 
 @pytest.fixture(scope="module")
