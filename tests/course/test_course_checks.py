@@ -173,3 +173,37 @@ def test_every_registered_task_is_well_formed():
     assert any(t.id.startswith("01.") for t in all_tasks)
     for t in all_tasks:
         assert t.points > 0 and t.doc, t.id
+
+
+def test_learner_prints_are_hidden_per_thread_when_ranks_call_at_once(monkeypatch):
+    # Simulated ranks are threads that call the learner's function concurrently. Each one's
+    # prints are dropped, the main thread's are not, and sys.stdout is the original afterwards.
+    import io
+    import threading
+
+    from minillm.course.checks import _Learner
+
+    out = io.StringIO()
+    monkeypatch.setattr("sys.stdout", out)
+    start = threading.Barrier(5)
+
+    def chatty(i):
+        start.wait()
+        for k in range(200):
+            print(f"rank {i} line {k}")
+        return i
+
+    learner = _Learner(chatty, {})
+    results = [None] * 4
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, learner(i))) for i in range(4)]
+    for t in threads:
+        t.start()
+    start.wait()
+    print("main thread output")
+    for t in threads:
+        t.join()
+    import sys
+
+    assert results == [0, 1, 2, 3]
+    assert sys.stdout is out
+    assert out.getvalue() == "main thread output\n"

@@ -48,6 +48,7 @@ import os
 import re
 import sys
 import sysconfig
+import threading
 import traceback
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -291,6 +292,59 @@ def _describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}" + (f": {msg}" if msg else "") + where
 
 
+class _ThreadFilter:
+    """Stands in for ``sys.stdout`` while learner code runs: drops what the silenced threads
+    print and passes every other thread's output through to the real stream."""
+
+    def __init__(self, target) -> None:
+        self.target = target
+
+    def write(self, s: str) -> int:
+        if getattr(_quiet_local, "depth", 0):
+            return len(s)
+        return self.target.write(s)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def __getattr__(self, name: str):  # encoding, isatty, fileno, ... of the real stream
+        return getattr(self.target, name)
+
+
+_quiet_local = threading.local()
+_quiet_lock = threading.Lock()
+_quiet_users = 0
+_quiet_saved = None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence ``print`` in this thread only.
+
+    ``contextlib.redirect_stdout`` swaps the process-wide ``sys.stdout``: when several
+    simulated ranks (threads) call the learner's function at once, their swaps interleave
+    and the wrong stream can be left behind. Here the first user installs one filter, each
+    thread marks itself silent, and the last user puts the original stream back.
+    """
+    global _quiet_users, _quiet_saved
+    with _quiet_lock:
+        if _quiet_users == 0:
+            _quiet_saved = sys.stdout
+            sys.stdout = _ThreadFilter(sys.stdout)
+        _quiet_users += 1
+    _quiet_local.depth = getattr(_quiet_local, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _quiet_local.depth -= 1
+        with _quiet_lock:
+            _quiet_users -= 1
+            if _quiet_users == 0:
+                if isinstance(sys.stdout, _ThreadFilter):  # unless someone replaced it meanwhile
+                    sys.stdout = _quiet_saved
+                _quiet_saved = None
+
+
 class _Learner:
     """Calls the learner's function the way checks need: quiet, watched, with exceptions translated."""
 
@@ -314,7 +368,7 @@ class _Learner:
         old = sys.getprofile()
         sys.setprofile(profile)
         try:
-            with contextlib.redirect_stdout(io.StringIO()):
+            with _quiet():
                 out = self.fn(*args, **kwargs)
         except NotImplementedError as e:
             sys.setprofile(old)

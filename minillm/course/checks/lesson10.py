@@ -68,8 +68,8 @@ def run_ranks(rank_fn: Callable, world_size: int, *args: Any, cluster: ClusterSp
     """Run ``rank_fn(comm, *args)`` on ``world_size`` simulated ranks for a check; returns the RunResult.
 
     One intra-op torch thread (:func:`one_thread`; every rank is a thread), and the
-    process's stdout restored afterwards (the runner silences the learner's prints
-    per call, which is not thread-safe when ranks call concurrently). A learner
+    process's stdout restored afterwards (a safety net: the runner silences the learner's
+    prints per thread, so concurrent ranks do not clash). A learner
     error inside a rank is re-raised as the runner's own verdict ("not attempted",
     "your function raised ..."); a hang or a mismatch becomes a :class:`CheckFailure`.
     """
