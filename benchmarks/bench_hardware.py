@@ -10,21 +10,21 @@ The roofline is a lower bound, so small GEMMs (dominated by call overhead and po
 blocked) are predicted too fast; large ones land close. Two effects the model leaves
 out, on purpose: an op that *allocates* a large output pays page faults on first
 touch (``h + h`` on 64 MB can take 10x the bandwidth bound), so the elementwise case
-writes into a preallocated tensor; and a read-only stream (the GEMV) beats the
-copy/triad bandwidth a little, since it writes nothing back. Everything runs on one
-torch thread timed by process CPU time, so other jobs on a shared machine do not
-count against the measured times.
+writes into a preallocated tensor; and the memory roof is a copy/triad rate on long
+contiguous arrays, which a GEMV may beat (it writes almost nothing back) or miss (it
+also reads ``x`` and writes ``y``, and walks the weight in a pattern the prefetcher
+and TLB may serve less well than one long stream). The operations and the
+predict-then-time loop are :func:`minillm.hardware.measure.predict_vs_measure`, the
+same as lesson 07's. Everything runs on one torch thread timed by process CPU time,
+so other jobs on a shared machine do not count against the measured times.
 """
 
 from __future__ import annotations
 
 import statistics
-import time
 
-import torch
-
-from minillm.hardware.measure import auto_clock, best_time, num_threads, run_microbenchmarks, spec_from_measurements
-from minillm.hardware.roofline import gemm_flops_bytes, op_time, ridge_point
+from minillm.hardware.measure import auto_clock, default_cases, predict_vs_measure, run_microbenchmarks, spec_from_measurements
+from minillm.hardware.roofline import ridge_point
 
 TARGET = 0.25
 #: One torch thread for the roofline measurement and every timed op, timed in process CPU
@@ -35,54 +35,26 @@ THREADS = 1
 CLOCK = auto_clock(THREADS)  # process CPU time (wall time where that clock is coarse)
 
 
-def _time(fn, budget_s: float = 0.4) -> float:
-    """Best CPU time of ``fn`` with as many repeats as fit the budget (2..20)."""
-    t0 = time.perf_counter()
-    fn()
-    one = time.perf_counter() - t0
-    return best_time(fn, repeats=max(2, min(20, int(budget_s / max(one, 1e-6)))), warmup=0, clock=CLOCK)
-
-
-def _cases(quick: bool):
-    """(name, flops, bytes, callable) of every operation to predict and measure."""
-    g = torch.Generator().manual_seed(0)
-    sizes = [128, 256, 512, 1024] if quick else [128, 256, 512, 1024, 2048]
-    for n in sizes:
-        a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
-        flops, nbytes = gemm_flops_bytes(n, n, n, 4)
-        yield f"gemm_{n}", flops, nbytes, (lambda a=a, b=b: a @ b)
-    # Batch-1 decoding: one token through a 4096 x 8192 fp32 weight (128 MB, past the caches).
-    k, n = 4096, 4096 if quick else 8192
-    x, w = torch.randn(1, k, generator=g), torch.randn(k, n, generator=g)
-    flops, nbytes = gemm_flops_bytes(1, k, n, 4)
-    yield f"gemv_{k}x{n}", flops, nbytes, (lambda: x @ w)
-    # An elementwise op (an activation, a residual scale) into a preallocated output:
-    # reads and writes every element once, 1 FLOP each.
-    rows = 4096 if quick else 8192
-    h, out = torch.randn(rows, 4096, generator=g), torch.empty(rows, 4096)
-    yield f"scale_{rows}x4096", float(h.numel()), 8.0 * h.numel(), (lambda: torch.mul(h, 1.5, out=out))
-
-
 def run(quick: bool = False) -> list[dict]:
     """Predict-versus-measure rows; the first is the headline median error."""
     m = run_microbenchmarks(quick=quick, progress=False, threads=THREADS, clock=CLOCK)
     me = spec_from_measurements(m)
+    measured = predict_vs_measure(
+        me, default_cases(quick=quick), threads=m.threads, clock=CLOCK, budget_s=0.2 if quick else 0.5
+    )
     rows, errors = [], []
-    with num_threads(m.threads):
-        for name, flops, nbytes, fn in _cases(quick):
-            predicted, bound = op_time(flops, nbytes, me, "fp32")
-            measured = _time(fn, 0.2 if quick else 0.5)
-            ratio = predicted / measured
-            errors.append(abs(ratio - 1))
-            rows.append(
-                {
-                    "name": f"hardware.predicted_over_measured.{name}",
-                    "value": ratio,
-                    "target": "report",
-                    "passed": None,
-                    "note": f"{bound}-bound; predicted {predicted * 1e3:.3g} ms, measured {measured * 1e3:.3g} ms",
-                }
-            )
+    for r in measured:
+        ratio = r["predicted_s"] / r["measured_s"]
+        errors.append(abs(ratio - 1))
+        rows.append(
+            {
+                "name": f"hardware.predicted_over_measured.{r['name']}",
+                "value": ratio,
+                "target": "report",
+                "passed": None,
+                "note": f"{r['bound']}-bound; predicted {r['predicted_s'] * 1e3:.3g} ms, measured {r['measured_s'] * 1e3:.3g} ms",
+            }
+        )
     median = statistics.median(errors)
     machine = (
         f"fp32 GEMM {m.peak_fp32 / 1e9:.1f} GFLOP/s, memory {m.mem_bw / 1e9:.1f} GB/s, "

@@ -88,7 +88,11 @@ class FPGADesign:
 
     @property
     def peak_ops(self) -> float:
-        """Datasheet-style peak, ops/s: every DSP busy every cycle."""
+        """Every DSP busy every cycle at this design's clock, ops/s.
+
+        The datasheet peak only for :func:`u280_peak`, whose clock is derived from it;
+        for a real design it is the ceiling its DSPs could reach at its own clock.
+        """
         return self.dsp * self.ops_per_dsp_per_cycle * self.clock_hz
 
     @property
@@ -142,7 +146,25 @@ def gemm(design: FPGADesign, M: int, K: int, N: int, bytes_per_elem: float = 1.0
 
 @dataclass(frozen=True)
 class LayerResult:
-    """A transformer layer as a dataflow pipeline over ``tokens`` tokens."""
+    """A transformer layer as a dataflow pipeline over ``tokens`` tokens.
+
+    Attributes:
+        stages: one dict per stage: ``stage``, ``macs``, ``lanes``, ``cycles_per_token``.
+        token_latency_s: seconds from the first token entering the layer to leaving it: the
+            pipeline's depth plus every stage's cycles, and never less than the time to
+            stream in from off-chip memory the bytes that token needs: its context's K and V,
+            and the weights when they do not fit on chip (weights that fit are loaded once,
+            before serving, and cost no latency). When the weights stream from off chip,
+            one token's latency is the layer's whole time, ``seconds``.
+        seconds: the whole stream of ``tokens``: max(compute_s, memory_s).
+        tokens_per_s: tokens / seconds.
+        bottleneck: the stage with the most cycles per token (it sets the pace only when
+            the layer is compute-bound; lanes are shared in proportion to work, so the
+            stages differ only by rounding).
+        bound: "compute" or "memory", whichever of compute_s and memory_s is larger.
+        compute_s: seconds of the pipeline for all tokens, memory ignored.
+        memory_s: seconds of off-chip traffic for all tokens, compute ignored.
+    """
 
     stages: list[dict]
     token_latency_s: float
@@ -150,6 +172,8 @@ class LayerResult:
     tokens_per_s: float
     bottleneck: str
     bound: str
+    compute_s: float = 0.0
+    memory_s: float = 0.0
 
 
 def transformer_layer(design: FPGADesign, shape, tokens: int = 1, context: int = 1024, bytes_per_elem: float = 1.0) -> LayerResult:
@@ -161,7 +185,8 @@ def transformer_layer(design: FPGADesign, shape, tokens: int = 1, context: int =
     token spends ceil(MACs / lanes) x II cycles in each stage. Weights and the layer's KV
     cache that fit in ``on_chip_bytes`` are loaded once and the layer streams at the
     slowest stage's rate; what does not fit is re-read from off-chip memory for every
-    token (decode of a large model), and then memory sets the pace.
+    token (decode of a large model), and then memory sets the pace. A token's latency is
+    at least the time to stream in the bytes it needs.
     """
     from .costs import _as_shape, layer_params
 
@@ -191,24 +216,31 @@ def transformer_layer(design: FPGADesign, shape, tokens: int = 1, context: int =
     compute_s = compute_cycles / design.clock_hz
     weight_bytes = layer_params(shape) * b
     kv_bytes = 2.0 * kvq * ctx * 2  # this layer's 16-bit K and V for the context
-    memory_s = 0.0
+    memory_s = first_token_memory_s = 0.0
     if design.mem_bw is not None:
         # Whatever fits on chip is loaded once; whatever does not is re-read for every token.
         weights_on_chip = weight_bytes <= design.on_chip_bytes
         kv_on_chip = weight_bytes * weights_on_chip + kv_bytes <= design.on_chip_bytes
-        traffic = weight_bytes * (1 if weights_on_chip else n_tok) + kv_bytes * (1 if kv_on_chip else n_tok)
-        memory_s = traffic / design.mem_bw
+        reread = weight_bytes * (not weights_on_chip) + kv_bytes * (not kv_on_chip)  # bytes per token
+        once = weight_bytes * weights_on_chip + kv_bytes * kv_on_chip
+        memory_s = (once + reread * n_tok) / design.mem_bw
+        # Weights that fit on chip are loaded once, before serving: no latency. The first token
+        # still needs its context's K and V (loaded once per stream, or re-read per token).
+        first_token_memory_s = (reread + kv_bytes * kv_on_chip) / design.mem_bw
     seconds = max(compute_s, memory_s)
     stages = [
         {"stage": k, "macs": macs[k], "lanes": lanes[k], "cycles_per_token": stage_cycles[k]} for k in macs
     ]
     return LayerResult(
         stages=stages,
-        token_latency_s=token_latency_cycles / design.clock_hz,
+        # A token cannot leave before the bytes it needs have streamed in from off chip.
+        token_latency_s=max(token_latency_cycles / design.clock_hz, first_token_memory_s),
         seconds=seconds,
         tokens_per_s=n_tok / seconds,
         bottleneck=bottleneck,
         bound="compute" if compute_s >= memory_s else "memory",
+        compute_s=compute_s,
+        memory_s=memory_s,
     )
 
 

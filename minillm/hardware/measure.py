@@ -15,7 +15,9 @@ Each timing is the *best* of a few repeats: on a shared machine the minimum is t
 reproducible estimate of what the hardware can do.
 
 :func:`this_machine` returns the result as a :class:`DeviceSpec` named "this machine",
-ready for every roofline and cost function.
+ready for every roofline and cost function. :func:`predict_vs_measure` then checks the
+roofline against this machine: it predicts the time of a list of operations from a spec
+and times each of them (lesson 07, section 5, and ``benchmarks/bench_hardware.py``).
 """
 
 from __future__ import annotations
@@ -24,15 +26,17 @@ import datetime
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
-from minillm.threads import num_threads  # noqa: F401  (re-exported: lessons 07-08 import it from here)
+from minillm.threads import num_threads  # also re-exported: lessons 07-08 import it from here
 
-from ._checks import check_int
+from ._checks import check_int, check_number
 from .devices import DeviceSpec
+from .roofline import gemm_flops_bytes, op_time
 
 __all__ = [
     "Measurements",
@@ -46,6 +50,11 @@ __all__ = [
     "num_threads",
     "pick_threads",
     "auto_clock",
+    "Case",
+    "gemm_case",
+    "scale_case",
+    "default_cases",
+    "predict_vs_measure",
 ]
 
 
@@ -277,3 +286,92 @@ def this_machine(
     if refresh or key not in _CACHE:
         _CACHE[key] = spec_from_measurements(run_microbenchmarks(quick=quick, progress=progress, threads=threads))
     return _CACHE[key]
+
+
+# --------------------------------------------------------------------------- predict, then measure
+
+#: One operation to predict and time: (name, FLOPs, bytes it must move, a callable that runs it).
+Case = tuple[str, float, float, Callable[[], object]]
+
+
+def gemm_case(name: str, M: int, K: int, N: int, generator: torch.Generator | None = None) -> Case:
+    """An fp32 ``A[M,K] @ B[K,N]`` on random operands: 2MKN FLOPs, 4(MK + KN + MN) bytes."""
+    flops, nbytes = gemm_flops_bytes(M, K, N, 4)  # also checks the sizes
+    a, b = torch.randn(M, K, generator=generator), torch.randn(K, N, generator=generator)
+    return name, flops, nbytes, (lambda: a @ b)
+
+
+def scale_case(name: str, rows: int, cols: int, generator: torch.Generator | None = None) -> Case:
+    """An elementwise scale of an fp32 [rows, cols] tensor into a preallocated output.
+
+    1 FLOP per element; 8 bytes per element (read 4, write 4). The output is allocated
+    once here: an op that allocates a large output pays page faults on first touch
+    (``h + h`` on 64 MB can take 10x the bandwidth bound), which the roofline leaves out.
+    """
+    h = torch.randn(check_int("rows", rows), check_int("cols", cols), generator=generator)
+    out = torch.empty_like(h)
+    return name, float(h.numel()), 8.0 * h.numel(), (lambda: torch.mul(h, 1.5, out=out))
+
+
+def default_cases(quick: bool = True, seed: int = 0) -> list[Case]:
+    """The benchmark's operations: square fp32 GEMMs, a large GEMV and an elementwise scale.
+
+    GEMMs n = 128..1024 (2048 unless ``quick``); one token through a 4096 x 4096 fp32
+    weight (64 MB; 4096 x 8192, 128 MB, unless ``quick``), the shape of batch-1 decoding,
+    past the caches; a scale of 4096 (8192) x 4096 fp32 elements.
+    """
+    g = torch.Generator().manual_seed(seed)
+    sizes = [128, 256, 512, 1024] if quick else [128, 256, 512, 1024, 2048]
+    cases = [gemm_case(f"gemm_{n}", n, n, n, generator=g) for n in sizes]
+    k, n = 4096, 4096 if quick else 8192
+    cases.append(gemm_case(f"gemv_{k}x{n}", 1, k, n, generator=g))
+    rows = 4096 if quick else 8192
+    cases.append(scale_case(f"scale_{rows}x4096", rows, 4096, generator=g))
+    return cases
+
+
+def predict_vs_measure(
+    spec: DeviceSpec,
+    cases: list[Case] | None = None,
+    dtype: str = "fp32",
+    threads: int | None = 1,
+    clock=None,
+    budget_s: float = 0.2,
+) -> list[dict]:
+    """Predict each operation's time from ``spec``'s roofline, then time it on this machine.
+
+    ``cases``: (name, FLOPs, bytes, callable) tuples, e.g. from :func:`gemm_case` and
+    :func:`scale_case`; None uses :func:`default_cases` (quick). The prediction is
+    :func:`~minillm.hardware.roofline.op_time` (``max(FLOPs / peak, bytes / bandwidth)``);
+    the measurement is the best of as many calls as fit ``budget_s`` (2 to 20, after one
+    untimed call that also sizes the repeats), run with ``threads`` torch threads (None:
+    leave torch's setting) and timed by ``clock`` (None: :func:`auto_clock`).
+
+    Returns one dict per case: ``name``, ``flops``, ``bytes``, ``intensity`` (FLOP/byte),
+    ``predicted_s``, ``measured_s``, ``ratio`` (measured / predicted: 1 on the roof, above 1
+    slower than the roof allows) and ``bound`` ("compute" or "memory").
+    """
+    cases = default_cases(quick=True) if cases is None else list(cases)
+    budget_s = check_number("budget_s", budget_s, strict=True)
+    rows = []
+    with num_threads(threads):
+        clock = auto_clock(torch.get_num_threads()) if clock is None else clock
+        for name, flops, nbytes, fn in cases:
+            predicted, bound = op_time(flops, nbytes, spec, dtype)
+            t0 = clock()
+            fn()  # warm-up, also sizes the number of repeats
+            reps = _repeats_for(clock() - t0, budget_s)
+            measured = best_time(fn, repeats=reps, warmup=0, clock=clock)
+            rows.append(
+                {
+                    "name": name,
+                    "flops": float(flops),
+                    "bytes": float(nbytes),
+                    "intensity": flops / nbytes,
+                    "predicted_s": predicted,
+                    "measured_s": measured,
+                    "ratio": measured / predicted,
+                    "bound": bound,
+                }
+            )
+    return rows

@@ -13,7 +13,18 @@ from matplotlib.figure import Figure
 from .devices import DTYPE_BYTES, DeviceSpec, as_device
 from .roofline import Op, attainable_flops, ridge_point, roofline_curve
 
-__all__ = ["plot_roofline", "plot_workload", "plot_systolic_frame", "plot_systolic_frames", "plot_costs", "format_seconds"]
+__all__ = [
+    "plot_roofline",
+    "plot_workload",
+    "plot_systolic_frame",
+    "plot_systolic_frames",
+    "plot_costs",
+    "plot_decode_sweep",
+    "plot_max_batch",
+    "plot_memory",
+    "plot_serving",
+    "format_seconds",
+]
 
 
 def format_seconds(s: float) -> str:
@@ -202,5 +213,133 @@ def plot_costs(rows: list[dict], key: str = "usd_per_million", title: str | None
     ax.set_xlabel(key.replace("_", " "))
     ax.set_title(title or key.replace("_", " "))
     ax.invert_yaxis()
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- lesson 09: serving and memory
+
+
+def plot_decode_sweep(sweeps: dict[str, list[dict]], knees: dict[str, int | None], title: str = "") -> Figure:
+    """Decode step time (left) and throughput (right) against the batch, one curve per label.
+
+    ``sweeps``: label -> the rows of :func:`~minillm.hardware.costs.decode_batch_sweep`;
+    ``knees``: label -> :func:`~minillm.hardware.costs.decode_knee_batch` (None: no knee).
+    The part of each curve where the job fits in memory (``fits``) is drawn thick, the
+    knee as a dotted vertical line.
+    """
+    if not sweeps:
+        raise ValueError("plot_decode_sweep needs at least one sweep")
+    fig = Figure(figsize=(11, 3.8))
+    axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
+    for i, (label, rows) in enumerate(sweeps.items()):
+        color = f"C{i % 10}"
+        b = [r["batch"] for r in rows]
+        for ax, key, scale in [(axes[0], "step_s", 1e3), (axes[1], "tokens_per_s", 1.0)]:
+            y = [r[key] * scale for r in rows]
+            ax.plot(b, y, color=color, lw=1, label=label)
+            fit = [(bb, yy) for bb, yy, r in zip(b, y, rows) if r["fits"]]
+            if fit:
+                ax.plot(*zip(*fit), color=color, lw=3)
+            if knees.get(label) is not None:
+                ax.axvline(knees[label], color=color, ls=":", lw=1)
+    axes[0].set_ylabel("decode step (ms, roofline bound)")
+    axes[1].set_ylabel("tokens / s")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch (sequences decoded together)")
+    axes[1].legend(title="thick: fits; dotted: knee", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_max_batch(contexts: list[int], max_batches: dict[str, list[int]], knees: list[int | None], title: str = "") -> Figure:
+    """The largest batch that fits against the knee batch, over context lengths (log-log, base 2).
+
+    ``max_batches``: label (e.g. a device count) -> :attr:`MemoryPlan.max_batch` at each
+    context (0, nothing fits, is drawn at 0.5); ``knees``: the knee batch at each context
+    (None where decode never turns compute-bound: no point drawn).
+    """
+    if not contexts:
+        raise ValueError("plot_max_batch needs at least one context")
+    fig = Figure(figsize=(7, 3.8))
+    ax = fig.add_subplot(1, 1, 1)
+    for label, mb in max_batches.items():
+        ax.plot(contexts, [max(m, 0.5) for m in mb], "o-", label=f"largest batch, {label}")
+    kc = [(c, k) for c, k in zip(contexts, knees) if k is not None]
+    if kc:
+        ax.plot(*zip(*kc), "k--", label="knee (compute-bound above)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log", base=2)
+    ax.set_xlabel("context (tokens per sequence)")
+    ax.set_ylabel("batch")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_memory(plans: dict, title: str = "") -> Figure:
+    """Stacked horizontal bars of each :class:`~minillm.hardware.costs.MemoryPlan` against its capacity.
+
+    ``plans``: label -> MemoryPlan. Bars split weights, optimizer states, KV cache and
+    activations; a black tick marks the capacity (GB = 1e9 bytes).
+    """
+    if not plans:
+        raise ValueError("plot_memory needs at least one plan")
+    parts = ["weights", "optimizer", "kv_cache", "activations"]
+    fig = Figure(figsize=(9, 3.6))
+    ax = fig.add_subplot(1, 1, 1)
+    labels = list(plans)
+    left = [0.0] * len(labels)
+    for i, part in enumerate(parts):
+        vals = [plans[k].as_gb()[part] for k in labels]
+        ax.barh(labels, vals, left=left, color=f"C{i}", label=part.replace("_", " "))
+        left = [a + b for a, b in zip(left, vals)]
+    ax.scatter([plans[k].capacity / 1e9 for k in labels], labels, marker="|", s=400, color="k", label="capacity", zorder=3)
+    ax.set_xlabel("GB (1e9 bytes)")
+    ax.set_title(title)
+    ax.invert_yaxis()
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def plot_serving(view: dict) -> Figure:
+    """Lesson 09's serving widget: a :func:`~minillm.hardware.costs.serving_view` in two panels.
+
+    Left: generated tokens/s against the batch (the roofline bound over ``view["sweep"]``),
+    the chosen batch as a star, the knee as a dotted line and the batches that do not fit
+    shaded. Right: the memory the job needs (weights, KV cache, activations) against the
+    capacity of its devices (GB = 1e9 bytes).
+    """
+    s, mem = view["summary"], view["memory_gb"]
+    fig = Figure(figsize=(11, 3.6))
+    grid = fig.add_gridspec(1, 2, width_ratios=[2, 1])
+    ax0, ax1 = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
+    b = [r["batch"] for r in view["sweep"]]
+    ax0.plot(b, [r["tokens_per_s"] for r in view["sweep"]], "o-", ms=3, label="roofline bound")
+    ax0.plot([s["batch"]], [s["tokens_per_s"]], "r*", ms=14, label="this batch")
+    if view["knee"] is not None:
+        ax0.axvline(view["knee"], color="k", ls=":", label=f"knee: batch {view['knee']}")
+    if s["max_batch"] < b[-1]:  # shade the batches that do not fit, if any on this axis
+        ax0.axvspan(max(s["max_batch"], 0.5) + 0.5, b[-1] * 1.5, color="0.85", label="does not fit")
+    ax0.set_xscale("log", base=2)
+    ax0.set_yscale("log")
+    ax0.set_xlim(b[0] / 1.5, b[-1] * 1.5)
+    ax0.set_xlabel("batch")
+    ax0.set_ylabel("generated tokens / s")
+    ax0.legend(fontsize=8)
+    left = 0.0
+    for i, part in enumerate(["weights", "kv_cache", "activations"]):
+        ax1.barh([0], [mem[part]], left=left, color=f"C{i}", label=part.replace("_", " "))
+        left += mem[part]
+    ax1.axvline(mem["capacity"], color="k", label="capacity")
+    ax1.set_yticks([])
+    ax1.set_xlabel("GB (1e9 bytes)")
+    ax1.legend(fontsize=8)
+    fig.suptitle(f"{s['model']} on {s['n_devices']} x {s['device']} ({s['dtype']}), context {s['context']}")
     fig.tight_layout()
     return fig

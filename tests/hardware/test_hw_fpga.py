@@ -76,3 +76,27 @@ def test_bad_designs_are_clear_errors(kwargs, match):
 def test_bad_gemm_sizes():
     with pytest.raises(ValueError, match="K=-3"):
         gemm(u280_dpu(), 4, -3, 4)
+
+
+def test_token_latency_is_never_shorter_than_its_memory_traffic():
+    dpu = u280_dpu()
+    llama = get_model("llama2-7b")
+    # Decode of a 7B layer: ~200 MB of int8 weights stream in from HBM for every token, so a token
+    # cannot leave the layer sooner than that stream; with one token, latency is the layer's time.
+    one = transformer_layer(dpu, llama, tokens=1, context=1024)
+    assert one.bound == "memory" and one.memory_s > one.compute_s
+    assert one.token_latency_s == pytest.approx(one.seconds, rel=1e-12) and one.seconds == one.memory_s
+    # With more tokens the first still waits for its bytes, and never for longer than the whole stream.
+    many = transformer_layer(dpu, llama, tokens=64, context=1024)
+    assert many.memory_s / 64 <= many.token_latency_s <= many.seconds
+    # A small model's weights live on chip, loaded once before serving: latency is the pipeline's
+    # fill-to-drain time, or the time to bring in the context's K and V, not the weights' load.
+    tiny = transformer_layer(dpu, get_model("gpt2-124m"), tokens=256, context=256)
+    cycles = sum(dpu.pipeline_depth + s["cycles_per_token"] for s in tiny.stages)
+    assert tiny.bound == "compute" and tiny.memory_s < tiny.compute_s
+    assert cycles / dpu.clock_hz <= tiny.token_latency_s < max(cycles / dpu.clock_hz, tiny.memory_s) + 1e-15
+    assert tiny.token_latency_s < tiny.seconds
+    # Ignoring memory (mem_bw=None) leaves only the pipeline: one token's latency is its compute time.
+    no_mem = FPGADesign("no memory", dsp=9024, clock_hz=300e6, ops_per_dsp_per_cycle=8.0, parallelism=28672, pipeline_depth=16)
+    r = transformer_layer(no_mem, llama, tokens=1, context=1024)
+    assert r.memory_s == 0.0 and r.bound == "compute" and r.token_latency_s == pytest.approx(r.compute_s, rel=1e-12)

@@ -1,0 +1,72 @@
+"""Lesson 09's figures (minillm.hardware.plots): each returns a matplotlib Figure, drawn without a display."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from minillm.hardware.costs import (  # noqa: E402
+    ModelShape,
+    decode_batch_sweep,
+    decode_knee_batch,
+    get_model,
+    memory_plan,
+    serving_view,
+)
+from minillm.hardware.plots import plot_decode_sweep, plot_max_batch, plot_memory, plot_serving  # noqa: E402
+
+pytestmark = pytest.mark.lesson09
+
+TEACHER = ModelShape(n_layer=6, d_model=128, n_head=4, vocab_size=512, n_positions=256, name="teacher")
+
+
+def _drawn(fig) -> Figure:
+    assert isinstance(fig, Figure) and fig.axes
+    fig.canvas.draw()  # render for real: a bad argument to a plotting call fails here, not in a notebook
+    return fig
+
+
+def test_plot_decode_sweep():
+    llama70 = get_model("llama2-70b")
+    sweeps = {f"context {c}": decode_batch_sweep(llama70, "h100", c, n_devices=2) for c in (0, 1024, 4096)}
+    knees = {f"context {c}": decode_knee_batch(llama70, "h100", c) for c in (0, 1024, 4096)}
+    assert knees["context 4096"] is None  # a label without a knee is drawn too
+    fig = _drawn(plot_decode_sweep(sweeps, knees, "decode"))
+    assert len(fig.axes) == 2 and fig.axes[0].get_xscale() == "log"
+
+
+def test_plot_max_batch():
+    llama70 = get_model("llama2-70b")
+    ctxs = [2**k for k in range(7, 16)]
+    max_b = {f"{n} x H100": [memory_plan(llama70, "h100", 1, c, n_devices=n).max_batch for c in ctxs] for n in (1, 2, 8)}
+    assert 0 in max_b["1 x H100"]  # a context where nothing fits is drawn at 0.5, not dropped
+    _drawn(plot_max_batch(ctxs, max_b, [decode_knee_batch(llama70, "h100", c) for c in ctxs], "max batch"))
+    _drawn(plot_max_batch([1024], {"one": [4]}, [None]))  # no knee anywhere
+
+
+def test_plot_memory():
+    plans = {
+        "7B serve": memory_plan("llama2-7b", "a100", 16, 4096),
+        "7B train": memory_plan("llama2-7b", "a100", 1, 4096, training=True, recompute="full"),
+        "teacher train": memory_plan(TEACHER, "a100", 8, 256, training=True),
+    }
+    fig = _drawn(plot_memory(plans, "memory"))
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == list(plans)
+
+
+@pytest.mark.parametrize(
+    "model,device,batch,context",
+    [("llama2-70b", "h100", 16, 1024), ("llama2-7b", "groq-lpu", 1024, 32768), (TEACHER, "xeon-8480", 1, 128)],
+)
+def test_plot_serving(model, device, batch, context):
+    view = serving_view(model, device, batch, context, batches=[2**k for k in range(11)])
+    fig = _drawn(plot_serving(view))
+    assert len(fig.axes) == 2
+
+
+@pytest.mark.parametrize("call", [lambda: plot_decode_sweep({}, {}), lambda: plot_memory({}), lambda: plot_max_batch([], {}, [])])
+def test_empty_input_is_a_clear_error(call):
+    with pytest.raises(ValueError, match="at least one"):
+        call()
