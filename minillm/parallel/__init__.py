@@ -9,7 +9,8 @@ Rank code is written once, as ``fn(comm, *args)``, and runs on a simulated clust
 - :mod:`.launch`         ``run``, the gloo backend, the torchrun entry point
 - :mod:`.collectives`    ring reduce-scatter/all-gather/all-reduce, tree broadcast, α-β costs, busbw
 - :mod:`.grid`           ``ProcessGrid``: named DP/TP/PP sub-groups
-- :mod:`.data_parallel`  the DP training step: naive and bucketed all-reduce, accumulation
+- :mod:`.data_parallel`  the DP training step: naive and bucketed all-reduce, accumulation;
+                         whole runs (``train_replica``, ``train_single``) for comparisons
 - :mod:`.zero`           ``ZeroOptimizer`` (ZeRO stages 1-3) and the ZeRO memory/communication model
 - :mod:`.viz`            timelines, memory by category, busbw plots
 """
@@ -20,6 +21,7 @@ from .collectives import (
     busbw_sweep,
     bytes_sent_per_rank,
     collective_time,
+    comm_summary,
     ring_all_gather,
     ring_all_reduce,
     ring_reduce_scatter,
@@ -44,9 +46,12 @@ from .data_parallel import (
     broadcast_parameters,
     bucket_parameters,
     dp_train_step,
+    max_abs_diff,
     micro_batches,
     saved_activation_bytes,
     shard_batch,
+    train_replica,
+    train_single,
 )
 from .grid import ProcessGrid, grid_groups
 from .zero import STAGES, ModelStateBytes, ZeroOptimizer, zero1_step, zero_comm_volume, zero_memory_bytes, zero_step_estimate
@@ -72,10 +77,11 @@ __all__ = [
     # collectives and their cost
     "ring_reduce_scatter", "ring_all_gather", "ring_all_reduce", "tree_broadcast", "chunk_sizes",
     "collective_time", "bus_bandwidth", "bytes_sent_per_rank", "busbw_sweep", "COLLECTIVE_OPS",
+    "comm_summary",
     # data parallelism and ZeRO
     "dp_train_step", "allreduce_gradients", "bucket_parameters", "broadcast_parameters", "shard_batch",
-    "micro_batches", "saved_activation_bytes", "ZeroOptimizer", "zero_memory_bytes", "zero_comm_volume",
-    "zero_step_estimate", "zero1_step", "ModelStateBytes", "STAGES",
+    "micro_batches", "saved_activation_bytes", "train_replica", "train_single", "max_abs_diff",
+    "ZeroOptimizer", "zero_memory_bytes", "zero_comm_volume", "zero_step_estimate", "zero1_step", "ModelStateBytes", "STAGES",
     # pictures
     *_VIZ,
 ]

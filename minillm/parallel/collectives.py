@@ -27,12 +27,12 @@ arithmetic is not charged: it overlaps with the transfers on real hardware.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 from torch import Tensor
 
-from .comm import Comm, chunk_sizes, check_peer, check_tensor, normalize_op
+from .comm import Comm, Event, chunk_sizes, check_peer, check_tensor, normalize_op
 
 __all__ = [
     "ring_reduce_scatter",
@@ -42,6 +42,7 @@ __all__ = [
     "collective_time",
     "bus_bandwidth",
     "bytes_sent_per_rank",
+    "comm_summary",
     "busbw_sweep",
     "COLLECTIVE_OPS",
 ]
@@ -190,6 +191,30 @@ def bytes_sent_per_rank(op: str, nbytes: float, world_size: int) -> float:
     if op in ("barrier", "recv"):  # a receive sends nothing
         return 0.0
     return float(nbytes) if p > 1 else 0.0
+
+
+def comm_summary(events: Iterable[Event], world_size: int, min_bytes: int = 0) -> dict[str, float]:
+    """What one rank's trace says about its communication: bytes sent, calls and seconds.
+
+    events: a rank's trace (``RunResult.traces[r]`` from the simulator), all in one
+    group of ``world_size`` ranks. Only 'comm' events with ``nbytes >= min_bytes``
+    count (e.g. ``min_bytes=9`` leaves out the 8-byte loss that
+    :func:`~minillm.parallel.data_parallel.dp_train_step` averages).
+    Returns ``bytes_sent`` (the sum of :func:`bytes_sent_per_rank` over those
+    events: what the ring algorithms send), ``calls`` (their number) and
+    ``seconds`` (their total duration). Summaries subtract: the traffic of one
+    training step is ``summary(2 steps) - summary(1 step)``, whatever the runs do
+    before their first and after their last step.
+    """
+    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
+        raise ValueError(f"comm_summary: world_size={world_size!r} must be a positive int")
+    out = {"bytes_sent": 0.0, "calls": 0, "seconds": 0.0}
+    for e in events:
+        if e.kind == "comm" and e.nbytes >= min_bytes:
+            out["bytes_sent"] += bytes_sent_per_rank(e.op, e.nbytes, world_size)
+            out["calls"] += 1
+            out["seconds"] += e.duration
+    return out
 
 
 def collective_time(op: str, nbytes: float, world_size: int, bandwidth: float, latency: float = 0.0) -> float:

@@ -19,17 +19,26 @@ backward produces the gradients, as DDP does.
 Gradient accumulation: the loss of each micro-batch is divided by ``accum_steps``,
 the gradients add up locally, and only after the *last* micro-batch are they
 all-reduced: communication once per step, not once per micro-batch.
+
+Whole training runs, for comparisons: :func:`train_replica` is the rank code (DP
+or a ZeRO stage, on this rank's slice of every global batch), :func:`train_single`
+the one-device reference on the whole batches, and :func:`max_abs_diff` compares
+their weights.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterable, Iterator
+import copy
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from minillm.train import AdamW
+
 from .comm import Comm
+from .zero import ZeroOptimizer
 
 __all__ = [
     "broadcast_parameters",
@@ -39,6 +48,9 @@ __all__ = [
     "micro_batches",
     "dp_train_step",
     "saved_activation_bytes",
+    "train_replica",
+    "train_single",
+    "max_abs_diff",
 ]
 
 
@@ -196,3 +208,79 @@ def dp_train_step(
     mean_loss = torch.tensor([total / accum_steps], dtype=torch.float64, device=comm.device)
     comm.all_reduce(mean_loss, op="avg")
     return float(mean_loss.item())
+
+
+# --------------------------------------------------------------------------- whole training runs
+
+
+def train_replica(
+    comm: Comm,
+    model: nn.Module,
+    batches: Sequence[tuple[Tensor, Tensor]],
+    stage: int | None = None,
+    accum_steps: int = 1,
+    bucket_bytes: int | None = None,
+    optimizer: Callable[..., object] | None = None,
+    **hyper,
+) -> tuple[list[float], dict[str, Tensor]]:
+    """Rank code: train a copy of ``model`` on this rank's slice of every global batch; return (losses, weights).
+
+    batches: the *global* batches ``(x, y)``, each [B, T], the same list on every rank;
+    each rank trains on its slice (:func:`shard_batch`, B / world_size sequences) with
+    one :func:`dp_train_step` per batch (``accum_steps`` micro-batches, gradients
+    all-reduced once per step, naive or in buckets of ``bucket_bytes``).
+    stage: None for plain DP, every rank stepping the whole model with
+    ``optimizer(params, **hyper)`` (default: minillm's :class:`~minillm.train.AdamW`);
+    0-3 for :class:`~minillm.parallel.zero.ZeroOptimizer` (AdamW with ``**hyper``,
+    which does its own gradient communication).
+    Returns ``losses`` (the mean loss over all ranks before each step, one float
+    per batch) and a detached copy of the trained ``state_dict``; under stage 3 the
+    parameters are all-gathered first (a collective: every rank takes part).
+    ``model`` itself is not modified.
+    """
+    m = copy.deepcopy(model)  # every rank holds the whole model...
+    if stage is None:  # plain DP: every rank steps every parameter
+        opt = (optimizer or AdamW)(m.parameters(), **hyper)
+    else:  # ZeRO: sharded AdamW state (and gradients, parameters); it syncs the gradients itself
+        if optimizer is not None:
+            raise ValueError(f"optimizer= applies to plain DP (stage=None) only; ZeRO stage {stage} uses ZeroOptimizer (AdamW)")
+        opt = ZeroOptimizer(m if stage == 3 else m.parameters(), comm, stage=stage, **hyper)
+    losses = []
+    for x, y in batches:  # ...and trains on its own slice of every global batch
+        losses.append(dp_train_step(m, opt, comm, shard_batch(x, comm), shard_batch(y, comm), accum_steps, bucket_bytes))
+    if stage == 3:
+        opt.gather_full_parameters()  # stage 3 keeps only a shard of each parameter: gather them all
+    return losses, {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+
+def train_single(
+    model: nn.Module,
+    batches: Sequence[tuple[Tensor, Tensor]],
+    optimizer: Callable[..., object] | None = None,
+    **hyper,
+) -> tuple[list[float], dict[str, Tensor]]:
+    """The one-device reference: train a copy of ``model`` on the whole batches; return (losses, weights).
+
+    batches: ``(x, y)`` pairs, each [B, T]; one step each with ``optimizer(params, **hyper)``
+    (default: minillm's :class:`~minillm.train.AdamW`). The model must return
+    ``(logits, loss)`` with the mean loss. Returns the loss before each step and a
+    detached copy of the trained ``state_dict``; ``model`` itself is not modified.
+    """
+    m = copy.deepcopy(model)
+    opt = (optimizer or AdamW)(m.parameters(), **hyper)
+    losses = []
+    for x, y in batches:
+        _, loss = m(x, y)
+        losses.append(loss.item())
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return losses, {k: v.detach().clone() for k, v in m.state_dict().items()}
+
+
+def max_abs_diff(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
+    """Largest |a[k] - b[k]| over every entry of two state dicts with the same keys (0.0 if empty)."""
+    if a.keys() != b.keys():
+        raise ValueError(f"the state dicts differ in their keys: only in a {sorted(a.keys() - b.keys())}, "
+                         f"only in b {sorted(b.keys() - a.keys())}")
+    return max(((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].numel()), default=0.0)

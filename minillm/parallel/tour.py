@@ -8,7 +8,6 @@ simulator's ledgers.
 
 from __future__ import annotations
 
-import copy
 import pathlib
 import time
 
@@ -17,32 +16,16 @@ from tqdm import tqdm
 
 from minillm.model import GPT, GPTConfig
 
-from minillm.train import AdamW
-
 from .comm import RunResult
-from .data_parallel import dp_train_step, shard_batch
+from .data_parallel import max_abs_diff, train_replica
 from .launch import run
 from .sim import CPU_ETHERNET
-from .zero import ZeroOptimizer, zero_memory_bytes
+from .zero import zero_memory_bytes
 
 __all__ = ["tour_step", "dp_equivalence"]
 
 CONFIG = GPTConfig(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=32)
 HYPER = dict(lr=3e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.1)
-
-
-def _train(comm, model: GPT, data, stage: int | None):
-    """Rank code: DP with bucketed all-reduce (stage None) or ZeRO ``stage`` on this rank's slice of each batch."""
-    m = copy.deepcopy(model)
-    if stage is None:
-        opt = AdamW(m.parameters(), **HYPER)
-    else:
-        opt = ZeroOptimizer(m if stage == 3 else m.parameters(), comm, stage=stage, **HYPER)
-    for x, y in data:
-        dp_train_step(m, opt, comm, shard_batch(x, comm), shard_batch(y, comm), bucket_bytes=25_000_000)
-    if stage == 3:
-        opt.gather_full_parameters()
-    return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
 
 def dp_equivalence(
@@ -58,10 +41,10 @@ def dp_equivalence(
     g = torch.Generator().manual_seed(seed + 1)
     V, T = CONFIG.vocab_size, CONFIG.block_size
     data = [(torch.randint(0, V, (batch, T), generator=g), torch.randint(0, V, (batch, T), generator=g)) for _ in range(steps)]
-    one = run(_train, 1, model, data, stage, cluster=CPU_ETHERNET).results[0]
-    many = run(_train, world_size, model, data, stage, cluster=CPU_ETHERNET)
-    diff = max((many.results[0][k] - one[k]).abs().max().item() for k in one)
-    return diff, many
+    bucket = 25_000_000  # DDP's default; ZeroOptimizer does its own gradient communication
+    _, one = run(train_replica, 1, model, data, stage, 1, bucket, cluster=CPU_ETHERNET, **HYPER).results[0]
+    many = run(train_replica, world_size, model, data, stage, 1, bucket, cluster=CPU_ETHERNET, **HYPER)
+    return max_abs_diff(many.results[0][1], one), many
 
 
 def tour_step(out_dir: pathlib.Path) -> str:

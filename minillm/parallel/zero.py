@@ -132,7 +132,7 @@ def zero_step_estimate(
     """Memory per device and step time for a DP/ZeRO job: the function behind the lesson's widget.
 
     Compute: 6·Ψ·tokens / N_d FLOPs per device (Kaplan et al. 2020) at ``mfu`` of the
-    device's peak. Communication: the stage's collectives over Ψ elements with the
+    device's peak (model FLOPs utilization, Chowdhery et al. 2022, "PaLM"). Communication: the stage's collectives over Ψ elements with the
     ring α-β times of :func:`~minillm.parallel.collectives.collective_time`, not
     overlapped with compute (an upper bound). Memory: :func:`zero_memory_bytes`,
     compared with the device's capacity (activations not included). GB = 1e9 bytes.

@@ -1,17 +1,21 @@
 """Shared fixtures for tests/parallel: the tiny GPT, its data, the single-device reference, rank functions.
 
 Rank functions live at module level so they also work with the 'spawn' start method.
+The training itself is minillm.parallel's (train_single, train_replica), with
+torch.optim.AdamW for plain DP and the reference, so that the DP runs are checked
+against PyTorch's optimizer (ZeRO's sharded AdamW against it too).
 """
 
 from __future__ import annotations
 
-import copy
-
 import torch
 
 from minillm.model import GPT, GPTConfig
-from minillm.parallel import ZeroOptimizer, dp_train_step, shard_batch
+from minillm.parallel import max_abs_diff, train_replica, train_single
 from minillm.threads import one_thread
+
+__all__ = ["TINY", "BATCH", "STEPS", "HYPER", "VARIANTS", "tiny_model", "tiny_data", "reference_state",
+           "reference_losses", "train_variant", "train_all_variants", "max_abs_diff"]
 
 TINY = GPTConfig(vocab_size=32, block_size=8, n_layer=1, n_head=2, n_embd=16)
 BATCH = 8  # sequences per global batch: splits over 1, 2 and 4 ranks and 2 micro-batches
@@ -47,50 +51,21 @@ def tiny_data(steps: int = STEPS, batch: int = BATCH, seed: int = 1, config: GPT
 @one_thread()
 def reference_state(model: GPT, data) -> dict[str, torch.Tensor]:
     """Plain single-device training with torch.optim.AdamW on the full batch: the reference."""
-    m = copy.deepcopy(model)
-    opt = torch.optim.AdamW(m.parameters(), **HYPER)
-    for x, y in data:
-        _, loss = m(x, y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    return {k: v.detach().clone() for k, v in m.state_dict().items()}
+    return train_single(model, data, optimizer=torch.optim.AdamW, **HYPER)[1]
 
 
 @one_thread()
 def reference_losses(model: GPT, data) -> list[float]:
-    m = copy.deepcopy(model)
-    opt = torch.optim.AdamW(m.parameters(), **HYPER)
-    out = []
-    for x, y in data:
-        _, loss = m(x, y)
-        out.append(loss.item())
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    return out
+    return train_single(model, data, optimizer=torch.optim.AdamW, **HYPER)[0]
 
 
 def train_variant(comm, model, data, stage, accum_steps, bucket_bytes):
     """Rank code: train a copy of ``model`` with DP (stage None) or ZeRO; return its state and losses."""
-    m = copy.deepcopy(model)
-    if stage is None:
-        opt = torch.optim.AdamW(m.parameters(), **HYPER)  # DP: every rank steps the full model
-    else:
-        opt = ZeroOptimizer(m if stage == 3 else m.parameters(), comm, stage=stage, **HYPER)
-    losses = []
-    for x, y in data:
-        losses.append(dp_train_step(m, opt, comm, shard_batch(x, comm), shard_batch(y, comm), accum_steps, bucket_bytes))
-    if stage == 3:
-        opt.gather_full_parameters()
-    return {k: v.detach().clone() for k, v in m.state_dict().items()}, losses
+    optimizer = torch.optim.AdamW if stage is None else None  # ZeRO stages: ZeroOptimizer's own AdamW
+    losses, state = train_replica(comm, model, data, stage, accum_steps, bucket_bytes, optimizer=optimizer, **HYPER)
+    return state, losses
 
 
 def train_all_variants(comm, model, data):
     """Rank code: every variant of VARIANTS in one run (one process launch on gloo)."""
     return [train_variant(comm, model, data, stage, accum, bucket) for _, stage, accum, bucket in VARIANTS]
-
-
-def max_abs_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
-    assert a.keys() == b.keys()
-    return max((a[k] - b[k]).abs().max().item() for k in a)

@@ -17,6 +17,8 @@ from minillm.parallel import (
     run,
     saved_activation_bytes,
     shard_batch,
+    train_replica,
+    train_single,
 )
 
 pytestmark = pytest.mark.lesson11
@@ -135,3 +137,59 @@ def test_batch_splitting_errors():
 
     with pytest.raises(Exception, match="does not split evenly over world_size=4"):
         run(fn, 4)
+
+
+# --------------------------------------------------------------------------- whole runs: train_single, train_replica
+
+
+def test_train_single_is_plain_training_on_the_whole_batch():
+    model, data = tiny_model(), tiny_data(2)
+    before = copy.deepcopy(model.state_dict())
+    losses, state = train_single(model, data, optimizer=torch.optim.SGD, lr=0.1)
+    # by hand: the loss before each step, then w <- w - lr * dL/dw
+    m = copy.deepcopy(model)
+    want_losses = []
+    for x, y in data:
+        _, loss = m(x, y)
+        want_losses.append(loss.item())
+        grads = torch.autograd.grad(loss, list(m.parameters()))
+        with torch.no_grad():
+            for p, g in zip(m.parameters(), grads):
+                p -= 0.1 * g
+    assert losses == want_losses
+    assert max_abs_diff(state, m.state_dict()) < 1e-7  # float32; SGD's kernel may round w - lr·g differently
+    assert max_abs_diff(model.state_dict(), before) == 0.0  # trains a copy
+    # the default optimizer is minillm's AdamW (tested against torch's in tests/test_train.py)
+    assert max_abs_diff(train_single(model, data, **HYPER)[1], reference_state(model, data[:2])) < 1e-5
+
+
+@pytest.mark.parametrize("stage", [None, 0, 1, 3])
+def test_train_replica_on_one_rank_is_train_single(stage):
+    model, data = tiny_model(), tiny_data(2)
+    ref_losses, ref_state = train_single(model, data, **HYPER)
+    losses, state = run(train_replica, 1, model, data, stage, **HYPER).results[0]
+    assert state.keys() == ref_state.keys()
+    # one rank: the all-reduces average over one rank, ZeRO's shards are the whole
+    # parameters; only ZeRO's own AdamW kernel can round differently (a few ulps)
+    assert max_abs_diff(state, ref_state) < 1e-6
+    assert losses == pytest.approx(ref_losses, abs=1e-6)
+    if stage is None:
+        assert max_abs_diff(state, ref_state) == 0.0 and losses == ref_losses  # the same arithmetic
+
+
+def test_train_replica_trains_a_copy_and_rejects_an_optimizer_with_zero():
+    model, data = tiny_model(), tiny_data(1)
+    before = copy.deepcopy(model.state_dict())
+    run(train_replica, 2, model, data, None, 2, 1000, **HYPER)
+    assert max_abs_diff(model.state_dict(), before) == 0.0
+
+    with pytest.raises(Exception, match="optimizer= applies to plain DP"):
+        run(train_replica, 1, model, data, 1, optimizer=torch.optim.AdamW, **HYPER)
+
+
+def test_max_abs_diff():
+    a = {"w": torch.tensor([1.0, 2.0]), "b": torch.tensor(3.0), "empty": torch.zeros(0)}
+    b = {"w": torch.tensor([1.5, 2.0]), "b": torch.tensor(1.0), "empty": torch.zeros(0)}
+    assert max_abs_diff(a, b) == 2.0 and max_abs_diff(a, a) == 0.0 and max_abs_diff({}, {}) == 0.0
+    with pytest.raises(ValueError, match="differ in their keys"):
+        max_abs_diff(a, {"w": a["w"]})

@@ -11,9 +11,12 @@ from _parallel_helpers import HYPER, VARIANTS, max_abs_diff, reference_losses, r
 from minillm.model import GPTConfig
 from minillm.parallel import (
     ClusterSpec,
+    Event,
     ZeroOptimizer,
     bytes_sent_per_rank,
+    comm_summary,
     run,
+    train_replica,
     zero1_step,
     zero_comm_volume,
     zero_memory_bytes,
@@ -161,6 +164,39 @@ def test_traffic_per_step_matches_the_paper(stage):
     sent = run(_traffic, 4, model, tiny_data(1), stage).results[0]
     # exact ring volume: 2·(p-1)/p·Ψ (stages 0-2) or 3·(p-1)/p·Ψ (stage 3) float32 elements
     assert sent == pytest.approx(zero_comm_volume(n, stage, world_size=4, bytes_per_element=4), rel=1e-12)
+
+
+def test_comm_summary_counts_comm_events_by_size():
+    trace = [
+        Event("compute", 0.0, 1.0, "forward+backward"),
+        Event("comm", 1.0, 3.0, "all_reduce", 400),
+        Event("idle", 3.0, 3.5),
+        Event("comm", 3.5, 4.0, "all_gather", 400),
+        Event("comm", 4.0, 4.25, "all_reduce", 8),
+    ]
+    assert comm_summary(trace, 4) == {"bytes_sent": 600 + 300 + 12, "calls": 3, "seconds": 2.75}
+    assert comm_summary(trace, 4, min_bytes=9) == {"bytes_sent": 900, "calls": 2, "seconds": 2.5}
+    assert comm_summary([], 4) == {"bytes_sent": 0.0, "calls": 0, "seconds": 0.0}
+    with pytest.raises(ValueError, match="world_size=0"):
+        comm_summary(trace, 0)
+
+
+@pytest.mark.parametrize("stage", [None, 0, 1, 2, 3])
+def test_one_step_of_traffic_is_the_difference_of_two_runs(stage):
+    """What lesson 11 measures: summary(2 steps) - summary(1 step) is one step, without the final gather."""
+    cfg = GPTConfig(vocab_size=32, block_size=8, n_layer=1, n_head=2, n_embd=16, tie_weights=False)
+    model, data = tiny_model(config=cfg), tiny_data(2, config=cfg)
+    n = sum(p.numel() for p in model.parameters())
+    runs = [run(train_replica, 4, model, data[:steps], stage, **HYPER) for steps in (1, 2)]
+    one, two = (comm_summary(r.traces[0], 4, min_bytes=9) for r in runs)
+    # stage None and 0 all-reduce the gradients: 2Ψ, like stages 1 and 2; stage 3 3Ψ (untied weights)
+    assert two["bytes_sent"] - one["bytes_sent"] == pytest.approx(
+        zero_comm_volume(n, stage or 0, world_size=4, bytes_per_element=4), rel=1e-12)
+    n_tensors = len(list(model.parameters()))
+    calls = {None: n_tensors, 0: n_tensors, 1: 2 * n_tensors, 2: 2 * n_tensors, 3: 3 * n_tensors}[stage]
+    assert two["calls"] - one["calls"] == calls  # one collective per parameter tensor and pass
+    if stage == 3:  # the final gather_full_parameters() is in both runs, so it cancels
+        assert one["calls"] == 3 * n_tensors + n_tensors
 
 
 def test_zero_comm_volume_paper_counts():
