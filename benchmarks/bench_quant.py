@@ -7,8 +7,6 @@ machine), best of several interleaved repeats.
 
 from __future__ import annotations
 
-import math
-import time
 import warnings
 
 import torch
@@ -17,22 +15,9 @@ from torch import nn
 from minillm.compress.int8_gemm import cpu_int8_features
 from minillm.compress.int8_ops import Int8Linear
 from minillm.compress.qmodel import eval_loss, quality_table, quantize_model, size_report
-from minillm.compress.tour import load_teacher_and_data
+from minillm.compress.tour import interleaved_best, load_teacher_and_data
 from minillm.threads import num_threads
 from minillm.model import Linear
-
-
-def _best(fns: dict, repeats: int) -> dict:
-    """Best-of-``repeats`` seconds for each zero-argument function, interleaved so load drift hits all alike."""
-    for f in fns.values():
-        f()  # warm-up
-    best = {k: math.inf for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
-            t = time.perf_counter()
-            f()
-            best[k] = min(best[k], time.perf_counter() - t)
-    return best
 
 
 def _cpu_note() -> str:
@@ -78,8 +63,8 @@ def int8_linear_speed(quick: bool) -> list[dict]:
     fns = {"fp": lambda: fp(x), "q": lambda: q(x), "ao": lambda: ao(x), "ref": lambda: ref(x)}
     slow = {k: (lambda m=m: m(x)) for k, m in peers.items()}
     with num_threads(1):
-        t = _best(fns, 5 if quick else 20)
-        t.update(_best(slow, 2 if quick else 3))  # torch._int_mm without VNNI takes ~0.1 s a call
+        t = interleaved_best(fns, 5 if quick else 20)
+        t.update(interleaved_best(slow, 2 if quick else 3))  # torch._int_mm without VNNI takes ~0.1 s a call
     f = cpu_int8_features()
     has_dot = f["vnni"] or f["amx"]
     ratio = t["fp"] / t["q"]
@@ -128,7 +113,7 @@ def teacher_rows(quick: bool) -> list[dict]:
     idx = val_ids[: 2 * T].view(2, T)
     max_batches = 1 if quick else 4
     with num_threads(1):
-        t = _best(
+        t = interleaved_best(
             {"ours": lambda: ours(idx), "ao": lambda: ao(idx), "fp": lambda: model(idx), "ref": lambda: ref(idx)},
             2 if quick else 10,  # ~70 ms forwards on a shared CPU: more repeats, steadier minima
         )

@@ -1,5 +1,6 @@
-"""Looking inside the GPT: attention patterns, where parameters and FLOPs go, what
-temperature and top-k do to the next token, and what one layer receives.
+"""Looking inside the GPT: which tokens the embedding puts close together, attention
+patterns, where parameters and FLOPs go, what temperature and top-k do to the next
+token, and what one layer receives.
 
 Pure functions that return data (tensors, lists, dicts); lessons 01 and 04 plot
 them and drive the sampling one with a widget.
@@ -12,7 +13,43 @@ from torch import Tensor, nn
 
 from minillm.model import GPT, causal_attention, next_token_probs
 
-__all__ = ["attention_pattern", "component_costs", "next_token_view", "layer_input"]
+__all__ = ["nearest_tokens", "attention_pattern", "component_costs", "next_token_view", "layer_input"]
+
+
+def _is_word(text: str) -> bool:
+    """A whole word of at least three letters (after stripping the leading space)."""
+    t = text.strip()
+    return t.isalpha() and len(t) > 2
+
+
+@torch.no_grad()
+def nearest_tokens(model: GPT, tokenizer, token: str, k: int = 5, words_only: bool = True) -> list[tuple[str, float]]:
+    """The ``k`` tokens whose embedding rows are closest in cosine similarity to ``token``'s.
+
+    ``token`` must encode to exactly one token id (e.g. ``" Mia"`` with its leading
+    space); its row of ``model.wte.weight`` [V, C] is compared with every row. The
+    token itself is left out, and with ``words_only`` so is every token that is not a
+    whole word of three or more letters (pieces like ``"ia"``, punctuation).
+    Returns [(decoded token, cosine similarity)], most similar first.
+    """
+    ids = tokenizer.encode(token)
+    if len(ids) != 1:
+        pieces = [tokenizer.decode([i]) for i in ids]
+        raise ValueError(f"{token!r} is {len(ids)} tokens {pieces}, not one; pick a single token, e.g. with a leading space")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"k={k!r} must be a positive int")
+    i = ids[0]
+    E = torch.nn.functional.normalize(model.wte.weight.detach().float(), dim=1)  # [V, C], unit rows
+    sims = E @ E[i]  # [V]
+    out = []
+    for j in sims.argsort(descending=True).tolist():
+        text = tokenizer.decode([j])
+        if j == i or (words_only and not _is_word(text)):
+            continue
+        out.append((text, float(sims[j])))
+        if len(out) == k:
+            break
+    return out
 
 
 @torch.no_grad()

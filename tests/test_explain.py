@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from minillm.explain import attention_pattern, component_costs, layer_input, next_token_view
+from minillm.explain import attention_pattern, component_costs, layer_input, nearest_tokens, next_token_view
 from minillm.model import GPT, GPTConfig, next_token_probs
 from minillm.tokenizer import ByteTokenizer
 
@@ -86,3 +86,36 @@ def test_layer_input_names_a_wrong_layer(model):
     idx = torch.zeros(1, 4, dtype=torch.long)
     with pytest.raises(ValueError, match=r"no submodule 'h.0.mlp.fc'"):
         layer_input(model, "h.0.mlp.fc", idx)
+
+
+def test_nearest_tokens_matches_brute_force_cosine(model):
+    tok = ByteTokenizer()
+    query = ord("e")
+    got = nearest_tokens(model, tok, "e", k=6, words_only=False)
+    # Reference: cosine similarity of the query row with every row, one pair at a time.
+    W = model.wte.weight.detach()
+    sims = torch.nn.functional.cosine_similarity(W[query].expand_as(W), W, dim=1)
+    order = [j for j in sims.argsort(descending=True).tolist() if j != query][:6]
+    assert [t for t, _ in got] == [tok.decode([j]) for j in order]
+    torch.testing.assert_close(torch.tensor([c for _, c in got]), sims[order], rtol=0, atol=1e-6)
+    assert all(a >= b for (_, a), (_, b) in zip(got, got[1:]))  # most similar first
+
+
+def test_nearest_tokens_keeps_whole_words_and_rejects_several_tokens(model):
+    class Words:
+        """A toy tokenizer: token i decodes to a word, a letter piece or punctuation."""
+
+        vocab = ["the", "ab", ",", "cat", "dog", "x"] * 43  # >= 256 entries to cover wte
+
+        def encode(self, text):
+            return [self.vocab.index(w) for w in text.split()]
+
+        def decode(self, ids):
+            return " ".join(self.vocab[i] for i in ids)
+
+    got = nearest_tokens(model, Words(), "cat", k=4)
+    assert len(got) == 4 and all(t in ("the", "cat", "dog") for t, _ in got)  # no "ab", ",", "x"
+    with pytest.raises(ValueError, match="2 tokens"):
+        nearest_tokens(model, Words(), "the cat")
+    with pytest.raises(ValueError, match="k=0"):
+        nearest_tokens(model, Words(), "cat", k=0)

@@ -55,8 +55,11 @@ class WeightOnlyLinear(nn.Module):
     At 4 bits two values share a byte (:func:`pack_int4`), so with float32 scales
     a weight costs ``4 + 32/group_size`` bits (5 bits at group 32, 0.156x of float32).
     The forward dequantizes the whole weight and runs a float matmul: this saves
-    memory, not compute, which is why weight-only int4 helps memory-bound decoding
-    on GPUs (Frantar et al. 2023, GPTQ; Lin et al. 2024, AWQ) and not a CPU GEMM.
+    memory, not compute. Weight-only int4 therefore helps where the matmul is
+    memory-bound, as in small-batch decoding on a GPU or a CPU (Frantar et al. 2023,
+    GPTQ; Lin et al. 2024, AWQ; llama.cpp's 4-bit formats), and not in a
+    compute-bound GEMM over many tokens. Bit widths other than 4 keep one code per
+    int8 byte.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, bits: int = 4, group_size: int | None = 32):

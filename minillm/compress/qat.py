@@ -124,8 +124,9 @@ def qat_prepare(model: nn.Module, bits: int = 4, group_size: int | None = 32) ->
 def qat_convert(model: nn.Module) -> nn.Module:
     """A copy of a QAT model with each :class:`FakeQuantLinear` turned into a real :class:`WeightOnlyLinear`.
 
-    The converted layers store packed integers (int4: two per byte) and give the
-    same outputs as the fake-quant forward.
+    The converted layers store integer codes (int4 packed two per byte; other bit
+    widths one code per int8 byte) and give the same outputs as the fake-quant
+    forward, up to float rounding.
     """
     new = copy.deepcopy(model)
     sites = [(n, m) for n, m in new.named_modules() if isinstance(m, FakeQuantLinear)]

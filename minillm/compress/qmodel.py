@@ -237,6 +237,7 @@ def quality_table(
     accuracy_fn: Callable[[nn.Module], float] | None = None,
     calibration=None,
     max_batches: int | None = None,
+    progress: bool = False,
 ) -> list[dict]:
     """Validation loss (and optionally accuracy) of ``model`` under each quantization config.
 
@@ -244,11 +245,14 @@ def quality_table(
     empty dict or None means the float model. accuracy_fn(model) -> float, e.g. the
     fact-recall accuracy. calibration defaults to the first 8 blocks of val_ids
     (pass training data to keep calibration and evaluation apart).
+    ``progress`` shows a tqdm bar over the configurations.
     Returns one row per config: name, val_loss, rel_loss_change (vs float32),
     linear_weight_ratio, bits_per_weight (packed format, see :func:`size_report`),
     total_bytes and accuracy (None without accuracy_fn);
     the float32 baseline comes first.
     """
+    from tqdm.auto import tqdm
+
     if isinstance(configs, dict):
         items = list(configs.items())
     else:
@@ -259,7 +263,7 @@ def quality_table(
         calibration = val_ids[: n * T].view(n, T).long()
     rows = []
     base = None
-    for name, kwargs in [("float32", None)] + items:
+    for name, kwargs in tqdm([("float32", None)] + items, desc="quantize and evaluate", leave=False, disable=not progress):
         if kwargs:
             kwargs = dict(kwargs)
             if kwargs.get("method") == "smoothquant" or kwargs.get("activations") == "int8_static":

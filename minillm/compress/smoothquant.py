@@ -28,8 +28,10 @@ from minillm.model import Linear
 
 __all__ = ["smoothquant_scales", "collect_act_absmax", "smooth_pairs", "smooth_model", "inject_outliers"]
 
-# The SmoothQuant reference code clamps both statistics at 1e-5 so that a dead
-# channel gives neither a zero nor an infinite scale.
+# minillm clamps both statistics at 1e-5, so that a dead channel or a zero weight
+# column gives neither a zero nor an infinite factor, and the result as well. The
+# authors' code (mit-han-lab/smoothquant, smooth.py) clamps only the weight statistic
+# and the result: a dead channel gets s = 1e-5 there, (1e-5)^α / w^(1-α) here.
 MIN_STAT = 1e-5
 
 
@@ -39,7 +41,8 @@ def smoothquant_scales(act_absmax: Tensor, weight_absmax: Tensor, alpha: float =
     act_absmax: [K], max |X[:, j]| over calibration tokens; weight_absmax: [K],
     max |W[:, j]| over output rows (W is [out, K]). Returns s: [K] float32.
     alpha=0.5 splits the difficulty evenly and is the paper's choice for most
-    models; alpha -> 1 pushes everything into the weights. Both statistics are clamped at 1e-5.
+    models; alpha -> 1 pushes everything into the weights. Both statistics are clamped at
+    1e-5 before the division, and s after it (see ``MIN_STAT``).
     """
     check_float_tensor(act_absmax, "act_absmax")
     check_float_tensor(weight_absmax, "weight_absmax")

@@ -2,13 +2,22 @@
 
 ``tour_step(out_dir)`` quantizes the zoo teacher three ways, measures what each
 costs and gains on this machine, and returns a markdown section. The helpers
-(:func:`load_teacher_and_data`, :func:`measure_configs`, :func:`plot_error_histograms`)
-are pure data-in/data-out so the lesson and the benchmark reuse them.
+(:func:`load_teacher_and_data`, :func:`measure_configs`, :func:`kernel_speed_table`,
+:func:`plot_error_histograms`) are pure data-in/data-out so the lesson and the
+benchmark reuse them.
+
+Timing on a shared machine: :func:`interleaved_best` calls every candidate once
+per round, in turn, and keeps each one's fastest call, so a burst of load from
+another process slows all candidates alike instead of whichever happened to run
+during it, and no candidate is the cold first one.
 """
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,7 +30,16 @@ from minillm.compress.quantize import quant_error
 from minillm.model import GPT, GPTConfig
 from minillm.threads import num_threads
 
-__all__ = ["load_teacher_and_data", "measure_configs", "time_forward", "plot_error_histograms", "tour_step"]
+__all__ = [
+    "load_teacher_and_data",
+    "interleaved_best",
+    "time_forward",
+    "time_forwards",
+    "kernel_speed_table",
+    "measure_configs",
+    "plot_error_histograms",
+    "tour_step",
+]
 
 TOUR_CONFIGS = {
     "W8A8 int8 (per-token, RTN)": dict(weights="int8", activations="int8"),
@@ -73,17 +91,148 @@ def load_teacher_and_data(n_calib_tokens: int = 8 * 256, val_chars: int | None =
     return {"model": model, "val_ids": val_ids, "calibration": calibration, "note": note}
 
 
-@torch.no_grad()
-def time_forward(model: nn.Module, idx: Tensor, repeats: int = 3) -> float:
-    """Best-of-``repeats`` seconds for one forward pass on idx [B, T] (after a warm-up)."""
-    model.eval()
-    model(idx)
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        model(idx)
-        best = min(best, time.perf_counter() - t)
+def interleaved_best(fns: dict[str, Callable[[], object]], rounds: int = 5, warmup: int = 1) -> dict[str, float]:
+    """Fastest wall-clock seconds of each zero-argument function, timed in interleaved rounds.
+
+    Every function is first called ``warmup`` times untimed (caches, allocators, lazy
+    weight packing); then each of ``rounds`` rounds calls every function once, in
+    order. Returns {name: best seconds}. Interleaving spreads a slow spell of a busy
+    machine over all candidates, and the minimum discards the calls it hit.
+    """
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
+        raise ValueError(f"rounds={rounds!r} must be a positive int")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ValueError(f"warmup={warmup!r} must be an int >= 0")
+    for f in fns.values():
+        for _ in range(warmup):
+            f()
+    best = {name: math.inf for name in fns}
+    for _ in range(rounds):
+        for name, f in fns.items():
+            t = time.perf_counter()
+            f()
+            best[name] = min(best[name], time.perf_counter() - t)
     return best
+
+
+@torch.no_grad()
+def time_forwards(models: dict[str, nn.Module], idx: Tensor, rounds: int = 5) -> dict[str, float]:
+    """Best seconds for one forward pass of each model on idx [B, T], timed interleaved.
+
+    Each model runs one untimed warm-up forward, then ``rounds`` rounds of one forward
+    per model in turn (:func:`interleaved_best`). Returns {name: seconds}.
+    """
+    for m in models.values():
+        m.eval()
+    return interleaved_best({name: (lambda m=m: m(idx)) for name, m in models.items()}, rounds)
+
+
+def time_forward(model: nn.Module, idx: Tensor, repeats: int = 3) -> float:
+    """Best-of-``repeats`` seconds for one forward pass on idx [B, T] (after a warm-up).
+
+    For comparing models, time them together with :func:`time_forwards`.
+    """
+    return time_forwards({"model": model}, idx, repeats)["model"]
+
+
+def _verdict(speedup: float, tolerance: float) -> str:
+    if speedup > 1.0 + tolerance:
+        return "faster"
+    if speedup < 1.0 / (1.0 + tolerance):
+        return "slower"
+    return "about as fast"
+
+
+@torch.no_grad()
+def kernel_speed_table(
+    layer: nn.Module,
+    x: Tensor,
+    rounds: int = 7,
+    group_size: int = 32,
+    threads: int | None = 1,
+    tolerance: float = 0.05,
+) -> list[dict]:
+    """Time one float linear layer against its quantized versions on the CPU, interleaved.
+
+    layer: a float linear layer with ``weight`` [N, K] and ``bias`` [N] (or None);
+    x: float32 input [M, K]. Candidates, in this order: the float layer itself
+    ("float32 Linear"); :class:`~minillm.compress.qat.FakeQuantLinear` at 8 bits per
+    channel (what QAT runs); :class:`~minillm.compress.int4.WeightOnlyLinear` int4 with
+    ``group_size``; :class:`~minillm.compress.int8_ops.Int8Linear` with each exact kernel
+    forced ("fp32-exact", "fallback", "torch._int_mm"; one that cannot run here is left
+    out); and torch's own dynamic int8 ``nn.Linear`` (``torch.ao`` ``quantize_dynamic``,
+    fbgemm/oneDNN kernels) as a peer. All are timed by :func:`interleaved_best` on
+    ``threads`` CPU threads (None: leave torch's setting).
+
+    Returns one row per candidate: {name, seconds, speedup (float32 seconds / these
+    seconds), verdict ("faster", "slower" or "about as fast": a speed-up within a
+    factor 1 + ``tolerance`` of 1; "baseline" for the float32 row), kernel (what ran), auto (True for the Int8Linear
+    row whose kernel ``int8_matmul`` picks by itself for this K)}. The float32 row
+    comes first, with speedup 1.
+    """
+    from minillm.compress.int4 import WeightOnlyLinear
+    from minillm.compress.int8_gemm import int8_kernel
+    from minillm.compress.qat import FakeQuantLinear
+
+    weight = layer.weight.detach().float()
+    bias = None if getattr(layer, "bias", None) is None else layer.bias.detach().float()
+    if x.dim() != 2 or x.shape[1] != weight.shape[1]:
+        raise ValueError(f"x must be [M, {weight.shape[1]}] (the layer's in_features), got {tuple(x.shape)}")
+    layer.eval()
+    candidates: dict[str, tuple[nn.Module, str]] = {
+        "float32 Linear": (layer, "float32 matmul"),
+        "fake-quant int8 (QAT forward)": (FakeQuantLinear(weight, bias, bits=8, group_size=None), "float32 matmul"),
+        f"weight-only int4, group {group_size}": (
+            WeightOnlyLinear.from_float(weight, bias, 4, group_size), "dequantize + float32 matmul"
+        ),
+    }
+    for choice in ("fp32-exact", "fallback", "torch._int_mm"):
+        q = Int8Linear.from_float(weight, bias)
+        q.kernel_choice = choice
+        try:
+            q(x)  # a forced kernel that cannot run here raises: leave it out
+        except (ValueError, RuntimeError):
+            continue
+        candidates[f"Int8Linear, {choice}"] = (q, q.kernel)
+    ao = _torch_ao_linear(weight, bias)
+    if ao is not None:
+        engine = torch.backends.quantized.engine
+        candidates[f"torch.ao dynamic int8 ({engine} engine)"] = (ao, f"torch.ao quantized::linear_dynamic, engine {engine}")
+    auto = int8_kernel(K=weight.shape[1])
+    with num_threads(threads):
+        times = interleaved_best({name: (lambda m=m: m(x)) for name, (m, _) in candidates.items()}, rounds)
+    base = times["float32 Linear"]
+    rows = []
+    for i, (name, (m, kernel)) in enumerate(candidates.items()):
+        speedup = base / times[name]
+        rows.append({
+            "name": name,
+            "seconds": times[name],
+            "speedup": speedup,
+            "verdict": "baseline" if i == 0 else _verdict(speedup, tolerance),
+            "kernel": kernel,
+            "auto": isinstance(m, Int8Linear) and kernel == auto,
+        })
+    return rows
+
+
+def _torch_ao_linear(weight: Tensor, bias: Tensor | None) -> nn.Module | None:
+    """torch's dynamic int8 Linear for this weight, or None where torch.ao cannot build one."""
+    ref = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        ref.weight.copy_(weight)
+        if bias is not None:
+            ref.bias.copy_(bias)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
+            from torch.ao.quantization import default_dynamic_qconfig, quantize_dynamic
+
+            ao = quantize_dynamic(nn.Sequential(ref), {nn.Linear: default_dynamic_qconfig}, dtype=torch.qint8)
+            ao(torch.zeros(1, weight.shape[1]))
+    except (ImportError, RuntimeError, AssertionError):
+        return None
+    return ao.eval()
 
 
 def measure_configs(
@@ -100,19 +249,27 @@ def measure_configs(
     """Size, validation loss and forward latency of the float model and each quantized copy.
 
     Loss: ``max_batches`` batches of 8 validation blocks. Latency: best of ``repeats``
-    forwards of a ``timing_batch`` on ``threads`` CPU threads. Returns rows {name,
-    linear_MB, total_MB (MB = 1e6 bytes), linear_ratio, val_loss, rel_loss,
-    latency_s, speedup (float latency / this latency), kernel}.
+    forwards of a ``timing_batch`` on ``threads`` CPU threads, all models timed in
+    interleaved rounds (:func:`time_forwards`). Returns rows {name, linear_MB,
+    total_MB (MB = 1e6 bytes), linear_ratio, val_loss, rel_loss, latency_s,
+    speedup (float latency / this latency), kernel}.
     """
     from tqdm.auto import tqdm
 
     B, T = timing_batch[0], min(timing_batch[1], model.config.block_size)
     idx = val_ids[: B * T].view(B, T)
     rows: list[dict] = []
+    models: dict[str, nn.Module] = {}
     items = [("float32", None)] + list(configs.items())
     with num_threads(threads):
-        for name, kw in tqdm(items, desc="  quantize, evaluate, time", leave=False, disable=not progress):
-            rows.append(_measure_one(model, name, kw, val_ids, calibration, idx, max_batches, repeats))
+        for name, kw in tqdm(items, desc="  quantize, evaluate", leave=False, disable=not progress):
+            models[name] = m = _quantized(model, kw, calibration)
+            rows.append(_measure_one(m, name, val_ids, max_batches))
+        latency = time_forwards(models, idx, repeats)
+    for r in rows:
+        r["latency_s"] = latency[r["name"]]
+        kernels = {mod.kernel for mod in models[r["name"]].modules() if isinstance(mod, Int8Linear)}
+        r["kernel"] = ", ".join(sorted(kernels)) if kernels else "float32 matmul"
     base = rows[0]
     for r in rows:
         r["rel_loss"] = (r["val_loss"] - base["val_loss"]) / base["val_loss"]
@@ -120,25 +277,24 @@ def measure_configs(
     return rows
 
 
-def _measure_one(model, name, kw, val_ids, calibration, idx, max_batches, repeats) -> dict:
-    """Quantize with ``kw`` (None: the float model) and measure size, loss and latency."""
+def _quantized(model: nn.Module, kw: dict | None, calibration: Tensor) -> nn.Module:
+    """``model`` quantized with ``kw`` (None: the float model itself)."""
     if kw is None:
-        m = model
-    else:
-        calib = calibration if kw.get("method") == "smoothquant" or kw.get("activations") == "int8_static" else None
-        m = quantize_model(model, calibration=calib, **kw)
+        return model
+    calib = calibration if kw.get("method") == "smoothquant" or kw.get("activations") == "int8_static" else None
+    return quantize_model(model, calibration=calib, **kw)
+
+
+def _measure_one(m: nn.Module, name: str, val_ids: Tensor, max_batches: int) -> dict:
+    """Size and validation loss of one (quantized) model."""
     size = size_report(m)
-    row = {
+    return {
         "name": name,
         "linear_MB": size["linear_weight_bytes"] / 1e6,
         "total_MB": size["total_bytes"] / 1e6,
         "linear_ratio": size["linear_weight_ratio"],
         "val_loss": eval_loss(m, val_ids, batch_size=8, max_batches=max_batches),
-        "latency_s": time_forward(m, idx, repeats),
     }
-    kernels = {mod.kernel for mod in m.modules() if isinstance(mod, Int8Linear)}
-    row["kernel"] = ", ".join(sorted(kernels)) if kernels else "float32 matmul"
-    return row
 
 
 def plot_error_histograms(errors: dict[str, Tensor], title: str = "Quantization error of one weight matrix"):
@@ -206,11 +362,13 @@ def tour_step(out_dir: Path) -> str:
             f"{r['rel_loss']:+.1%} | {1e3 * r['latency_s']:.0f} | {r['speedup']:.2f}x |"
         )
     why = (
-        "Smaller is not automatically faster: int8 pays off only when the matrix multiply runs on int8 "
-        "dot-product hardware (VNNI/AMX on CPUs, tensor cores on GPUs). Without it the fastest exact int8 "
-        "GEMM is a float32 GEMM on the integer codes (exact for K <= 1024), so W8A8 runs at float speed at "
-        "best, minus the cost of quantizing activations; weight-only int4 adds a dequantization step to "
-        "every forward; its win is memory, which matters when decoding is memory-bound."
+        "Smaller is not automatically faster. int8 arithmetic pays off most on int8 dot-product hardware "
+        "(VNNI/AMX on CPUs, tensor cores on GPUs). Without it, the fastest exact int8 GEMM written in PyTorch "
+        "operations is a float32 GEMM on the integer codes (exact for K <= 1024), so W8A8 runs at float speed "
+        "at best, minus the cost of quantizing activations; hand-written kernels such as fbgemm's (torch.ao) "
+        "can still win by prepacking the weight and fusing those steps. Weight-only int4 adds a dequantization "
+        "step to every forward; its win is memory, which matters when the matmul is memory-bound "
+        "(small-batch decoding)."
     )
     md = [
         "## Quantization: smaller, and faster only with int8 kernels",
@@ -221,7 +379,8 @@ def tour_step(out_dir: Path) -> str:
         "",
         "MB = 1e6 bytes. Embeddings, LayerNorms and the tied output layer stay float32. "
         f"Loss over 8 validation blocks of {model.config.block_size} tokens; latency is the best of 2 forwards "
-        f"of a 2x{model.config.block_size} batch on one CPU thread (a core-for-core comparison).",
+        f"of a 2x{model.config.block_size} batch on one CPU thread (a core-for-core comparison), the models "
+        "timed in interleaved rounds.",
         "",
         why,
         "",

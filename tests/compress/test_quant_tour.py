@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from minillm.compress.int8_gemm import cpu_int8_features, int8_kernel
-from minillm.compress.tour import measure_configs, plot_error_histograms, tour_step
+from minillm.compress.tour import (
+    interleaved_best,
+    kernel_speed_table,
+    measure_configs,
+    plot_error_histograms,
+    time_forwards,
+    tour_step,
+)
 from minillm.model import GPT, GPTConfig
 
 pytestmark = pytest.mark.lesson04
@@ -42,6 +49,50 @@ def test_measure_configs_and_plot_on_a_tiny_model():
     assert all(r["latency_s"] > 0 for r in rows) and torch.get_num_threads() >= 1
     fig = plot_error_histograms({"a": torch.randn(100), "b": torch.randn(100) * 0.1})
     assert len(fig.axes) == 1
+
+
+def test_interleaved_best_warms_up_then_alternates():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    best = interleaved_best(fns, rounds=3, warmup=2)
+    assert calls == ["a", "a", "b", "b", "c", "c"] + ["a", "b", "c"] * 3  # warm-ups, then one call each per round
+    assert set(best) == set("abc") and all(0 <= t < 1 for t in best.values())
+    with pytest.raises(ValueError, match="rounds=0"):
+        interleaved_best(fns, rounds=0)
+
+
+def test_time_forwards_times_every_model():
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=32, block_size=16, n_layer=1, n_head=2, n_embd=32)
+    models = {"a": GPT(cfg), "b": GPT(cfg)}
+    t = time_forwards(models, torch.zeros(1, 16, dtype=torch.long), rounds=2)
+    assert set(t) == {"a", "b"} and all(v > 0 for v in t.values())
+    assert not models["a"].training
+
+
+def test_kernel_speed_table_structure():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 32)
+    x = torch.randn(24, 64)
+    rows = kernel_speed_table(layer, x, rounds=2, tolerance=0.05)
+    names = [r["name"] for r in rows]
+    assert names[:3] == ["float32 Linear", "fake-quant int8 (QAT forward)", "weight-only int4, group 32"]
+    assert rows[0]["speedup"] == 1.0 and rows[0]["verdict"] == "baseline"
+    assert len(set(names)) == len(names)
+    for r in rows:
+        assert set(r) == {"name", "seconds", "speedup", "verdict", "kernel", "auto"}
+        assert r["seconds"] > 0
+        assert r["speedup"] == pytest.approx(rows[0]["seconds"] / r["seconds"])
+        if r is not rows[0]:
+            expected = "faster" if r["speedup"] > 1.05 else "slower" if r["speedup"] < 1 / 1.05 else "about as fast"
+            assert r["verdict"] == expected
+    int8_rows = [r for r in rows if r["name"].startswith("Int8Linear")]
+    assert "Int8Linear, fallback" in names  # the int32 fallback runs everywhere
+    # exactly one Int8Linear row is the kernel int8_matmul picks by itself for K = 64
+    assert [r["kernel"] for r in int8_rows if r["auto"]] == [int8_kernel(K=64)]
+    assert not any(r["auto"] for r in rows if r not in int8_rows)
+    with pytest.raises(ValueError, match=r"\[M, 64\]"):
+        kernel_speed_table(layer, torch.randn(4, 32))
 
 
 @pytest.mark.slow

@@ -368,7 +368,7 @@ def check_smoothquant_scales(fn) -> None:
     act[4] = 0.0  # a dead channel: never active in the calibration data
     w = torch.randn(9, 12, generator=g)
     w[:, 7] = 0.0  # and a weight column of zeros
-    cases.append((act, w, 0.5, "clamp both statistics at 1e-5 (as the SmoothQuant code does) so no s_j is 0 or inf"))
+    cases.append((act, w, 0.5, "clamp both statistics at 1e-5 before dividing (as minillm's smoothquant_scales does) so no s_j is 0 or inf"))
     for act, w, alpha, case_hint in cases:
         expected = reference(act, w.abs().amax(dim=0), alpha)
         got = fn(act.clone(), w.clone(), alpha)

@@ -189,6 +189,12 @@ def smooth_no_clamp(act_absmax, weight, alpha=0.5):
     return act_absmax**alpha / weight.abs().amax(0) ** (1 - alpha)
 
 
+def smooth_reference_code_clamps(act_absmax, weight, alpha=0.5):
+    """Clamps only the weight statistic and s, as the authors' smooth.py does: a dead channel gets s = 1e-5."""
+    w = weight.abs().amax(0).clamp(min=1e-5)
+    return (act_absmax**alpha / w ** (1 - alpha)).clamp(min=1e-5)
+
+
 def smooth_ignores_alpha(act_absmax, weight, alpha=0.5):
     """Always uses alpha = 0.5."""
     return act_absmax.clamp(min=1e-5).sqrt() / weight.abs().amax(0).clamp(min=1e-5).sqrt()
@@ -237,6 +243,12 @@ MUTANTS = {
         int8_linear_float_activations,
         int8_linear_forgets_weight_scale,
     ],
-    "04.smoothquant_scales": [smooth_swapped_exponents, smooth_weight_rows, smooth_no_clamp, smooth_ignores_alpha],
+    "04.smoothquant_scales": [
+        smooth_swapped_exponents,
+        smooth_weight_rows,
+        smooth_no_clamp,
+        smooth_reference_code_clamps,
+        smooth_ignores_alpha,
+    ],
     "04.pack_int4": [pack_high_nibble_first, pack_offset_binary, pack_no_mask, pack_int8_dtype],
 }
