@@ -110,36 +110,66 @@ def _causal_bias(Tq: int, Tk: int, device, dtype) -> Tensor:
     return _MASKS[key]
 
 
-class _CausalAttention(torch.autograd.Function):
-    """Y = P·V with P = softmax(Q·Kᵀ/√D + causal mask).
+# Causal attention wastes half its work on scores it then masks: query i sees only keys
+# 0..i. Splitting the queries into blocks, each block multiplies only against the keys it
+# can see: with n blocks the score matrices hold (n + 1) / 2n of the full T x T, and each
+# block's P is small enough to stay in cache. FlashAttention skips masked tiles the same
+# way (Dao et al. 2022, Sec. 3.1). On a CPU, blocks of 64 queries measured best for the
+# teacher (T = 256: 4 blocks, forward and backward together about 2x faster than one block).
+QUERY_BLOCK = 64
 
-    Backward: dV = Pᵀ·dY; dP = dY·Vᵀ; dS = P ⊙ (dP − rowsum(dP ⊙ P)); dQ = dS·K/√D; dK = dSᵀ·Q/√D.
-    """
 
-    @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        scale = 1.0 / math.sqrt(q.size(-1))
-        # Scale q ([T, D]) rather than the scores ([T, T]): one less pass over the big matrix.
-        s = torch.matmul(q * scale, k.transpose(-2, -1))
-        if q.size(-2) > 1:
-            s.add_(_causal_bias(q.size(-2), k.size(-2), q.device, q.dtype))
+def _query_blocks(Tq: int, Tk: int) -> list[tuple[int, int, int]]:
+    """(first query, end query, end key) of each block of at most QUERY_BLOCK queries;
+    the queries are the last Tq of Tk positions (Tk > Tq with a KV cache)."""
+    off = Tk - Tq
+    return [(a, min(a + QUERY_BLOCK, Tq), min(a + QUERY_BLOCK, Tq) + off) for a in range(0, Tq, QUERY_BLOCK)]
+
+
+def _attention_blocks(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, list[Tensor]]:
+    """Y [B, H, Tq, D] and each query block's P = softmax(Q·Kᵀ·scale + mask) over the keys it can see."""
+    qs = q * scale  # scale q ([T, D]) rather than the scores ([T, T]): one less pass over the big matrix
+    ys, ps = [], []
+    for a, e, ke in _query_blocks(q.size(-2), k.size(-2)):
+        s = torch.matmul(qs[..., a:e, :], k[..., :ke, :].transpose(-2, -1))
+        if e - a > 1:
+            s.add_(_causal_bias(e - a, ke, q.device, q.dtype))
         # softmax over the keys. torch.softmax is one vectorised pass that subtracts the
         # row max, exponentiates and normalises (minillm.model.softmax spells the same
         # steps out); a plain exp_ here is several times slower on a CPU and falls into
         # a denormal slow path when scores are far below the row max.
         p = torch.softmax(s, dim=-1)
-        ctx.save_for_backward(q, k, v, p)
+        ps.append(p)
+        ys.append(torch.matmul(p, v[..., :ke, :]))
+    return (ys[0] if len(ys) == 1 else torch.cat(ys, dim=-2)), ps
+
+
+class _CausalAttention(torch.autograd.Function):
+    """Y = P·V with P = softmax(Q·Kᵀ/√D + causal mask), computed per query block (above).
+
+    Backward, per block: dV += Pᵀ·dY; dP = dY·Vᵀ; dS = P ⊙ (dP − rowsum(dP ⊙ P));
+    dQ = dS·K/√D; dK += dSᵀ·Q/√D (over the keys the block sees).
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        scale = 1.0 / math.sqrt(q.size(-1))
+        y, ps = _attention_blocks(q, k, v, scale)
+        ctx.save_for_backward(q, k, v, *ps)
         ctx.scale = scale
-        return torch.matmul(p, v)
+        return y
 
     @staticmethod
     def backward(ctx, dy: Tensor):
-        q, k, v, p = ctx.saved_tensors
-        dv = torch.matmul(p.transpose(-2, -1), dy)
-        dp = torch.matmul(dy, v.transpose(-2, -1))
-        ds = dp.sub_((dp * p).sum(dim=-1, keepdim=True)).mul_(p)
-        dq = torch.matmul(ds, k).mul_(ctx.scale)
-        dk = torch.matmul(ds.transpose(-2, -1), q).mul_(ctx.scale)
+        q, k, v, *ps = ctx.saved_tensors
+        dq, dk, dv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
+        for (a, e, ke), p in zip(_query_blocks(q.size(-2), k.size(-2)), ps):
+            dyb = dy[..., a:e, :]
+            dv[..., :ke, :] += torch.matmul(p.transpose(-2, -1), dyb)
+            dp = torch.matmul(dyb, v[..., :ke, :].transpose(-2, -1))
+            ds = dp.sub_((dp * p).sum(dim=-1, keepdim=True)).mul_(p)
+            dq[..., a:e, :] = torch.matmul(ds, k[..., :ke, :]).mul_(ctx.scale)
+            dk[..., :ke, :] += torch.matmul(ds.transpose(-2, -1), q[..., a:e, :]).mul_(ctx.scale)
         return dq, dk, dv
 
 
@@ -150,10 +180,7 @@ def causal_attention_core(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """
     if _needs_grad(q, k, v):
         return _CausalAttention.apply(q, k, v)
-    s = torch.matmul(q * (1.0 / math.sqrt(q.size(-1))), k.transpose(-2, -1))
-    if q.size(-2) > 1:
-        s.add_(_causal_bias(q.size(-2), k.size(-2), q.device, q.dtype))
-    return torch.matmul(torch.softmax(s, dim=-1), v)
+    return _attention_blocks(q, k, v, 1.0 / math.sqrt(q.size(-1)))[0]
 
 
 class _CrossEntropy(torch.autograd.Function):
