@@ -16,8 +16,10 @@ How a submission is graded
    the learner added stay after the cell they followed.
 4. **Run cell by cell** in one kernel started on this Python (``MINILLM_GRADING=1``
    makes ``check()`` publish its result as JSON next to its verdict line), with a
-   per-cell timeout (``--timeout``) for the learner's cells and check cells; the
-   release's read-only cells (imports, setup) get at least 300 s. An exception is just an output. After a **timeout** or a
+   per-cell timeout (``--timeout``) for every cell but the release's read-only set-up
+   cells before the first answer (imports, data), which get at least 300 s; read-only
+   demo cells further down may call the learner's code, so a loop there costs only
+   ``--timeout``. An exception is just an output. After a **timeout** or a
    **kernel death** (``os._exit``, a segfault) the task owning that cell is marked
    ``timeout``/``crashed``, a fresh kernel is started, and the non-check cells that
    had already run are replayed (the failed one left out) before grading goes on.
@@ -177,6 +179,17 @@ class _Kernel:
         self.nb = nbformat.v4.new_notebook(cells=cells)  # nbclient stores each executed cell back here
         self.client = None
         self.starts = 0
+        # The release's read-only cells before the first answer cell: imports and set-up.
+        # Read-only cells further down (demos) may call the learner's functions, so they
+        # keep the learner's timeout: a loop there must not cost READONLY_TIMEOUT.
+        self._setup: set[int] = set()
+        for cell in cells:
+            if cell.cell_type != "code":
+                continue
+            meta = cell.metadata.get("nbgrader", {})
+            if meta.get("solution") or meta.get("grade") or not meta.get("locked"):
+                break
+            self._setup.add(id(cell))
 
     def start(self) -> None:
         self.stop()
@@ -198,11 +211,10 @@ class _Kernel:
         self.starts += 1
 
     def timeout_of(self, cell: NotebookNode) -> int:
-        """The learner's cells get ``timeout``; the release's own read-only cells (imports, setup) get
-        at least ``READONLY_TIMEOUT``, so a slow import on a loaded machine is not blamed on a task."""
-        meta = cell.metadata.get("nbgrader", {})
-        readonly = meta.get("locked") and not meta.get("grade") and not meta.get("solution")
-        return max(self.timeout, READONLY_TIMEOUT) if readonly else self.timeout
+        """The release's read-only set-up cells (imports, data, before the first answer cell) get at
+        least ``READONLY_TIMEOUT``, so a slow import on a loaded machine is not blamed on a task;
+        every other cell gets ``timeout``."""
+        return max(self.timeout, READONLY_TIMEOUT) if id(cell) in self._setup else self.timeout
 
     def stop(self) -> None:
         if self.client is not None:

@@ -89,3 +89,23 @@ def test_tampered_submission_costs_only_the_broken_tasks(tmp_path):
     assert "ValueError: oops" in msgs["01.count_params"] and "check cell restored" in msgs["01.count_params"]
     # three kernels (start, after the timeout, after the crash): bounded by imports, not by the loop
     assert elapsed < 120, elapsed
+
+
+@pytest.mark.lesson10
+def test_a_loop_reached_from_a_release_demo_cell_costs_only_the_learner_timeout(tmp_path):
+    # Lesson 10's closing demo (a read-only release cell) calls the learner's ring functions.
+    # With a loop in ring_all_gather, the demo must time out at --timeout like the learner's own
+    # cells; only the set-up cells before the first answer get the long READONLY_TIMEOUT.
+    nb = nbformat.read(ROOT / "solutions" / "10_collectives.ipynb", as_version=4)
+    for c in nb.cells:
+        if c.metadata.get("nbgrader", {}).get("grade_id") == "answer-10_ring_all_gather":
+            c.source = c.source.replace("### BEGIN SOLUTION", "while True:\n        pass", 1)
+    nb.metadata.pop("minillm", None)
+    nbformat.write(nb, tmp_path / "10_collectives.ipynb")
+    t0 = time.perf_counter()
+    rows, code = grade_paths([tmp_path], timeout=5, echo=lambda s: None)
+    elapsed = time.perf_counter() - t0
+    got = {r.task: r.status for r in rows}
+    assert got["10.ring_all_gather"] == "timeout" and got["10.ring_reduce_scatter"] == "passed"
+    assert any("hit a timeout; it was skipped" in r.message for r in rows)  # the demo cell
+    assert elapsed < 150, elapsed  # a few kernel starts and 5 s timeouts, not 300 s for the demo
