@@ -100,7 +100,7 @@ def step_speed(out: Path) -> str:
     fpt = model.flops_per_token()
     mfu = fpt * tps / peak
     lines = [
-        f"training: {tps:,.0f} tokens/s on {torch.get_num_threads()} CPU threads (batch {B}×{T})",
+        f"training: {tps:,.0f} tokens/s on {torch.get_num_threads()} CPU thread{'s' if torch.get_num_threads() != 1 else ''} (batch {B}×{T})",
         f"MFU = FLOPs/token × tokens/s ÷ peak = {fpt:,} × {tps:,.0f} ÷ {peak / 1e9:,.0f} GFLOP/s = {mfu:.1%}",
         f"peak used: {source}",
     ]
