@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-import time
 
 import torch
 
 from benchmarks.torch_gpt import TorchGPT
+from minillm.hardware.measure import best_time
 from minillm.model import GPT, GPTConfig
 from minillm.threads import one_thread
 from minillm.train import AdamW
 
 TEACHER = GPTConfig(vocab_size=512, block_size=256, n_layer=6, n_head=4, n_embd=128)
-
-
-def _best_of(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def train_step_ratio(quick: bool = False) -> dict:
@@ -47,8 +37,8 @@ def train_step_ratio(quick: bool = False) -> dict:
     # Interleave the two so drift in machine load hits both alike.
     t_ours, t_ref = [], []
     for _ in range(2):
-        t_ours.append(_best_of(step(ours, opt_ours), repeats // 2 + 1))
-        t_ref.append(_best_of(step(ref, opt_ref), repeats // 2 + 1))
+        t_ours.append(best_time(step(ours, opt_ours), repeats // 2 + 1))
+        t_ref.append(best_time(step(ref, opt_ref), repeats // 2 + 1))
     ratio = min(t_ours) / min(t_ref)
     return {
         "name": "train step: minillm / torch.nn+torch.optim (teacher size, batch 8x256)",
@@ -64,8 +54,8 @@ def kv_cache_speedup(quick: bool = False, batch: int = 4, judged: bool = True) -
     model = GPT(TEACHER).eval()
     prompt = torch.zeros(batch, 1, dtype=torch.long)
     n = 64 if quick else 256
-    with_cache = _best_of(lambda: model.generate(prompt, n, temperature=0, use_cache=True), 1)
-    without = _best_of(lambda: model.generate(prompt, n, temperature=0, use_cache=False), 1)
+    with_cache = best_time(lambda: model.generate(prompt, n, temperature=0, use_cache=True), 1)
+    without = best_time(lambda: model.generate(prompt, n, temperature=0, use_cache=False), 1)
     speedup = without / with_cache
     judge = judged and not quick
     return {

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from minillm.model import GPT, causal_attention, next_token_probs
+from minillm.model import GPT, Linear, causal_attention, next_token_probs
 
 __all__ = ["nearest_tokens", "attention_pattern", "component_costs", "next_token_view", "layer_input"]
 
@@ -140,7 +140,7 @@ def layer_input(model: nn.Module, name: str, idx: Tensor) -> Tensor:
     try:
         layer = model.get_submodule(name)
     except AttributeError:
-        names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) or type(m).__name__ == "Linear"]
+        names = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, Linear))]
         raise ValueError(f"model has no submodule {name!r}; its linear layers are e.g. {names[:4]}") from None
     seen: list[Tensor] = []
     hook = layer.register_forward_pre_hook(lambda mod, args: seen.append(args[0]))

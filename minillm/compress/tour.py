@@ -6,18 +6,16 @@ costs and gains on this machine, and returns a markdown section. The helpers
 :func:`plot_error_histograms`) are pure data-in/data-out so the lesson and the
 benchmark reuse them.
 
-Timing on a shared machine: :func:`interleaved_best` calls every candidate once
-per round, in turn, and keeps each one's fastest call, so a burst of load from
-another process slows all candidates alike instead of whichever happened to run
-during it, and no candidate is the cold first one.
+Timing on a shared machine: :func:`minillm.hardware.measure.interleaved_best` calls
+every candidate once per round, in turn, and keeps each one's fastest call, so a burst
+of load from another process slows all candidates alike instead of whichever happened
+to run during it, and no candidate is the cold first one.
 """
 
 from __future__ import annotations
 
-import math
 import time
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -27,12 +25,12 @@ from minillm.compress.int8_gemm import cpu_int8_features
 from minillm.compress.int8_ops import Int8Linear
 from minillm.compress.qmodel import eval_loss, quantize_model, size_report
 from minillm.compress.quantize import quant_error
+from minillm.hardware.measure import interleaved_best
 from minillm.model import GPT, GPTConfig
 from minillm.threads import num_threads
 
 __all__ = [
     "load_teacher_and_data",
-    "interleaved_best",
     "time_forward",
     "time_forwards",
     "kernel_speed_table",
@@ -89,30 +87,6 @@ def load_teacher_and_data(n_calib_tokens: int = 8 * 256, val_chars: int | None =
     n = max(1, min(n_calib_tokens, train_ids.numel() - 1) // T)
     calibration = train_ids[: n * T].view(n, T)
     return {"model": model, "val_ids": val_ids, "calibration": calibration, "note": note}
-
-
-def interleaved_best(fns: dict[str, Callable[[], object]], rounds: int = 5, warmup: int = 1) -> dict[str, float]:
-    """Fastest wall-clock seconds of each zero-argument function, timed in interleaved rounds.
-
-    Every function is first called ``warmup`` times untimed (caches, allocators, lazy
-    weight packing); then each of ``rounds`` rounds calls every function once, in
-    order. Returns {name: best seconds}. Interleaving spreads a slow spell of a busy
-    machine over all candidates, and the minimum discards the calls it hit.
-    """
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 1:
-        raise ValueError(f"rounds={rounds!r} must be a positive int")
-    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
-        raise ValueError(f"warmup={warmup!r} must be an int >= 0")
-    for f in fns.values():
-        for _ in range(warmup):
-            f()
-    best = {name: math.inf for name in fns}
-    for _ in range(rounds):
-        for name, f in fns.items():
-            t = time.perf_counter()
-            f()
-            best[name] = min(best[name], time.perf_counter() - t)
-    return best
 
 
 @torch.no_grad()

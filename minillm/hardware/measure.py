@@ -41,6 +41,7 @@ from .roofline import gemm_flops_bytes, op_time
 __all__ = [
     "Measurements",
     "best_time",
+    "interleaved_best",
     "gemm_rate",
     "int8_gemm_rate",
     "copy_bandwidth",
@@ -99,6 +100,28 @@ def best_time(fn, repeats: int = 5, warmup: int = 1, clock=time.perf_counter) ->
         t0 = clock()
         fn()
         best = min(best, clock() - t0)
+    return best
+
+
+def interleaved_best(fns: dict[str, Callable[[], object]], rounds: int = 5, warmup: int = 1) -> dict[str, float]:
+    """Fastest wall-clock seconds of each zero-argument function, timed in interleaved rounds.
+
+    Every function is first called ``warmup`` times untimed (caches, allocators, lazy
+    weight packing); then each of ``rounds`` rounds calls every function once, in
+    order. Returns {name: best seconds}. Interleaving spreads a slow spell of a busy
+    machine over all candidates, and the minimum discards the calls it hit.
+    """
+    rounds = check_int("rounds", rounds)
+    warmup = check_int("warmup", warmup, minimum=0)
+    for f in fns.values():
+        for _ in range(warmup):
+            f()
+    best = {name: float("inf") for name in fns}
+    for _ in range(rounds):
+        for name, f in fns.items():
+            t = time.perf_counter()
+            f()
+            best[name] = min(best[name], time.perf_counter() - t)
     return best
 
 

@@ -5,7 +5,6 @@ import torch
 
 from minillm.compress.int8_gemm import cpu_int8_features, int8_kernel
 from minillm.compress.tour import (
-    interleaved_best,
     kernel_speed_table,
     measure_configs,
     plot_error_histograms,
@@ -49,16 +48,6 @@ def test_measure_configs_and_plot_on_a_tiny_model():
     assert all(r["latency_s"] > 0 for r in rows) and torch.get_num_threads() >= 1
     fig = plot_error_histograms({"a": torch.randn(100), "b": torch.randn(100) * 0.1})
     assert len(fig.axes) == 1
-
-
-def test_interleaved_best_warms_up_then_alternates():
-    calls = []
-    fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
-    best = interleaved_best(fns, rounds=3, warmup=2)
-    assert calls == ["a", "a", "b", "b", "c", "c"] + ["a", "b", "c"] * 3  # warm-ups, then one call each per round
-    assert set(best) == set("abc") and all(0 <= t < 1 for t in best.values())
-    with pytest.raises(ValueError, match="rounds=0"):
-        interleaved_best(fns, rounds=0)
 
 
 def test_time_forwards_times_every_model():

@@ -12,6 +12,7 @@ from minillm.hardware.measure import (
     default_cases,
     gemm_case,
     gemm_rate,
+    interleaved_best,
     num_threads,
     predict_vs_measure,
     scale_case,
@@ -150,3 +151,13 @@ def test_predict_vs_measure_on_this_machine_gives_positive_times():
 def test_bad_input_is_a_clear_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_interleaved_best_warms_up_then_alternates():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
+    best = interleaved_best(fns, rounds=3, warmup=2)
+    assert calls == ["a", "a", "b", "b", "c", "c"] + ["a", "b", "c"] * 3  # warm-ups, then one call each per round
+    assert set(best) == set("abc") and all(0 <= t < 1 for t in best.values())
+    with pytest.raises(ValueError, match="rounds=0"):
+        interleaved_best(fns, rounds=0)

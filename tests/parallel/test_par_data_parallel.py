@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from _parallel_helpers import HYPER, VARIANTS, max_abs_diff, reference_losses, reference_state, tiny_data, tiny_model, train_variant
+from _parallel_helpers import HYPER, VARIANTS, max_abs_diff, reference_state, tiny_data, tiny_model, train_variant
 
 from minillm.parallel import (
     allreduce_gradients,
@@ -24,12 +24,6 @@ from minillm.parallel import (
 pytestmark = pytest.mark.lesson11
 
 DP_VARIANTS = [v for v in VARIANTS if v[1] is None]
-
-
-@pytest.fixture(scope="module")
-def setup():
-    model, data = tiny_model(), tiny_data()
-    return model, data, reference_state(model, data), reference_losses(model, data)
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 4])

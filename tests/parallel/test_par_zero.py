@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from _parallel_helpers import HYPER, VARIANTS, max_abs_diff, reference_losses, reference_state, tiny_data, tiny_model, train_variant
+from _parallel_helpers import HYPER, VARIANTS, max_abs_diff, tiny_data, tiny_model, train_variant
 
 from minillm.model import GPTConfig
 from minillm.parallel import (
@@ -27,12 +27,6 @@ pytestmark = pytest.mark.lesson11
 
 ZERO_VARIANTS = [v for v in VARIANTS if v[1] is not None] + [("zero-0 (plain DP)", 0, 1, None), ("zero-1 + accumulation", 1, 2, None)]
 GB = 1e9
-
-
-@pytest.fixture(scope="module")
-def setup():
-    model, data = tiny_model(), tiny_data()
-    return model, data, reference_state(model, data), reference_losses(model, data)
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 4])

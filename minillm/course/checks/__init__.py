@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import io
 import json
 import linecache
 import os
