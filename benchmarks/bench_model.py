@@ -6,12 +6,12 @@ from __future__ import annotations
 import torch
 
 from benchmarks.torch_gpt import TorchGPT
-from minillm.hardware.measure import best_time
-from minillm.model import GPT, GPTConfig
+from minillm.timing import best_time
+from minillm.model import GPT
+from minillm.presets import TEACHER
 from minillm.threads import one_thread
 from minillm.train import AdamW
 
-TEACHER = GPTConfig(vocab_size=512, block_size=256, n_layer=6, n_head=4, n_embd=128)
 
 
 def train_step_ratio(quick: bool = False) -> dict:

@@ -16,7 +16,7 @@ from minillm.compress.int8_gemm import cpu_int8_features
 from minillm.compress.int8_ops import Int8Linear
 from minillm.compress.qmodel import eval_loss, quality_table, quantize_model, size_report
 from minillm.compress.tour import load_teacher_and_data
-from minillm.hardware.measure import interleaved_best
+from minillm.timing import interleaved_best
 from minillm.threads import num_threads
 from minillm.model import Linear
 

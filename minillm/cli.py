@@ -40,15 +40,11 @@ def _nonneg_float(s: str) -> float:
     return v
 
 
-PRESETS = {
-    # name: (GPTConfig fields, steps, batch size, lr)
-    "tiny": (dict(n_layer=2, n_head=2, n_embd=64, block_size=128), 300, 16, 3e-3),
-    "student": (dict(n_layer=3, n_head=2, n_embd=64, block_size=256), 1500, 16, 3e-3),
-    "teacher": (dict(n_layer=6, n_head=4, n_embd=128, block_size=256), 2000, 8, 2e-3),
-}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from minillm.presets import PRESETS
+
     p = _Parser(
         prog="minillm",
         description="minillm: a course on making large language models cheap, fast and big.",
@@ -101,8 +97,11 @@ def _train(a: argparse.Namespace) -> int:
     from minillm.train import train
     from minillm.zoo import save_checkpoint
 
-    fields, steps, batch, lr = PRESETS[a.preset]
-    fields = dict(fields)
+    from minillm.presets import PRESETS
+
+    preset = PRESETS[a.preset]
+    steps, batch, lr = preset.steps, preset.batch_size, preset.lr
+    fields = {k: getattr(preset.config, k) for k in ("n_layer", "n_head", "n_embd", "block_size")}
     for k in ("n_layer", "n_head", "n_embd", "block_size"):
         if getattr(a, k) is not None:
             fields[k] = getattr(a, k)

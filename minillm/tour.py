@@ -77,7 +77,8 @@ def step_model(out: Path) -> str:
 def step_speed(out: Path) -> str:
     from minillm import zoo
     from minillm.data import encode_splits, get_batch, load_corpus
-    from minillm.train import CPU_FP32_PEAK_NOTE, AdamW, train_step_seconds
+    from minillm.timing import train_step_seconds
+    from minillm.train import CPU_FP32_PEAK_NOTE, AdamW
 
     model, tok = zoo.load("teacher")
     model.train()

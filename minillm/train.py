@@ -14,13 +14,14 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
+from minillm.moved import moved_names
+
 __all__ = [
     "adamw_update",
     "AdamW",
     "cosine_lr",
     "clip_grad_norm_",
     "estimate_loss",
-    "train_step_seconds",
     "train",
     "CPU_FP32_PEAK_NOTE",
 ]
@@ -162,34 +163,6 @@ def estimate_loss(model: nn.Module, ids: Tensor, batch_size: int, block_size: in
     return sum(losses) / len(losses)
 
 
-def train_step_seconds(
-    model: nn.Module, x: Tensor, y: Tensor, opt=None, steps: int = 3, warmup: int = 1, progress: str | None = None
-) -> float:
-    """Median wall-clock seconds of one training step on the batch x, y [B, T].
-
-    A step is forward with loss, backward and, if ``opt`` is given, ``opt.step()``;
-    gradients are cleared before each step and after the last. The first ``warmup``
-    steps (allocators, caches) are not timed. ``progress``: a tqdm label, or None.
-    Note that with ``opt`` the model's weights change, as in training.
-    """
-    if steps < 1 or warmup < 0:
-        raise ValueError(f"steps must be >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
-    from tqdm.auto import tqdm
-
-    times = []
-    for i in tqdm(range(warmup + steps), desc=progress, leave=False, disable=progress is None):
-        model.zero_grad(set_to_none=True)
-        t = time.perf_counter()
-        _, loss = model(x, y)
-        loss.backward()
-        if opt is not None:
-            opt.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t)
-    model.zero_grad(set_to_none=True)
-    return sorted(times)[len(times) // 2]
-
-
 # Peak used for MFU on a CPU when the caller gives none. A laptop core does about
 # 2 FMA units × 8 fp32 lanes (AVX2) × 2 FLOPs × ~3 GHz ≈ 100 GFLOP/s; ``minillm
 # tour`` measures the real machine instead (minillm.hardware.measure).
@@ -289,3 +262,6 @@ def train(
         )
     model.eval()
     return hist
+
+
+__getattr__ = moved_names(__name__, {"train_step_seconds": "minillm.timing"})

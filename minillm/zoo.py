@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from minillm.model import GPT, GPTConfig
+from minillm.presets import PRESETS
 
 __all__ = ["ZooEntry", "MODELS", "load", "names", "save_checkpoint", "load_checkpoint", "build", "CheckpointError"]
 
@@ -61,18 +62,18 @@ class ZooEntry:
 MODELS: dict[str, ZooEntry] = {
     "teacher": ZooEntry(
         name="teacher",
-        config=GPTConfig(vocab_size=512, block_size=256, n_layer=6, n_head=4, n_embd=128),
-        steps=2000,
-        batch_size=8,
-        lr=2e-3,
+        config=PRESETS["teacher"].config,
+        steps=PRESETS["teacher"].steps,
+        batch_size=PRESETS["teacher"].batch_size,
+        lr=PRESETS["teacher"].lr,
         description="6 layers, 4 heads, 128 wide: the course's teacher",
     ),
     "student": ZooEntry(
         name="student",
-        config=GPTConfig(vocab_size=512, block_size=256, n_layer=3, n_head=2, n_embd=64),
-        steps=1500,
-        batch_size=16,
-        lr=3e-3,
+        config=PRESETS["student"].config,
+        steps=PRESETS["student"].steps,
+        batch_size=PRESETS["student"].batch_size,
+        lr=PRESETS["student"].lr,
         description="3 layers, 2 heads, 64 wide: a student trained from scratch",
     ),
 }

@@ -87,22 +87,3 @@ def test_clip_grad_norm_matches_torch():
     assert n1 == pytest.approx(float(n2), rel=1e-6)
     for x, y in zip(a, b):
         torch.testing.assert_close(x.grad, y.grad, atol=1e-6, rtol=1e-5)  # torch adds eps=1e-6 too
-
-
-def test_train_step_seconds_times_a_real_step_and_cleans_up():
-    from minillm.model import GPT, GPTConfig
-    from minillm.train import train_step_seconds
-
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=32, block_size=8, n_layer=1, n_head=2, n_embd=16))
-    x = torch.randint(0, 32, (2, 8), generator=torch.Generator().manual_seed(0))
-    before = [p.detach().clone() for p in model.parameters()]
-    s = train_step_seconds(model, x, x, steps=2)  # no optimizer: weights stay, gradients are cleared
-    assert s > 0
-    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
-    assert all(p.grad is None for p in model.parameters())
-    opt = AdamW(model.parameters(), lr=1e-2)
-    train_step_seconds(model, x, x, opt, steps=1, warmup=0)  # with one: a real update
-    assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
-    with pytest.raises(ValueError, match="steps must be >= 1"):
-        train_step_seconds(model, x, x, steps=0)

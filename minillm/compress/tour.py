@@ -25,8 +25,7 @@ from minillm.compress.int8_gemm import cpu_int8_features
 from minillm.compress.int8_ops import Int8Linear
 from minillm.compress.qmodel import eval_loss, quantize_model, size_report
 from minillm.compress.quantize import quant_error
-from minillm.hardware.measure import interleaved_best
-from minillm.model import GPT, GPTConfig
+from minillm.timing import interleaved_best
 from minillm.threads import num_threads
 
 __all__ = [
@@ -52,37 +51,16 @@ def load_teacher_and_data(n_calib_tokens: int = 8 * 256, val_chars: int | None =
     ``val_chars`` keeps only the start of the validation text (None: all of it),
     to save tokenizing time when only a few blocks are evaluated.
 
-    Returns {"model", "val_ids" [N], "calibration" [B, T], "note"}. If the teacher's
-    weights are not built yet (``python -m minillm.zoo build teacher``) or the data
-    module is missing, falls back to an *untrained* GPT of the teacher's shape on
-    random tokens and says so in "note" (sizes and speeds stay meaningful; losses do not).
+    Returns {"model", "val_ids" [N], "calibration" [B, T], "note"}.
     """
-    try:
-        from minillm import zoo
-        from minillm.data import load_corpus
+    from minillm import zoo
+    from minillm.data import load_corpus
 
-        model, tok = zoo.load("teacher", train_if_missing=False)
-        corpus = load_corpus()
-        val_ids = torch.tensor(tok.encode(corpus.val_text[:val_chars]), dtype=torch.long)
-        train_ids = torch.tensor(tok.encode(corpus.train_text[: 40 * n_calib_tokens]), dtype=torch.long)
-        note = "zoo teacher on the embedded validation set"
-    except (ImportError, ValueError, FileNotFoundError, AttributeError) as e:
-        cfg = GPTConfig(vocab_size=512, block_size=256, n_layer=6, n_head=4, n_embd=128)
-        try:
-            from minillm.zoo import MODELS
-
-            cfg = MODELS["teacher"].config
-        except (ImportError, KeyError, AttributeError):
-            pass
-        torch.manual_seed(0)
-        model = GPT(cfg).eval()
-        g = torch.Generator().manual_seed(0)
-        val_ids = torch.randint(0, cfg.vocab_size, (40 * cfg.block_size,), generator=g)
-        train_ids = torch.randint(0, cfg.vocab_size, (2 * n_calib_tokens,), generator=g)
-        note = (
-            f"STAND-IN: the zoo teacher is not available ({type(e).__name__}: {e}); an untrained GPT of the "
-            "teacher's shape on random tokens. Build the teacher with `python -m minillm.zoo build teacher`."
-        )
+    model, tok = zoo.load("teacher", train_if_missing=False)
+    corpus = load_corpus()
+    val_ids = torch.tensor(tok.encode(corpus.val_text[:val_chars]), dtype=torch.long)
+    train_ids = torch.tensor(tok.encode(corpus.train_text[: 40 * n_calib_tokens]), dtype=torch.long)
+    note = "zoo teacher on the embedded validation set"
     T = model.config.block_size
     n = max(1, min(n_calib_tokens, train_ids.numel() - 1) // T)
     calibration = train_ids[: n * T].view(n, T)

@@ -21,7 +21,7 @@ import math
 import re
 from dataclasses import asdict, dataclass
 
-from ._checks import check_int, check_number
+from minillm.validate import check_int, check_number
 from .devices import DTYPE_BYTES, DeviceSpec, as_device, catalog
 from .roofline import Op, gemm_op, op_time
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ._checks import check_int, check_number
+from minillm.validate import check_int, check_number
 
 __all__ = ["FPGADesign", "FPGAResult", "LayerResult", "gemm", "transformer_layer", "u280_peak", "u280_dpu"]
 

@@ -34,14 +34,14 @@ from tqdm.auto import tqdm
 
 from minillm.threads import num_threads  # also re-exported: lessons 07-08 import it from here
 
-from ._checks import check_int, check_number
+from minillm.moved import moved_names
+from minillm.timing import best_time
+from minillm.validate import check_int, check_number
 from .devices import DeviceSpec
 from .roofline import gemm_flops_bytes, op_time
 
 __all__ = [
     "Measurements",
-    "best_time",
-    "interleaved_best",
     "gemm_rate",
     "int8_gemm_rate",
     "copy_bandwidth",
@@ -84,45 +84,6 @@ class Measurements:
     @property
     def mem_bw(self) -> float:
         return max(self.copy_bw, self.triad_bw)
-
-
-def best_time(fn, repeats: int = 5, warmup: int = 1, clock=time.perf_counter) -> float:
-    """Fastest of ``repeats`` timed calls of ``fn()`` after ``warmup`` untimed ones, in seconds.
-
-    ``clock`` is wall time by default. With one torch thread, ``time.process_time`` (CPU
-    time of this process) leaves out the time slices a busy machine gives to other
-    processes; with several threads it would add their times up, so keep wall time.
-    """
-    for _ in range(warmup):
-        fn()
-    best = float("inf")
-    for _ in range(check_int("repeats", repeats)):
-        t0 = clock()
-        fn()
-        best = min(best, clock() - t0)
-    return best
-
-
-def interleaved_best(fns: dict[str, Callable[[], object]], rounds: int = 5, warmup: int = 1) -> dict[str, float]:
-    """Fastest wall-clock seconds of each zero-argument function, timed in interleaved rounds.
-
-    Every function is first called ``warmup`` times untimed (caches, allocators, lazy
-    weight packing); then each of ``rounds`` rounds calls every function once, in
-    order. Returns {name: best seconds}. Interleaving spreads a slow spell of a busy
-    machine over all candidates, and the minimum discards the calls it hit.
-    """
-    rounds = check_int("rounds", rounds)
-    warmup = check_int("warmup", warmup, minimum=0)
-    for f in fns.values():
-        for _ in range(warmup):
-            f()
-    best = {name: float("inf") for name in fns}
-    for _ in range(rounds):
-        for name, f in fns.items():
-            t = time.perf_counter()
-            f()
-            best[name] = min(best[name], time.perf_counter() - t)
-    return best
 
 
 def _repeats_for(seconds_one: float, budget_s: float, lo: int = 2, hi: int = 20) -> int:
@@ -398,3 +359,6 @@ def predict_vs_measure(
                 }
             )
     return rows
+
+
+__getattr__ = moved_names(__name__, {"interleaved_best": "minillm.timing"})

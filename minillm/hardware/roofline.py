@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import check_int, check_number
+from minillm.validate import check_int, check_number
 from .devices import DeviceSpec, as_device
 
 __all__ = [

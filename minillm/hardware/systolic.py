@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._checks import check_int
+from minillm.validate import check_int
 
 __all__ = [
     "DATAFLOWS",

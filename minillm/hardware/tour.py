@@ -5,34 +5,14 @@ from __future__ import annotations
 import pathlib
 import time
 
+from minillm.presets import TEACHER
+
 from .costs import cost_per_million_tokens, from_config, layer_ops, param_count
 from .devices import get_device
 from .measure import this_machine
 from .roofline import ridge_point
 
-__all__ = ["tour_step", "teacher_config"]
-
-#: The teacher's shape when minillm.zoo does not provide one.
-DEFAULT_TEACHER = dict(vocab_size=512, block_size=256, n_layer=6, n_head=4, n_embd=128)
-
-
-def teacher_config():
-    """The teacher's GPTConfig: ``minillm.zoo.MODELS["teacher"].config`` when the zoo has it, else the default shape.
-
-    Only the config is read; no checkpoint is loaded or trained. Returns ``(config, where)``.
-    """
-    from minillm.model import GPTConfig
-
-    try:
-        from minillm import zoo
-
-        config = zoo.MODELS["teacher"].config
-        if isinstance(config, GPTConfig):
-            return config, "minillm.zoo teacher"
-    except Exception:  # no zoo, or a zoo without a teacher entry: fall back to the course's shape
-        pass
-    return GPTConfig(**DEFAULT_TEACHER), "default teacher shape"
-
+__all__ = ["tour_step"]
 
 def _fmt(x, unit: str = "", digits: int = 3) -> str:
     if x is None:
@@ -54,7 +34,7 @@ def tour_step(out_dir: pathlib.Path, quick: bool = True) -> str:
     me = this_machine(quick=quick, progress=True)
     measured_s = time.perf_counter() - t0
     h100, tpu = get_device("h100"), get_device("tpu-v5e")
-    config, where = teacher_config()
+    config = TEACHER
     shape = from_config(config)
     ops = layer_ops(shape, batch=1, seq_len=config.block_size, bytes_per_elem=4)  # fp32 on this machine
     fig = plot_roofline([(me, "fp32"), (h100, "bf16"), (tpu, "bf16")], ops=ops, title="This machine, an H100 and a TPU v5e")
@@ -77,7 +57,7 @@ def tour_step(out_dir: pathlib.Path, quick: bool = True) -> str:
         "",
         f"![roofline]({png.name})",
         "",
-        f"Teacher ({where}: {config.n_layer} layers, width {config.n_embd}, {param_count(shape, non_embedding=True):,} non-embedding parameters): "
+        f"Teacher ({config.n_layer} layers, width {config.n_embd}, {param_count(shape, non_embedding=True):,} non-embedding parameters): "
         f"cost to generate one million tokens by decoding, batch {batch}, context {context}. Roofline lower "
         "bounds; a model this small is really limited by kernel-launch overhead. Dollars use *illustrative* "
         "rental prices from the device catalog.",

@@ -7,12 +7,10 @@ import torch
 
 from minillm.hardware import DeviceSpec
 from minillm.hardware.measure import (
-    best_time,
     copy_bandwidth,
     default_cases,
     gemm_case,
     gemm_rate,
-    interleaved_best,
     num_threads,
     predict_vs_measure,
     scale_case,
@@ -57,7 +55,6 @@ def test_this_machine_is_cached(me):
 def test_microbenchmark_helpers_are_positive():
     assert gemm_rate(64, budget_s=0.01) > 0
     assert copy_bandwidth(1 << 16, repeats=2) > 0 and triad_bandwidth(1 << 16, repeats=2) > 0
-    assert best_time(lambda: None, repeats=3) >= 0
 
 
 def test_num_threads_restores_the_setting():
@@ -143,7 +140,6 @@ def test_predict_vs_measure_on_this_machine_gives_positive_times():
     [
         (lambda: gemm_rate(0), "n=0"),
         (lambda: copy_bandwidth(-5), "n_elems=-5"),
-        (lambda: best_time(lambda: None, repeats=0), "repeats=0"),
         (lambda: gemm_case("bad", 0, 4, 4), "M=0"),
         (lambda: predict_vs_measure(TOY, [], budget_s=0.0), "budget_s"),
     ],
@@ -151,13 +147,3 @@ def test_predict_vs_measure_on_this_machine_gives_positive_times():
 def test_bad_input_is_a_clear_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
-
-
-def test_interleaved_best_warms_up_then_alternates():
-    calls = []
-    fns = {name: (lambda name=name: calls.append(name)) for name in "abc"}
-    best = interleaved_best(fns, rounds=3, warmup=2)
-    assert calls == ["a", "a", "b", "b", "c", "c"] + ["a", "b", "c"] * 3  # warm-ups, then one call each per round
-    assert set(best) == set("abc") and all(0 <= t < 1 for t in best.values())
-    with pytest.raises(ValueError, match="rounds=0"):
-        interleaved_best(fns, rounds=0)

@@ -2,16 +2,9 @@
 
 import pytest
 
-from minillm.hardware.tour import DEFAULT_TEACHER, teacher_config, tour_step
+from minillm.hardware.tour import tour_step
 
 pytestmark = pytest.mark.lesson07
-
-
-def test_teacher_config_has_a_shape():
-    cfg, where = teacher_config()
-    assert cfg.n_layer >= 1 and where
-    if where == "default teacher shape":
-        assert cfg.to_dict()["n_embd"] == DEFAULT_TEACHER["n_embd"]
 
 
 def test_tour_step_writes_a_roofline_and_a_table(tmp_path):

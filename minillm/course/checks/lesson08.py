@@ -165,7 +165,10 @@ def check_cheapest_device(fn) -> None:
     from minillm.hardware import get_device
     from minillm.hardware.costs import ModelShape
 
-    teacher = ModelShape(n_layer=6, d_model=128, n_head=4, vocab_size=512, n_positions=256, name="teacher")
+    from minillm.hardware.costs import from_config
+    from minillm.presets import TEACHER
+
+    teacher = from_config(TEACHER, name="teacher")
     gpus_tpus = ["h100", "a100", "tpu-v5e", "xeon-8480"]
     everything = ["groq-lpu", "alveo-u280", "xeon-8480", "tpu-v6e", "tpu-v5p", "tpu-v5e", "tpu-v4", "b200", "h200", "h100", "a100"]
     # (model, devices, batch, context, deadline): a loose deadline, where the cheapest is not the

@@ -53,10 +53,10 @@ def _expect(got, expected: float, *, what: str, hint: str, diagnose: dict[str, f
 def _shapes():
     """Published shapes (MHA, GQA, MQA with head_dim != d_model/heads), the teacher, and seeded random ones."""
     from minillm.hardware.costs import ModelShape, from_config, get_model
-    from minillm.model import GPTConfig
+    from minillm.presets import TEACHER
 
     shapes = [get_model(n) for n in ("llama2-70b", "llama2-7b", "palm-540b", "llama3-8b")]
-    shapes.append(from_config(GPTConfig(vocab_size=512, block_size=256, n_layer=6, n_head=4, n_embd=128)))
+    shapes.append(from_config(TEACHER))
     rng = random.Random(9)
     for _ in range(3):
         kv = rng.choice([1, 2, 4])
