@@ -10,3 +10,7 @@ The package is flat and readable, one concept per file:
 """
 
 __version__ = "0.1.0"
+
+from minillm.moved import install_module_redirects as _install_module_redirects
+
+_install_module_redirects()  # old module paths fail with a message naming their new home

@@ -61,3 +61,11 @@ def test_moved_names_say_where_they_went():
         from minillm.hardware.measure import interleaved_best  # noqa: F401
     with pytest.raises(ImportError, match="minillm.timing"):
         from minillm.train import train_step_seconds  # noqa: F401
+
+
+def test_a_moved_module_names_its_new_home(monkeypatch):
+    from minillm import moved
+
+    monkeypatch.setitem(moved.MOVED_MODULES, "minillm.no_such_old_module", "use minillm.timing instead")
+    with pytest.raises(ImportError, match="use minillm.timing instead"):
+        import minillm.no_such_old_module  # noqa: F401
