@@ -14,7 +14,8 @@ from torch import nn
 
 from minillm.compress.int8_gemm import cpu_int8_features
 from minillm.compress.int8_ops import Int8Linear
-from minillm.compress.qmodel import eval_loss, quality_table, quantize_model, size_report
+from minillm.compress.qmodel import quality_table, quantize_model, size_report
+from minillm.evaluate import evaluate_loss
 from minillm.compress.tour import load_teacher_and_data
 from minillm.timing import interleaved_best
 from minillm.threads import num_threads
@@ -118,8 +119,8 @@ def teacher_rows(quick: bool) -> list[dict]:
             {"ours": lambda: ours(idx), "ao": lambda: ao(idx), "fp": lambda: model(idx), "ref": lambda: ref(idx)},
             2 if quick else 10,  # ~70 ms forwards on a shared CPU: more repeats, steadier minima
         )
-        loss_ours = eval_loss(ours, val_ids, batch_size=8, max_batches=max_batches)
-        loss_ao = eval_loss(ao, val_ids, batch_size=8, max_batches=max_batches)
+        loss_ours = evaluate_loss(ours, val_ids, batch_size=8, n_batches=max_batches)
+        loss_ao = evaluate_loss(ao, val_ids, batch_size=8, n_batches=max_batches)
         kernel = next(m.kernel for m in ours.modules() if isinstance(m, Int8Linear))
         table = quality_table(
             model, val_ids,

@@ -42,6 +42,8 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from minillm.moved import moved_names
+
 __all__ = [
     "Story",
     "FactQuestion",
@@ -49,8 +51,6 @@ __all__ = [
     "generate_stories",
     "load_corpus",
     "fact_recall_task",
-    "answer_logprobs",
-    "accuracy",
     "chance_accuracy",
     "load_text",
     "encode_splits",
@@ -379,163 +379,6 @@ def chance_accuracy(questions: Sequence[FactQuestion]) -> float:
     return sum(1.0 / len(q.choices) for q in questions) / len(questions)
 
 
-# --------------------------------------------------------------------------- scoring
-
-
-def _device_of(model) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except (StopIteration, AttributeError):
-        return torch.device("cpu")
-
-
-def _log_softmax(logits: Tensor) -> Tensor:
-    """[..., V] -> [..., V] log-probabilities, ``x - logsumexp(x)`` (stable in float32)."""
-    logits = logits.float()
-    return logits - torch.logsumexp(logits, dim=-1, keepdim=True)
-
-
-def _tokenize_questions(tokenizer, questions: Sequence[FactQuestion], block: int):
-    """Per question: (prompt ids cropped from the left, [choice ids]).
-
-    The prompt keeps its last ``block - (A - 1)`` tokens, A the longest choice, so
-    every prompt + choice (minus its last token, which is only a target) fits in
-    ``block_size``; the crop is the same for every choice, so they compete fairly.
-    """
-    out = []
-    for q in questions:
-        if not q.choices:
-            raise ValueError(f"question {q.question!r} has no choices; give it at least two")
-        chs = [tokenizer.encode(c) for c in q.choices]
-        if min(len(c) for c in chs) == 0:
-            raise ValueError(f"question {q.question!r} has an empty choice; every choice needs at least one token")
-        A = max(len(c) for c in chs)
-        keep = block - (A - 1)
-        if keep < 1:
-            raise ValueError(
-                f"a choice of {q.question!r} is {A} tokens, too long for block_size={block}; use a longer block"
-            )
-        p = tokenizer.encode(q.prompt)[-keep:]
-        if not p:
-            raise ValueError(f"question {q.question!r} has an empty prompt; give it a context and a question")
-        out.append((p, chs))
-    return out
-
-
-def _pad(rows: list[list[int]]) -> Tensor:
-    """Right-pad lists of ids with 0 into [B, T_max]; causal attention keeps real positions exact."""
-    idx = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long)
-    for i, r in enumerate(rows):
-        idx[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-    return idx
-
-
-def _scores_rows(model, toks, batch_size: int, device) -> list[list[float]]:
-    """Reference path, any model: one row = prompt + choice, rows batched ``batch_size`` at a time."""
-    rows = [(qi, ci, p + c, len(c)) for qi, (p, chs) in enumerate(toks) for ci, c in enumerate(chs)]
-    out = [[0.0] * len(chs) for _, chs in toks]
-    order = sorted(range(len(rows)), key=lambda r: len(rows[r][2]))  # similar lengths together: less padding
-    for start in range(0, len(order), batch_size):
-        batch = [rows[r] for r in order[start : start + batch_size]]
-        idx = _pad([b[2] for b in batch]).to(device)
-        logits, _ = model(idx[:, :-1])  # position t predicts token t+1
-        logp = _log_softmax(logits).gather(-1, idx[:, 1:].unsqueeze(-1)).squeeze(-1)  # [B, T-1]
-        mask = torch.zeros_like(logp)
-        for i, (_, _, ids, n_a) in enumerate(batch):
-            mask[i, len(ids) - n_a - 1 : len(ids) - 1] = 1.0  # only the choice tokens count
-        for (qi, ci, _, _), sc in zip(batch, (logp * mask).sum(dim=1).tolist()):
-            out[qi][ci] = sc
-    return out
-
-
-def _scores_cached(model, toks, batch_size: int, device) -> list[list[float]]:
-    """Fast path for a minillm GPT: each prompt runs once, its choices reuse its KV cache.
-
-    Prompts go ``batch_size`` at a time (right-padded; the keys and values of the
-    real positions are exact because attention is causal). Then, per question, the
-    cache rows of that prompt are sliced to its length, shared by all its choices,
-    and only the choice tokens run. About n_choices times less compute than
-    :func:`_scores_rows`, with the same result up to float rounding.
-    """
-    from minillm.model import KVCache
-
-    n_layer = model.config.n_layer
-    out = [[0.0] * len(chs) for _, chs in toks]
-    order = sorted(range(len(toks)), key=lambda q: len(toks[q][0]))
-    for start in range(0, len(order), batch_size):
-        qs = order[start : start + batch_size]
-        cache = KVCache(n_layer)
-        logits, _ = model(_pad([toks[q][0] for q in qs]).to(device), cache=cache)
-        for row, q in enumerate(qs):
-            p, chs = toks[q]
-            L = len(p)
-            first = _log_softmax(logits[row, L - 1])  # [V]: the first choice token given the prompt
-            scores = [float(first[c[0]]) for c in chs]
-            A = max(len(c) for c in chs)
-            if A > 1:
-                sub = KVCache(n_layer)
-                n = len(chs)
-                sub.k = [k[row : row + 1, :, :L].expand(n, -1, -1, -1) for k in cache.k]
-                sub.v = [v[row : row + 1, :, :L].expand(n, -1, -1, -1) for v in cache.v]
-                inp = _pad([c[:-1] or [0] for c in chs])[:, : A - 1].to(device)  # [n, A-1]
-                lg, _ = model(inp, cache=sub)
-                logp = _log_softmax(lg)  # [n, A-1, V]: position t predicts choice token t+1
-                for j, c in enumerate(chs):
-                    for t in range(1, len(c)):
-                        scores[j] += float(logp[j, t - 1, c[t]])
-            out[q] = scores
-    return out
-
-
-@torch.no_grad()
-def answer_logprobs(
-    model, tokenizer, questions: Sequence[FactQuestion], batch_size: int = 32, use_cache: bool | None = None
-) -> list[list[float]]:
-    """Log-likelihood of every choice given its prompt.
-
-    ``out[i][j] = sum_t log p(choice_j token t | prompt_i, earlier choice tokens)``:
-    the choice's tokens are scored after ``encode(prompt)``, which is cropped from the
-    left to fit ``model.config.block_size``. ``model(idx) -> (logits [B, T, V], loss)``
-    runs under ``no_grad`` in eval mode (its mode is restored afterwards).
-
-    ``use_cache=None`` takes the KV-cache fast path for a minillm GPT and the plain
-    batched path for any other model; both give the same numbers up to float rounding.
-    """
-    _check_int("batch_size", batch_size, 1)
-    if not hasattr(model, "config") or not hasattr(model.config, "block_size"):
-        raise TypeError(f"model must have .config.block_size like minillm.model.GPT, got {type(model).__name__}")
-    if use_cache is None:
-        from minillm.model import GPT
-
-        use_cache = isinstance(model, GPT)
-    toks = _tokenize_questions(tokenizer, questions, model.config.block_size)
-    was_training = model.training
-    model.eval()
-    try:
-        fn = _scores_cached if use_cache else _scores_rows
-        return fn(model, toks, batch_size, _device_of(model))
-    finally:
-        model.train(was_training)
-
-
-def accuracy(
-    model, tokenizer, questions: Sequence[FactQuestion], batch_size: int = 32, max_questions: int | None = None
-) -> float:
-    """Fraction of questions whose right answer gets the highest log-likelihood.
-
-    Multiple choice by log-likelihood, as in lm-evaluation-harness (Gao et al. 2021):
-    the sum of the choice's token log-probs given the prompt; ties go to the first
-    choice. Chance level is :func:`chance_accuracy`.
-    """
-    if max_questions is not None:
-        questions = list(questions)[:max_questions]
-    if not questions:
-        raise ValueError("questions is empty; pass fact_recall_task(...) or a list of FactQuestion")
-    scores = answer_logprobs(model, tokenizer, questions, batch_size)
-    correct = sum(int(max(range(len(s)), key=s.__getitem__) == q.label) for s, q in zip(scores, questions))
-    return correct / len(questions)
-
-
 # --------------------------------------------------------------------------- user text
 
 
@@ -635,3 +478,6 @@ def unigram_loss(train_ids: Tensor, val_ids: Tensor, vocab_size: int) -> float:
     counts = torch.bincount(train_ids, minlength=vocab_size).double()
     logp = torch.log(counts + 1.0) - math.log(train_ids.numel() + vocab_size)
     return float(-logp[val_ids].mean())
+
+
+__getattr__ = moved_names(__name__, {"answer_logprobs": "minillm.evaluate", "accuracy": "minillm.evaluate"})

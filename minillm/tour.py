@@ -36,15 +36,15 @@ def _bar_chart(parts: dict[str, int], path: Path) -> None:
 def step_model(out: Path) -> str:
     from minillm import zoo
     from minillm.explain import component_costs
-    from minillm.data import accuracy, chance_accuracy, encode_splits, fact_recall_task, load_corpus, unigram_loss
-    from minillm.train import estimate_loss
+    from minillm.data import chance_accuracy, encode_splits, fact_recall_task, load_corpus, unigram_loss
+    from minillm.evaluate import accuracy, evaluate_loss
 
     t0 = time.perf_counter()
     model, tok = zoo.load("teacher")
     corpus = load_corpus()
     train_ids, val_ids = encode_splits(corpus, tok)
     c = model.config
-    val = estimate_loss(model, val_ids, 16, c.block_size, n_batches=4)
+    val = evaluate_loss(model, val_ids, 16, block_size=c.block_size, n_batches=4, random_windows=True)
     uni = unigram_loss(train_ids, val_ids, tok.vocab_size)
     questions = fact_recall_task(100)
     acc = accuracy(model, tok, questions)

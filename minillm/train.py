@@ -14,6 +14,7 @@ from typing import Callable, Iterable
 import torch
 from torch import Tensor, nn
 
+from minillm.evaluate import evaluate_loss
 from minillm.moved import moved_names
 
 __all__ = [
@@ -21,7 +22,6 @@ __all__ = [
     "AdamW",
     "cosine_lr",
     "clip_grad_norm_",
-    "estimate_loss",
     "train",
     "CPU_FP32_PEAK_NOTE",
 ]
@@ -147,22 +147,6 @@ def clip_grad_norm_(params: Iterable[Tensor], max_norm: float) -> float:
     return float(total)
 
 
-@torch.no_grad()
-def estimate_loss(model: nn.Module, ids: Tensor, batch_size: int, block_size: int, n_batches: int = 8, seed: int = 0) -> float:
-    """Mean loss over ``n_batches`` fixed, seeded random windows of ``ids`` [N]."""
-    from minillm.data import get_batch
-
-    was = model.training
-    model.eval()
-    g = torch.Generator().manual_seed(seed)
-    losses = []
-    for _ in range(n_batches):
-        x, y = get_batch(ids, batch_size, block_size, generator=g)
-        losses.append(model(x, y)[1].item())
-    model.train(was)
-    return sum(losses) / len(losses)
-
-
 # Peak used for MFU on a CPU when the caller gives none. A laptop core does about
 # 2 FMA units × 8 fp32 lanes (AVX2) × 2 FLOPs × ~3 GHz ≈ 100 GFLOP/s; ``minillm
 # tour`` measures the real machine instead (minillm.hardware.measure).
@@ -237,7 +221,7 @@ def train(
         last = step == steps - 1
         if val_ids is not None and eval_every and (step % eval_every == 0 or last):
             te = time.perf_counter()
-            vl = estimate_loss(model, val_ids, batch_size, block_size, eval_batches)
+            vl = evaluate_loss(model, val_ids, batch_size, block_size=block_size, n_batches=eval_batches, random_windows=True)
             hist["val_step"].append(step)
             hist["val_loss"].append(vl)
             bar.set_postfix(loss=f"{hist['loss'][-1]:.3f}", val=f"{vl:.3f}")
@@ -264,4 +248,4 @@ def train(
     return hist
 
 
-__getattr__ = moved_names(__name__, {"train_step_seconds": "minillm.timing"})
+__getattr__ = moved_names(__name__, {"train_step_seconds": "minillm.timing", "estimate_loss": "minillm.evaluate (as evaluate_loss)"})

@@ -253,8 +253,9 @@ def build(name: str, out_dir: str | os.PathLike = WEIGHTS_DIR, progress: bool = 
     gives the same bits.
     """
     from minillm.data import encode_splits, fact_recall_task, load_corpus, unigram_loss
-    from minillm.data import accuracy as fact_accuracy
-    from minillm.train import estimate_loss, train
+    from minillm.evaluate import accuracy as fact_accuracy
+    from minillm.evaluate import evaluate_loss
+    from minillm.train import train
 
     entry = _entry(name)
     if True:
@@ -278,7 +279,7 @@ def build(name: str, out_dir: str | os.PathLike = WEIGHTS_DIR, progress: bool = 
         path = save_checkpoint(Path(out_dir) / f"{name}.pt", model, tok, meta={"recipe": entry.name})
         # Measure what was shipped (the float16-rounded weights), not the float32 in memory.
         model, tok, _ = load_checkpoint(path)
-        val = estimate_loss(model, val_ids, 16, entry.config.block_size, n_batches=16)
+        val = evaluate_loss(model, val_ids, 16, block_size=entry.config.block_size, n_batches=16, random_windows=True)
         acc = fact_accuracy(model, tok, fact_recall_task(200))
         uni = unigram_loss(train_ids, val_ids, tok.vocab_size)
         print(

@@ -8,14 +8,13 @@ import torch
 from torch import nn
 
 from minillm import data
+from minillm.evaluate import accuracy, answer_logprobs
 from minillm.data import (
     COLORS,
     LOCATIONS,
     N_CHOICES,
     Corpus,
     FactQuestion,
-    accuracy,
-    answer_logprobs,
     chance_accuracy,
     encode_splits,
     fact_recall_task,

@@ -33,9 +33,10 @@ from torch import Tensor, nn
 from minillm.compress.int4 import WeightOnlyLinear
 from minillm.compress.int8_ops import Int8Linear, LLMInt8Linear
 from minillm.compress.smoothquant import collect_act_absmax, smooth_model
+from minillm.evaluate import evaluate_loss
 from minillm.model import Linear
 
-__all__ = ["linear_sites", "quantize_model", "size_report", "eval_loss", "quality_table"]
+__all__ = ["linear_sites", "quantize_model", "size_report", "quality_table"]
 
 WEIGHT_BITS = {f"int{b}": b for b in range(2, 9)}  # "int2" .. "int8"
 WEIGHTS = tuple(WEIGHT_BITS) + (None,)
@@ -203,33 +204,6 @@ def size_report(model: nn.Module) -> dict:
 
 
 @torch.no_grad()
-def eval_loss(model: nn.Module, ids: Tensor, batch_size: int = 8, max_batches: int | None = None) -> float:
-    """Mean next-token cross-entropy of ``model`` over ``ids`` [N] cut into non-overlapping blocks.
-
-    Each block holds ``block_size`` inputs and the next token of each as target.
-    ``max_batches`` caps the work (None: all full blocks).
-    """
-    if not isinstance(ids, Tensor) or ids.dim() != 1 or ids.is_floating_point():
-        raise ValueError(f"ids must be a 1-D tensor of token ids, got {getattr(ids, 'shape', type(ids).__name__)}")
-    T = model.config.block_size
-    n = (ids.numel() - 1) // T
-    if n == 0:
-        raise ValueError(f"ids has {ids.numel()} tokens; need at least block_size + 1 = {T + 1}")
-    x = ids[: n * T].view(n, T).long()
-    y = ids[1 : n * T + 1].view(n, T).long()
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for i, start in enumerate(range(0, n, batch_size)):
-        if max_batches is not None and i >= max_batches:
-            break
-        _, loss = model(x[start : start + batch_size], y[start : start + batch_size])
-        k = x[start : start + batch_size].numel()
-        total, count = total + float(loss) * k, count + k
-    model.train(was_training)
-    return total / count
-
-
 def quality_table(
     model: nn.Module,
     val_ids: Tensor,
@@ -271,7 +245,7 @@ def quality_table(
             m = quantize_model(model, **kwargs)
         else:
             m = model
-        loss = eval_loss(m, val_ids, max_batches=max_batches)
+        loss = evaluate_loss(m, val_ids, n_batches=max_batches)
         base = loss if base is None else base
         size = size_report(m)
         rows.append(

@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 from minillm.compress.int8_gemm import cpu_int8_features
 from minillm.compress.int8_ops import Int8Linear
-from minillm.compress.qmodel import eval_loss, quantize_model, size_report
+from minillm.compress.qmodel import quantize_model, size_report
+from minillm.evaluate import evaluate_loss
 from minillm.compress.quantize import quant_error
 from minillm.timing import interleaved_best
 from minillm.threads import num_threads
@@ -245,7 +246,7 @@ def _measure_one(m: nn.Module, name: str, val_ids: Tensor, max_batches: int) -> 
         "linear_MB": size["linear_weight_bytes"] / 1e6,
         "total_MB": size["total_bytes"] / 1e6,
         "linear_ratio": size["linear_weight_ratio"],
-        "val_loss": eval_loss(m, val_ids, batch_size=8, max_batches=max_batches),
+        "val_loss": evaluate_loss(m, val_ids, batch_size=8, n_batches=max_batches),
     }
 
 
