@@ -1,0 +1,177 @@
+"""Pipeline parallelism: the GPT cut into stages, one per rank, running a schedule.
+
+Huang et al. 2019 (GPipe, arXiv:1811.06965); Narayanan et al. 2021 (1F1B and
+interleaving, arXiv:2104.04473). The schedules themselves live in
+:mod:`minillm.parallel.pp_schedule`.
+
+- :func:`split_into_stages` cuts a minillm GPT into contiguous blocks. Stage 0 also holds
+  the embeddings, the last stage the final LayerNorm and the head. Parameter names stay
+  the single-device model's ("h.3.ln_1.weight"), so stages compare with it directly.
+- :func:`pipeline_train_step` runs one stage's schedule: it receives activations from the
+  previous stage and sends its own to the next (forward), and receives gradients from
+  the next stage and sends its input's gradient back (backward), with ``isend``/``irecv``
+  so that neighbours sending to each other at the same moment cannot deadlock. The loss
+  of every micro-batch is divided by m, so the accumulated gradients are the full
+  batch's mean-loss gradients.
+- The head shares its weight with the token embedding (GPT-2's tying). With more than
+  one stage the first and the last stage each keep a copy; after the backward pass they
+  exchange and add their gradients, so both copies take the same optimizer step and
+  stay equal (as Megatron-LM does with an all-reduce over the embedding group).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from minillm.model import GPT
+from minillm.validate import check_int
+
+from .comm import Comm
+from .pp_schedule import SCHEDULES, bubble_fraction, pipeline_schedule, schedule_timeline
+
+__all__ = [
+    "PipelineStage",
+    "split_into_stages",
+    "pipeline_train_step",
+    "pipeline_schedule",
+    "bubble_fraction",
+    "schedule_timeline",
+    "SCHEDULES",
+]
+
+
+class PipelineStage(nn.Module):
+    """Blocks ``first_block … first_block + n − 1`` of a GPT, plus the embeddings and/or the head.
+
+    forward: ids [B, T] (first stage) or activations [B, T, C] -> activations [B, T, C], or
+    logits [B, T, V] on the last stage.
+    """
+
+    def __init__(self, model: GPT, blocks: range, is_first: bool, is_last: bool) -> None:
+        super().__init__()
+        self.config, self.is_first, self.is_last = model.config, is_first, is_last
+        if is_first:
+            self.wte, self.wpe = copy.deepcopy(model.wte), copy.deepcopy(model.wpe)
+        self.h = nn.ModuleDict({str(i): copy.deepcopy(model.h[i]) for i in blocks})
+        if is_last:
+            self.ln_f = copy.deepcopy(model.ln_f)
+            self.lm_head = copy.deepcopy(model.lm_head)
+            if is_first and model.config.tie_weights:
+                self.lm_head.weight = self.wte.weight  # one stage: keep the tie
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.is_first:
+            T = x.shape[1]
+            x = self.wte(x.long()) + self.wpe(torch.arange(T, device=x.device))
+        for block in self.h.values():
+            x = block(x)
+        if self.is_last:
+            x = self.lm_head(self.ln_f(x))
+        return x
+
+
+def split_into_stages(model: GPT, n_stages: int, balance: Sequence[int] | None = None) -> list[PipelineStage]:
+    """Cut ``model`` into ``n_stages`` contiguous stages (copies; ``model`` is unchanged).
+
+    ``balance``: blocks per stage (summing to n_layer); default as even as possible, the
+    later stages taking the extra blocks (stage 0 also runs the embeddings).
+    """
+    p = check_int("n_stages", n_stages)
+    L = model.config.n_layer
+    if balance is None:
+        if L < p:
+            raise ValueError(f"n_layer={L} is too few for {p} stages: every stage needs at least one block")
+        balance = [L // p + (1 if s >= p - L % p else 0) for s in range(p)]
+    balance = [check_int("balance entry", b) for b in balance]
+    if len(balance) != p or sum(balance) != L:
+        raise ValueError(f"balance={list(balance)} must have {p} entries (one per stage) that sum to n_layer={L}")
+    stages, start = [], 0
+    for s, n in enumerate(balance):
+        stages.append(PipelineStage(model, range(start, start + n), s == 0, s == p - 1))
+        start += n
+    return stages
+
+
+def _sync_tied_embedding(stage: PipelineStage, comm: Comm) -> None:
+    """First and last stage add each other's gradient of the tied embedding/head weight."""
+    p = comm.world_size
+    if p == 1 or not stage.config.tie_weights or not (stage.is_first or stage.is_last):
+        return
+    w = stage.wte.weight if stage.is_first else stage.lm_head.weight
+    mine = w.grad if w.grad is not None else torch.zeros_like(w)
+    theirs = torch.empty_like(mine)
+    peer = p - 1 if stage.is_first else 0
+    work = comm.isend(mine.clone(), peer)
+    comm.irecv(theirs, peer).wait()
+    work.wait()
+    w.grad = mine + theirs if stage.is_first else theirs + mine  # the same order on both: identical sums
+
+
+def pipeline_train_step(
+    stage: PipelineStage,
+    comm: Comm,
+    micro_batches: Sequence[tuple[Tensor, Tensor]],
+    schedule: Sequence[tuple],
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+) -> float:
+    """Run one training step's forwards and backwards on this stage; returns the mean loss.
+
+    comm: the pipeline group, rank r running stage r. micro_batches: every micro-batch
+    (x [b, T], y [b, T]), the same list on every rank (the first stage reads x, the last
+    y). schedule: this stage's actions from :func:`pipeline_schedule` ("gpipe" or
+    "1f1b"). loss_fn(logits, y) -> scalar. Gradients accumulate in the stage's
+    parameters (call the optimizer afterwards); the mean loss over micro-batches is
+    broadcast from the last stage, so every rank returns it.
+    """
+    r, p, m = comm.rank, comm.world_size, len(micro_batches)
+    if any(len(a) != 2 for a in schedule):
+        raise ValueError("pipeline_train_step runs one chunk per stage: use the 'gpipe' or '1f1b' schedule")
+    fwd = sorted(i for op, i in schedule if op == "F")
+    if fwd != list(range(m)) or sorted(i for op, i in schedule if op == "B") != fwd:
+        raise ValueError(
+            f"rank {r}: the schedule must run every one of the {m} micro-batches once forward and once backward; "
+            "build it with pipeline_schedule(kind, n_stages, len(micro_batches), stage)"
+        )
+    C = stage.config.n_embd
+    inputs: dict[int, Tensor] = {}
+    outputs: dict[int, Tensor] = {}
+    pending = []  # isend Works: their buffers must live until they complete
+    total = torch.zeros(())
+    for op, i in schedule:
+        x, y = micro_batches[i]
+        act_shape = (*x.shape, C)
+        if op == "F":
+            if stage.is_first:
+                inp = x
+            else:
+                inp = torch.empty(act_shape)
+                comm.irecv(inp, r - 1).wait()
+                inp.requires_grad_(True)
+            out = stage(inp)
+            if stage.is_last:
+                loss = loss_fn(out, y) / m
+                total += loss.detach()
+                out = loss
+            else:
+                pending.append(comm.isend(out.detach().contiguous(), r + 1))
+            inputs[i], outputs[i] = inp, out
+        else:
+            out = outputs.pop(i)
+            if stage.is_last:
+                out.backward()
+            else:
+                grad = torch.empty(act_shape)
+                comm.irecv(grad, r + 1).wait()
+                out.backward(grad)
+            inp = inputs.pop(i)
+            if not stage.is_first:
+                pending.append(comm.isend(inp.grad.contiguous(), r - 1))
+    for work in pending:
+        work.wait()
+    _sync_tied_embedding(stage, comm)
+    comm.broadcast(total, src=p - 1)
+    return float(total)
