@@ -36,6 +36,7 @@ from .pp_schedule import SCHEDULES, bubble_fraction, pipeline_schedule, schedule
 __all__ = [
     "PipelineStage",
     "split_into_stages",
+    "interleaved_chunks",
     "pipeline_train_step",
     "pipeline_schedule",
     "bubble_fraction",
@@ -96,23 +97,33 @@ def split_into_stages(model: GPT, n_stages: int, balance: Sequence[int] | None =
     return stages
 
 
-def _sync_tied_embedding(stage: PipelineStage, comm: Comm) -> None:
+def interleaved_chunks(model: GPT, n_stages: int, n_virtual: int) -> list[list[PipelineStage]]:
+    """For interleaved 1F1B: cut ``model`` into ``n_stages · n_virtual`` stages; rank r holds
+    virtual stages r, r + p, r + 2p, … (its chunks, in order). Returns one list per rank."""
+    p, v = check_int("n_stages", n_stages), check_int("n_virtual", n_virtual)
+    stages = split_into_stages(model, p * v)
+    return [[stages[c * p + r] for c in range(v)] for r in range(p)]
+
+
+def _sync_tied_embedding(chunks: list[PipelineStage], comm: Comm) -> None:
     """First and last stage add each other's gradient of the tied embedding/head weight."""
     p = comm.world_size
-    if p == 1 or not stage.config.tie_weights or not (stage.is_first or stage.is_last):
+    first = next((c for c in chunks if c.is_first), None)
+    last = next((c for c in chunks if c.is_last), None)
+    if p == 1 or not chunks[0].config.tie_weights or (first is None and last is None):
         return
-    w = stage.wte.weight if stage.is_first else stage.lm_head.weight
+    w = first.wte.weight if first is not None else last.lm_head.weight
     mine = w.grad if w.grad is not None else torch.zeros_like(w)
     theirs = torch.empty_like(mine)
-    peer = p - 1 if stage.is_first else 0
+    peer = p - 1 if first is not None else 0
     work = comm.isend(mine.clone(), peer)
     comm.irecv(theirs, peer).wait()
     work.wait()
-    w.grad = mine + theirs if stage.is_first else theirs + mine  # the same order on both: identical sums
+    w.grad = mine + theirs if first is not None else theirs + mine  # the same order on both: identical sums
 
 
 def pipeline_train_step(
-    stage: PipelineStage,
+    stage: PipelineStage | Sequence[PipelineStage],
     comm: Comm,
     micro_batches: Sequence[tuple[Tensor, Tensor]],
     schedule: Sequence[tuple],
@@ -120,58 +131,64 @@ def pipeline_train_step(
 ) -> float:
     """Run one training step's forwards and backwards on this stage; returns the mean loss.
 
-    comm: the pipeline group, rank r running stage r. micro_batches: every micro-batch
-    (x [b, T], y [b, T]), the same list on every rank (the first stage reads x, the last
-    y). schedule: this stage's actions from :func:`pipeline_schedule` ("gpipe" or
-    "1f1b"). loss_fn(logits, y) -> scalar. Gradients accumulate in the stage's
-    parameters (call the optimizer afterwards); the mean loss over micro-batches is
-    broadcast from the last stage, so every rank returns it.
+    comm: the pipeline group, rank r running stage r. stage: this rank's
+    :class:`PipelineStage`, or under interleaving its list of chunks
+    (:func:`interleaved_chunks`). micro_batches: every micro-batch (x [b, T], y [b, T]),
+    the same list on every rank (the first stage reads x, the last y). schedule: this
+    rank's actions from :func:`pipeline_schedule`. loss_fn(logits, y) -> scalar.
+    Gradients accumulate in the stage's parameters (call the optimizer afterwards); the
+    mean loss over micro-batches is broadcast from the last stage, so every rank returns it.
     """
     r, p, m = comm.rank, comm.world_size, len(micro_batches)
-    if any(len(a) != 2 for a in schedule):
-        raise ValueError("pipeline_train_step runs one chunk per stage: use the 'gpipe' or '1f1b' schedule")
-    fwd = sorted(i for op, i in schedule if op == "F")
-    if fwd != list(range(m)) or sorted(i for op, i in schedule if op == "B") != fwd:
+    chunks = [stage] if isinstance(stage, PipelineStage) else list(stage)
+    v = len(chunks)
+    actions = [a if len(a) == 3 else (a[0], a[1], 0) for a in schedule]
+    expected = sorted((i, c) for i in range(m) for c in range(v))
+    if sorted((i, c) for op, i, c in actions if op == "F") != expected or sorted(
+        (i, c) for op, i, c in actions if op == "B"
+    ) != expected:
         raise ValueError(
-            f"rank {r}: the schedule must run every one of the {m} micro-batches once forward and once backward; "
-            "build it with pipeline_schedule(kind, n_stages, len(micro_batches), stage)"
+            f"rank {r}: the schedule must run every one of the {m} micro-batches on each of its {v} chunk(s) once "
+            "forward and once backward; build it with pipeline_schedule(kind, n_stages, len(micro_batches), stage)"
         )
-    C = stage.config.n_embd
-    inputs: dict[int, Tensor] = {}
-    outputs: dict[int, Tensor] = {}
+    C = chunks[0].config.n_embd
+    inputs: dict[tuple[int, int], Tensor] = {}
+    outputs: dict[tuple[int, int], Tensor] = {}
     pending = []  # isend Works: their buffers must live until they complete
     total = torch.zeros(())
-    for op, i in schedule:
+    nxt, prv = (r + 1) % p, (r - 1) % p
+    for op, i, c in actions:
+        chunk = chunks[c]
         x, y = micro_batches[i]
         act_shape = (*x.shape, C)
         if op == "F":
-            if stage.is_first:
+            if chunk.is_first:
                 inp = x
             else:
                 inp = torch.empty(act_shape)
-                comm.irecv(inp, r - 1).wait()
+                comm.irecv(inp, prv).wait()
                 inp.requires_grad_(True)
-            out = stage(inp)
-            if stage.is_last:
+            out = chunk(inp)
+            if chunk.is_last:
                 loss = loss_fn(out, y) / m
                 total += loss.detach()
                 out = loss
             else:
-                pending.append(comm.isend(out.detach().contiguous(), r + 1))
-            inputs[i], outputs[i] = inp, out
+                pending.append(comm.isend(out.detach().contiguous(), nxt))
+            inputs[i, c], outputs[i, c] = inp, out
         else:
-            out = outputs.pop(i)
-            if stage.is_last:
+            out = outputs.pop((i, c))
+            if chunk.is_last:
                 out.backward()
             else:
                 grad = torch.empty(act_shape)
-                comm.irecv(grad, r + 1).wait()
+                comm.irecv(grad, nxt).wait()
                 out.backward(grad)
-            inp = inputs.pop(i)
-            if not stage.is_first:
-                pending.append(comm.isend(inp.grad.contiguous(), r - 1))
+            inp = inputs.pop((i, c))
+            if not chunk.is_first:
+                pending.append(comm.isend(inp.grad.contiguous(), prv))
     for work in pending:
         work.wait()
-    _sync_tied_embedding(stage, comm)
+    _sync_tied_embedding(chunks, comm)
     comm.broadcast(total, src=p - 1)
     return float(total)

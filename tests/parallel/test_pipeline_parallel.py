@@ -6,7 +6,7 @@ import torch
 from minillm.kernels import cross_entropy_loss
 from minillm.model import GPT, GPTConfig
 from minillm.parallel import RankError, run
-from minillm.parallel.pipeline_parallel import pipeline_train_step, split_into_stages
+from minillm.parallel.pipeline_parallel import interleaved_chunks, pipeline_train_step, split_into_stages
 from minillm.parallel.pp_schedule import bubble_fraction, pipeline_schedule, schedule_timeline
 
 pytestmark = pytest.mark.lesson13
@@ -96,29 +96,30 @@ class _SGD:
                 p -= self.lr * p.grad
 
 
-def _train_pipeline(kind, p, m, steps=2, backend="sim", b=2):
+def _train_pipeline(kind, p, m, steps=2, backend="sim", b=2, v=1, cfg=CFG):
     torch.manual_seed(0)
-    model = GPT(CFG)
+    model = GPT(cfg)
     g = torch.Generator().manual_seed(5)
     batches = [
         [(torch.randint(0, 40, (b, 8), generator=g), torch.randint(0, 40, (b, 8), generator=g)) for _ in range(m)]
         for _ in range(steps)
     ]
-    stages = split_into_stages(model, p)
+    stages = split_into_stages(model, p) if v == 1 else interleaved_chunks(model, p, v)
 
     def loss_fn(logits, y):
         return cross_entropy_loss(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
 
     def rank(comm):
         stage = stages[comm.rank]
-        opt = _SGD(stage.parameters())
-        sched = pipeline_schedule(kind, p, m, comm.rank)
+        opt = _SGD(stage.parameters() if v == 1 else [q for c in stage for q in c.parameters()])
+        sched = pipeline_schedule(kind, p, m, comm.rank, n_virtual=v)
         losses = []
         for micro in batches:
             opt.zero_grad()
             losses.append(pipeline_train_step(stage, comm, micro, sched, loss_fn))
             opt.step()
-        return losses, {n: t.detach().clone() for n, t in stage.named_parameters()}
+        chunks = [stage] if v == 1 else stage
+        return losses, {n: t.detach().clone() for c in chunks for n, t in c.named_parameters()}
 
     res = run(rank, p, backend=backend).results
     ref_opt = _SGD(model.parameters())
@@ -146,9 +147,19 @@ def test_pipeline_training_equals_one_device(kind, p, m):
     _train_pipeline(kind, p, m)
 
 
+# p = 2 is the hard case: activations and gradients share each channel, so both ranks must
+# post their sends and receives in the same order (the schedule guarantees it; this proves it)
+@pytest.mark.parametrize("p,m,v", [(2, 2, 2), (2, 4, 3), (3, 3, 2), (4, 4, 2), (3, 6, 2)])
+def test_interleaved_training_equals_one_device(p, m, v):
+    cfg = GPTConfig(vocab_size=40, block_size=8, n_layer=p * v, n_head=2, n_embd=16)
+    _train_pipeline("interleaved-1f1b", p, m, v=v, cfg=cfg)
+
+
 @pytest.mark.gloo
 def test_pipeline_training_equals_one_device_on_gloo():
     _train_pipeline("1f1b", 2, 3, backend="gloo")
+    cfg = GPTConfig(vocab_size=40, block_size=8, n_layer=4, n_head=2, n_embd=16)
+    _train_pipeline("interleaved-1f1b", 2, 2, backend="gloo", v=2, cfg=cfg)
 
 
 def test_a_rank_that_raises_stops_the_pipeline_and_is_named():
