@@ -128,6 +128,7 @@ def pipeline_train_step(
     micro_batches: Sequence[tuple[Tensor, Tensor]],
     schedule: Sequence[tuple],
     loss_fn: Callable[[Tensor, Tensor], Tensor],
+    simulate_times: tuple[float, float] | None = None,
 ) -> float:
     """Run one training step's forwards and backwards on this stage; returns the mean loss.
 
@@ -138,6 +139,8 @@ def pipeline_train_step(
     rank's actions from :func:`pipeline_schedule`. loss_fn(logits, y) -> scalar.
     Gradients accumulate in the stage's parameters (call the optimizer afterwards); the
     mean loss over micro-batches is broadcast from the last stage, so every rank returns it.
+    simulate_times: (t_forward, t_backward) seconds to charge this rank's clock per chunk
+    forward and backward (``comm.compute``), so the simulator's timeline shows the schedule.
     """
     r, p, m = comm.rank, comm.world_size, len(micro_batches)
     chunks = [stage] if isinstance(stage, PipelineStage) else list(stage)
@@ -169,6 +172,8 @@ def pipeline_train_step(
                 comm.irecv(inp, prv).wait()
                 inp.requires_grad_(True)
             out = chunk(inp)
+            if simulate_times:
+                comm.compute(seconds=simulate_times[0], label=f"F{i}")
             if chunk.is_last:
                 loss = loss_fn(out, y) / m
                 total += loss.detach()
@@ -184,6 +189,8 @@ def pipeline_train_step(
                 grad = torch.empty(act_shape)
                 comm.irecv(grad, nxt).wait()
                 out.backward(grad)
+            if simulate_times:
+                comm.compute(seconds=simulate_times[1], label=f"B{i}")
             inp = inputs.pop((i, c))
             if not chunk.is_first:
                 pending.append(comm.isend(inp.grad.contiguous(), prv))
