@@ -15,8 +15,10 @@ import torch
 from minillm.course import check
 from minillm.course.checks import (
     GRADING_ENV,
+    NBGRADER_ENV,
     RESULT_MIME,
     CheckFailure,
+    CheckNotPassed,
     expect_close,
     get_task,
     register,
@@ -166,6 +168,36 @@ def test_grading_mode_publishes_json(monkeypatch, capsys):
     # outside a kernel IPython's publish goes nowhere visible or the JSON is printed
     if len(lines) > 1:
         assert json.loads(lines[1])[RESULT_MIME]["points"] == 2
+
+
+@pytest.mark.parametrize("run", ["autograde", "validate"])
+def test_under_nbgrader_a_task_that_did_not_pass_raises_after_its_verdict(monkeypatch, capsys, run):
+    # nbgrader scores a test cell 0 only when its output holds an error (issue 17).
+    monkeypatch.setenv(NBGRADER_ENV, run)
+    monkeypatch.delenv(GRADING_ENV, raising=False)
+    stub = _learner("def f(x):\n    raise NotImplementedError()\n", "f")
+    for fn, line in [
+        (stub, "○ 99.double  0/2 — not attempted yet"),
+        (lambda x: x * 3, "✘ 99.double  0/2 — output for n=5"),
+    ]:
+        with pytest.raises(CheckNotPassed) as e:
+            check("99.double", fn)
+        assert str(e.value).startswith(line) and isinstance(e.value, AssertionError)
+        assert capsys.readouterr().out.startswith(line)  # the verdict is printed first
+    res = check("99.double", lambda x: x + x)  # a pass does not raise
+    assert res.passed and capsys.readouterr().out == "✔ 99.double  2/2\n"
+
+
+@pytest.mark.parametrize("env", [{}, {NBGRADER_ENV: ""}, {NBGRADER_ENV: "autograde", GRADING_ENV: "1"}])
+def test_jupyter_and_minillm_grade_never_raise(monkeypatch, capsys, env):
+    # A learner in Jupyter (no NBGRADER_EXECUTION) and `minillm grade` (MINILLM_GRADING, which
+    # reads the published result) keep a non-raising verdict.
+    for var in (NBGRADER_ENV, GRADING_ENV):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    res = check("99.double", lambda x: x * 3)
+    assert res.status == "failed" and capsys.readouterr().out.startswith("✘ 99.double  0/2")
 
 
 def test_every_registered_task_is_well_formed():

@@ -80,6 +80,12 @@ def test_exercise_metadata_follows_nbgrader():
         "schema_version": 3, "solution": False, "task": False,
     }
     assert meta["c1"]["tags"] == ["nbval-check-output"] and meta["c1"]["editable"] is False
+    # nbgrader's LockCells: answers may be edited but not deleted; every other cell neither
+    locks = {k: (m.get("editable"), m.get("deletable")) for k, m in meta.items()}
+    assert locks == {
+        "title": (False, False), "setup": (False, False), "a1": (None, False), "c1": (False, False),
+        "a2a": (None, False), "a2b": (None, False), "c2": (False, False),
+    }
     # two answer cells before one check both belong to its task
     assert (nbg["a2a"]["grade_id"], nbg["a2b"]["grade_id"]) == ("answer-99_triple", "answer-99_triple-2")
     assert nbg["setup"] == {

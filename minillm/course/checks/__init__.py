@@ -68,12 +68,19 @@ __all__ = [
     "describe",
     "GRADING_ENV",
     "RESULT_MIME",
+    "NBGRADER_ENV",
+    "CheckNotPassed",
 ]
 
 #: Set in the kernel's environment by the grader; check() then also publishes its result as JSON.
 GRADING_ENV = "MINILLM_GRADING"
 #: The MIME type under which check() publishes its result while grading.
 RESULT_MIME = "application/vnd.minillm.check+json"
+#: Set by nbgrader (to "autograde" or "validate") while it executes a notebook; check() then
+#: raises :class:`CheckNotPassed` after its verdict, because nbgrader scores a test cell 0 only
+#: when its output holds an error.
+NBGRADER_ENV = "NBGRADER_EXECUTION"
+_NBGRADER_RUNS = ("autograde", "validate")
 
 TASK_RE = re.compile(r"^(?P<lesson>\d\d)\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
 
@@ -84,6 +91,13 @@ ERROR = "error"
 
 
 # --------------------------------------------------------------------------- results
+
+
+class CheckNotPassed(AssertionError):
+    """Raised by :func:`check` under nbgrader (``NBGRADER_EXECUTION`` set) when a task did not pass.
+
+    Its message is the verdict line. In Jupyter and in ``minillm grade`` nothing raises.
+    """
 
 
 class CheckFailure(Exception):
@@ -516,8 +530,18 @@ def run_check(task_id: str, fn: Any) -> CheckResult:
     return result(task.points, PASSED)
 
 
+def under_nbgrader(environ: dict | None = None) -> bool:
+    """True while nbgrader's ``autograde`` or ``validate`` executes the notebook."""
+    return (os.environ if environ is None else environ).get(NBGRADER_ENV, "") in _NBGRADER_RUNS
+
+
 def check(task_id: str, fn: Any) -> CheckResult:
-    """Check the learner's ``fn`` for ``task_id``: print one verdict line and return the result."""
+    """Check the learner's ``fn`` for ``task_id``: print one verdict line and return the result.
+
+    Under nbgrader (see :func:`under_nbgrader`) a task that did not pass also raises
+    :class:`CheckNotPassed` after the verdict, so that nbgrader gives the cell 0 points.
+    """
+    __tracebackhide__ = True  # IPython leaves this frame out of the traceback
     res = run_check(task_id, fn)
     print(res.line, flush=True)
     res._echoed = True
@@ -528,4 +552,6 @@ def check(task_id: str, fn: Any) -> CheckResult:
             publish_display_data({RESULT_MIME: res.to_dict()})
         except ImportError:  # graded outside a kernel: the JSON goes to stdout
             print(json.dumps({RESULT_MIME: res.to_dict()}), flush=True)
+    elif not res.passed and under_nbgrader():
+        raise CheckNotPassed(res.line)
     return res
