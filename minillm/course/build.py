@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from minillm.course.checks import shorten
 from minillm.course.grade import course_root
 from minillm.course.mirror import MIRROR_DIR, MIRRORED, mirror_path, mirror_text
 from minillm.course.notebooks import NotebookError, dumps, execute_notebook, make_exercise, normalize_lesson, normalize_solution, read
@@ -172,7 +173,8 @@ def build(
                 try:
                     nb = execute_notebook(path)
                 except Exception as e:  # CellExecutionError, DeadKernelError, a timeout
-                    echo(f"✘ {folder}/{stem}.ipynb failed: {type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}")
+                    last = str(e).strip().splitlines()[-1] if str(e).strip() else ""
+                    echo(f"✘ {folder}/{stem}.ipynb failed: {type(e).__name__}: {shorten(last, 200)}")
                     failed += 1
                     continue
                 nb = normalize_solution(nb, stem) if folder == "solutions" else normalize_lesson(nb)

@@ -43,11 +43,15 @@ def test_start_twice_never_overwrites_an_edit(course, tmp_path):
     lines: list[str] = []
     second = start(work, root=course, echo=lines.append)
     assert second.copied == [] and second.updated_upstream == [] and nb.read_bytes() == edited
-    assert any("nothing copied" in line for line in lines)
+    # the edited notebook is named (issue 11), the summary says how many were edited
+    assert second.edited == ["01_transformer.ipynb"]
+    assert f"edited   {nb}: your work, kept as it is" in lines
+    assert any("nothing copied" in line and "1 edited by you" in line for line in lines)
     # the course gains an exercise: it is copied in; the edited one is still untouched
     shutil.copy(course / "exercises" / "01_transformer.ipynb", course / "exercises" / "02_new.ipynb")
     third = start(work, root=course, echo=lambda s: None)
-    assert third.copied == ["02_new.ipynb"] and nb.read_bytes() == edited
+    assert third.copied == ["02_new.ipynb"] and nb.read_bytes() == edited and third.edited == ["01_transformer.ipynb"]
+    assert start(work, root=course, echo=lambda s: None).edited == ["01_transformer.ipynb"]  # 02 untouched: not named
     # the release of 01 changes: reported, not replaced
     ex = course / "exercises" / "01_transformer.ipynb"
     ex.write_text(ex.read_text(encoding="utf-8").replace("Task 1", "Task one"), encoding="utf-8")
@@ -117,6 +121,19 @@ def test_progress_grades_workspace_notebooks_read_only(course, tmp_path):
     assert "total: 1/1 points" in out[0] and _digest(work) == before
     with pytest.raises(FileNotFoundError, match="minillm start"):
         progress(tmp_path / "nowhere", root=course, echo=out.append, grade=fake_grade)
+
+
+def test_progress_never_tracebacks_when_grading_a_notebook_fails(course, tmp_path):
+    work = tmp_path / "ws"
+    start(work, root=course, echo=lambda s: None)
+
+    def broken_grade(path, root, timeout, label):
+        raise TypeError("unhashable type: 'list'")
+
+    out: list[str] = []
+    rows = progress(work, root=course, echo=out.append, grade=broken_grade)
+    assert [(r.task, r.status) for r in rows] == [("*", "error")]
+    assert "01_transformer.ipynb: could not grade it: TypeError: unhashable type: 'list'" in out[0]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -66,6 +66,7 @@ __all__ = [
     "expect_tensor",
     "expect_close",
     "describe",
+    "shorten",
     "GRADING_ENV",
     "RESULT_MIME",
     "NBGRADER_ENV",
@@ -289,9 +290,29 @@ def _is_learner_frame(filename: str) -> bool:
     return not resolved.startswith(_LIB_DIRS)
 
 
-def _short(text: str, n: int = 160) -> str:
+_SENTENCE_END = re.compile(r"[.!?](?=\s)")
+
+
+def shorten(text: str, n: int = 160, cap: int = 1000) -> str:
+    """``text`` on one line, shortened for a verdict without ever cutting a word.
+
+    Up to ``n`` characters it is kept whole. Longer, it ends at the last sentence end
+    (``.``, ``!`` or ``?`` before a space) within ``n`` characters, followed by " …";
+    with no sentence end there it is kept whole up to ``cap`` characters, and past ``cap``
+    (a tensor printed into a message) it ends at the last space before ``cap`` with a note
+    of how much was left out.
+    """
     text = " ".join(str(text).split())
-    return text if len(text) <= n else text[: n - 1] + "…"
+    if len(text) <= n:
+        return text
+    ends = [m.end() for m in _SENTENCE_END.finditer(text, 0, n)]
+    if ends:
+        return text[: ends[-1]] + " …"
+    if len(text) <= cap:
+        return text
+    cut = text.rfind(" ", 0, cap)
+    cut = cut if cut > 0 else cap
+    return f"{text[:cut]} … ({len(text) - cut} more characters)"
 
 
 def _describe_exception(exc: BaseException) -> str:
@@ -300,8 +321,8 @@ def _describe_exception(exc: BaseException) -> str:
     for frame, lineno in traceback.walk_tb(exc.__traceback__):
         if _is_learner_frame(frame.f_code.co_filename):
             code = linecache.getline(frame.f_code.co_filename, lineno, frame.f_globals).strip()
-            where = f" (in {frame.f_code.co_name}, line {lineno}" + (f": `{_short(code, 70)}`)" if code else ")")
-    msg = _short(str(exc))
+            where = f" (in {frame.f_code.co_name}, line {lineno}" + (f": `{shorten(code, 70, cap=70)}`)" if code else ")")
+    msg = shorten(str(exc))
     return f"{type(exc).__name__}" + (f": {msg}" if msg else "") + where
 
 
@@ -526,7 +547,7 @@ def run_check(task_id: str, fn: Any) -> CheckResult:
         except CheckFailure as e:
             return result(0, FAILED, e.message)
         except Exception as e:  # the result could not be used (e.g. a wrong type the check did not foresee)
-            return result(0, FAILED, f"the check could not use your result: {type(e).__name__}: {_short(str(e), 120)}")
+            return result(0, FAILED, f"the check could not use your result: {type(e).__name__}: {shorten(str(e), 120)}")
     return result(task.points, PASSED)
 
 
