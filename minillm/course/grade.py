@@ -4,7 +4,8 @@ How a submission is graded
 --------------------------
 1. **Read, never write.** The file is read once into memory; everything below
    works on that copy, in a temporary working directory, so the submission's
-   bytes (and hash) never change.
+   bytes (and hash) never change. A file that cannot be read as a notebook but
+   bears a release's name scores 0 of that release's points, task by task.
 2. **Find the release.** The released exercise is ``exercises/<stem>.ipynb``, named
    by the notebook's ``metadata.minillm.exercise`` (written by generation), else by
    the file stem, else by its ``NN_`` prefix.
