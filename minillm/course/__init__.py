@@ -15,18 +15,22 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["check", "CheckResult", "CheckFailure", "register"]
+__all__ = ["check", "CheckResult", "CheckFailure", "CheckNotPassed", "register"]
 
 
 def check(task_id: str, fn: Any):
-    """Check your function ``fn`` for ``task_id``; prints one verdict line, returns a CheckResult."""
+    """Check your function ``fn`` for ``task_id``; prints one verdict line, returns a CheckResult.
+
+    Under nbgrader's autograde or validate a task that did not pass also raises ``CheckNotPassed``.
+    """
+    __tracebackhide__ = True
     from minillm.course.checks import check as _check
 
     return _check(task_id, fn)
 
 
 def __getattr__(name: str):
-    if name in ("CheckResult", "CheckFailure", "register"):
+    if name in ("CheckResult", "CheckFailure", "CheckNotPassed", "register"):
         from minillm.course import checks
 
         return getattr(checks, name)

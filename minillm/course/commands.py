@@ -1,6 +1,6 @@
 """The course's command-line commands; ``minillm.cli`` calls :func:`register`.
 
-- ``minillm course build [NN] [--check]``  regenerate exercises, re-execute lessons and solutions
+- ``minillm course build [NN] [--check] [--no-execute]``  regenerate exercises and mirrors, re-execute lessons and solutions
 - ``minillm grade PATH... [--json OUT] [--timeout SECONDS]``  grade submissions
 - ``minillm start [DIR]``  copy the exercises into your workspace (default my-work/)
 - ``minillm progress [DIR]``  your score per task
@@ -45,7 +45,7 @@ def _build(a: argparse.Namespace) -> int:
     from minillm.course.grade import GradeError
 
     try:
-        return build(only=a.notebooks, check=a.check)
+        return build(only=a.notebooks, check=a.check, execute=not a.no_execute)
     except GradeError as e:
         return _error("course build", e)
 
@@ -100,7 +100,11 @@ def register(subparsers) -> None:
         "build", help="regenerate exercises from solutions and re-execute lessons and solutions in place"
     )
     b.add_argument("notebooks", nargs="?", type=_filter, help="only notebooks whose stem starts with this (e.g. 01)")
-    b.add_argument("--check", action="store_true", help="only verify that the committed exercises are up to date")
+    b.add_argument("--check", action="store_true", help="only verify that the committed exercises and mirrors are up to date")
+    b.add_argument(
+        "--no-execute", action="store_true",
+        help="regenerate exercises and the .mirror/ text files only; run no notebook",
+    )
     b.set_defaults(handler=_build)
 
     g = subparsers.add_parser("grade", help="grade submissions (files or folders of .ipynb), each in a fresh kernel")

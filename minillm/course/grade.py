@@ -4,7 +4,8 @@ How a submission is graded
 --------------------------
 1. **Read, never write.** The file is read once into memory; everything below
    works on that copy, in a temporary working directory, so the submission's
-   bytes (and hash) never change.
+   bytes (and hash) never change. A file that cannot be read as a notebook but
+   bears a release's name scores 0 of that release's points, task by task.
 2. **Find the release.** The released exercise is ``exercises/<stem>.ipynb``, named
    by the notebook's ``metadata.minillm.exercise`` (written by generation), else by
    the file stem, else by its ``NN_`` prefix.
@@ -48,7 +49,7 @@ from typing import Callable, Iterable
 import nbformat
 from nbformat import NotebookNode
 
-from minillm.course.checks import GRADING_ENV, RESULT_MIME
+from minillm.course.checks import GRADING_ENV, RESULT_MIME, shorten
 from minillm.course.notebooks import current_env_kernel_manager, kernel_env, notebook_client, release_cells
 
 __all__ = ["TaskGrade", "GradeError", "course_root", "find_release", "merge", "grade_notebook", "grade_paths", "format_table"]
@@ -93,7 +94,8 @@ def course_root(root: str | Path | None = None) -> Path:
 def find_release(nb: NotebookNode, path: Path, root: Path) -> Path:
     """The released exercise a submission answers (see the module docstring, step 2)."""
     exercises = root / "exercises"
-    name = nb.metadata.get("minillm", {}).get("exercise") if isinstance(nb.metadata.get("minillm"), dict) else None
+    meta = nb.get("metadata") if isinstance(nb.get("metadata"), dict) else {}
+    name = meta["minillm"].get("exercise") if isinstance(meta.get("minillm"), dict) else None
     if isinstance(name, str) and re.fullmatch(r"[\w\-]+", name) and (exercises / f"{name}.ipynb").is_file():
         return exercises / f"{name}.ipynb"
     if (exercises / path.name).is_file():
@@ -120,8 +122,16 @@ class RunCell:
 
 
 def _grade_id(cell: NotebookNode) -> str | None:
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    return meta.get("grade_id") if isinstance(meta, dict) else None
+    """The cell's nbgrader ``grade_id`` when it is a string (a damaged one, a list say, is None)."""
+    meta = cell.get("metadata")
+    meta = meta.get("nbgrader") if isinstance(meta, dict) else None
+    gid = meta.get("grade_id") if isinstance(meta, dict) else None
+    return gid if isinstance(gid, str) else None
+
+
+def _cell_id(cell: NotebookNode) -> str | None:
+    cid = cell.get("id")
+    return cid if isinstance(cid, str) else None
 
 
 def _fresh(cell: NotebookNode, source: str | None = None) -> NotebookNode:
@@ -136,19 +146,21 @@ def _fresh(cell: NotebookNode, source: str | None = None) -> NotebookNode:
 def merge(release: NotebookNode, submission: NotebookNode) -> list[RunCell]:
     """The cells to run: the release's order and locked cells, the submission's answers and additions."""
     rel = release_cells(release)
-    gid_of_id = {c.get("id"): _grade_id(c) for _, _, c in rel}
+    gid_of_id = {cid: _grade_id(c) for _, _, c in rel if (cid := _cell_id(c)) is not None}
     known = {_grade_id(c) for _, _, c in rel}
     matched: dict[str, NotebookNode] = {}
     extras: dict[str | None, list[NotebookNode]] = defaultdict(list)
     anchor: str | None = None
     for cell in submission.cells:
+        if not isinstance(cell, dict) or not isinstance(cell.get("source"), str):
+            continue  # damaged beyond use: a missing answer is graded as the stub
         gid = _grade_id(cell)
         if gid not in known:
-            gid = gid_of_id.get(cell.get("id"))
+            gid = gid_of_id.get(_cell_id(cell))
         if gid in known and gid not in matched:
             matched[gid] = cell
             anchor = gid
-        elif cell.cell_type == "code":  # added by the learner, or a duplicate of a released cell
+        elif cell.get("cell_type") == "code":  # added by the learner, or a duplicate of a released cell
             c = _fresh(cell)
             c.metadata = {}
             extras[anchor].append(c)
@@ -157,12 +169,12 @@ def merge(release: NotebookNode, submission: NotebookNode) -> list[RunCell]:
         gid = _grade_id(rcell)
         sub = matched.get(gid)
         if role == "answer":
-            if sub is not None and sub.cell_type == "code":
-                run.append(RunCell("answer", task, _fresh(rcell, sub.source)))
+            if sub is not None and sub.get("cell_type") == "code":
+                run.append(RunCell("answer", task, _fresh(rcell, sub["source"])))
             else:
                 run.append(RunCell("answer", task, _fresh(rcell), missing=True))
         else:
-            restored = role == "check" and (sub is None or sub.source.strip() != rcell.source.strip())
+            restored = role == "check" and (sub is None or sub["source"].strip() != rcell.source.strip())
             run.append(RunCell(role, task, _fresh(rcell), restored=restored))
         run.extend(RunCell("extra", None, c) for c in extras[gid])
     return run
@@ -248,7 +260,7 @@ def _error_text(cell: NotebookNode) -> str:
         if o.get("output_type") == "error":
             text = f"{o.get('ename', 'Error')}: {o.get('evalue', '')}".strip().rstrip(":")
             text = re.sub(r"\x1b\[[0-9;]*m", "", text)
-            return " ".join(text.split())[:200]
+            return shorten(text, 200)
     return ""
 
 
@@ -274,8 +286,11 @@ def grade_notebook(
     try:
         data = path.read_bytes()
         submission = nbformat.reads(data.decode("utf-8"), as_version=4)
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
-        raise GradeError(f"{path}: cannot read it as a notebook ({type(e).__name__}: {str(e)[:120]})") from None
+        if not isinstance(submission.get("cells"), list):
+            raise ValueError("it has no list of cells")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        problem = f"cannot read it as a notebook ({type(e).__name__}: {shorten(str(e), 120)})"
+        return _unreadable_rows(path, root, label, problem)
     release_path = find_release(submission, path, root)
     release = nbformat.reads(release_path.read_text(encoding="utf-8"), as_version=4)
     run = merge(release, submission)
@@ -323,7 +338,8 @@ def grade_notebook(
                 if rc.task is not None and rc.role in ("answer", "check"):
                     state[rc.task] = (status, msg)
                 else:
-                    notes.append(f"a cell you added ({cell.source.strip().splitlines()[0][:40]!r}) hit a {status}; it was skipped")
+                    first = shorten(cell.source.strip().splitlines()[0], 40, cap=40)
+                    notes.append(f"a cell you added ({first!r}) hit a {status}; it was skipped")
                 kernel.start()
                 for j in list(done):
                     if kernel.run(run[j].cell, j) in ("timeout", "dead"):  # not reproducible: drop it and go on
@@ -354,6 +370,22 @@ def grade_notebook(
             message = (message + "; " if message else "") + "; ".join(notes)
         rows.append(TaskGrade(label, task, points, max_points, status, message))
     return rows
+
+
+def _unreadable_rows(path: Path, root: Path, label: str, problem: str) -> list[TaskGrade]:
+    """A damaged file that bears a release's name scores 0 of that release's points, task by task
+    (so a gradebook's totals stay right); any other unreadable file raises :class:`GradeError`."""
+    empty = nbformat.v4.new_notebook()
+    try:
+        release_path = find_release(empty, path, root)
+    except GradeError:
+        raise GradeError(f"{path}: {problem}") from None
+    release = nbformat.reads(release_path.read_text(encoding="utf-8"), as_version=4)
+    return [
+        TaskGrade(label, task, 0, int(cell.metadata["nbgrader"].get("points", 0)), "error", f"{problem}; 0 points")
+        for role, task, cell in release_cells(release)
+        if role == "check"
+    ]
 
 
 def _expand(paths: Iterable[str | Path]) -> list[Path]:
@@ -407,7 +439,7 @@ def grade_paths(
         except GradeError as e:
             got, code = [TaskGrade(str(path), "*", 0, 0, "error", str(e))], 1
         except Exception as e:  # e.g. no kernel could start: report it and grade the others
-            msg = f"the grader failed on this submission: {type(e).__name__}: {' '.join(str(e).split())[:200]}"
+            msg = f"the grader failed on this submission: {type(e).__name__}: {shorten(str(e), 200)}"
             got, code = [TaskGrade(str(path), "*", 0, 0, "error", msg)], 1
         rows.extend(got)
         echo(format_table(got).rstrip() + f"\n  (graded in {time.perf_counter() - t0:.1f} s)\n")

@@ -16,7 +16,10 @@ Generation (:func:`make_exercise`) writes nbgrader-compatible metadata
 (``nbgrader: {grade, grade_id, locked, points, schema_version: 3, solution, task}``):
 answer cells ``solution=true, grade=false``; check cells ``grade=true, locked=true``
 with ``points``, the tag ``nbval-check-output`` (so nbval compares the verdict) and
-``editable/deletable=false``; read-only cells ``locked=true``. ``grade_id``\\ s are
+``editable/deletable=false``; read-only cells ``locked=true``. The exercise also gets
+nbgrader's cell locks (:func:`lock_cells`): answer cells ``deletable=false``, read-only
+cells ``editable/deletable=false``; the solution keeps its read-only cells editable for
+the author. ``grade_id``\\ s are
 ``answer-NN_task`` (``-2``, ``-3`` for a task's further answer cells),
 ``check-NN_task`` and ``cell-<cell id>``. The exercise has no outputs and only
 normalised metadata, so generation is deterministic: same solution, same bytes.
@@ -41,6 +44,7 @@ __all__ = [
     "check_task",
     "annotate",
     "make_exercise",
+    "lock_cells",
     "dumps",
     "read",
     "release_cells",
@@ -192,10 +196,25 @@ def _registry_points(task: str) -> int:
     return get_task(task).points
 
 
+def lock_cells(cell: NotebookNode) -> None:
+    """Set ``editable``/``deletable`` on an annotated cell as nbgrader's LockCells preprocessor does
+    (its defaults, nbgrader 0.9): an answer cell may be edited but not deleted; a check cell and
+    every read-only cell (markdown too) may be neither edited nor deleted."""
+    meta = cell.metadata.get("nbgrader", {})
+    if meta.get("solution"):
+        cell.metadata["deletable"] = False
+        cell.metadata.pop("editable", None)
+    elif meta.get("grade") or meta.get("locked"):
+        cell.metadata["deletable"] = False
+        cell.metadata["editable"] = False
+
+
 def make_exercise(solution: NotebookNode, stem: str, points_of: Callable[[str], int] | None = None) -> NotebookNode:
-    """The exercise generated from ``solution``: stubs, no outputs, normalised metadata."""
+    """The exercise generated from ``solution``: stubs, no outputs, normalised metadata, and the
+    cell locks nbgrader's ``generate_assignment`` would set (:func:`lock_cells`)."""
     nb = annotate(solution, points_of or _registry_points, name=f"solutions/{stem}.ipynb")
     for i, cell in enumerate(nb.cells):
+        lock_cells(cell)
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None

@@ -3,7 +3,8 @@
 ``start`` copies every released exercise into DIR (default ``my-work/``, which
 git ignores). It never overwrites a file: an exercise that is new in the release
 is copied in; one whose release changed since it was copied is *reported* (with
-the path of the new version) and left alone. What was copied is remembered in
+the path of the new version) and left alone; one the learner has edited is *named*
+as edited and left alone. What was copied is remembered in
 ``DIR/.minillm-start.json`` (file name -> sha256 of the release copied), which is
 how an edit by the learner is told apart from an update of the course.
 
@@ -16,10 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from minillm.course.checks import shorten
 from minillm.course.grade import GradeError, TaskGrade, course_root, grade_notebook
 
 __all__ = ["DEFAULT_DIR", "MANIFEST", "StartReport", "start", "progress", "progress_rows", "format_progress"]
@@ -30,9 +32,12 @@ MANIFEST = ".minillm-start.json"
 
 @dataclass
 class StartReport:
+    """What one ``minillm start`` did, by file name."""
+
     copied: list[str]
-    unchanged: list[str]
+    unchanged: list[str]  # already there: the learner's copy (edited or not) of the current release
     updated_upstream: list[str]  # the release changed since it was copied; the learner's file was kept
+    edited: list[str] = field(default_factory=list)  # of ``unchanged``: the learner's file differs from the release
 
 
 def _sha(path: Path) -> str:
@@ -66,21 +71,28 @@ def start(workdir: str | Path = DEFAULT_DIR, root: str | Path | None = None, ech
             manifest[ex.name] = release
             report.copied.append(ex.name)
         elif manifest.get(ex.name) in (None, release):
-            if manifest.get(ex.name) is None and _sha(dest) == release:
+            same = _sha(dest) == release
+            if manifest.get(ex.name) is None and same:
                 manifest[ex.name] = release
             report.unchanged.append(ex.name)
+            if not same:
+                report.edited.append(ex.name)
         else:
             report.updated_upstream.append(ex.name)
     manifest_path.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     for name in report.copied:
         echo(f"copied   {workdir / name}")
+    for name in report.edited:
+        echo(f"edited   {workdir / name}: your work, kept as it is")
     for name in report.updated_upstream:
         echo(
             f"updated  {name}: the course has a newer version (exercises/{name}); your {workdir / name} "
             f"was kept. To take the new one, rename yours and run `minillm start` again."
         )
     if not report.copied and not report.updated_upstream:
-        echo(f"{workdir}: all {len(report.unchanged)} exercises already there; nothing copied")
+        n_edited = len(report.edited)
+        detail = f" ({n_edited} edited by you, named above)" if n_edited else ""
+        echo(f"{workdir}: all {len(report.unchanged)} exercises already there{detail}; nothing copied")
     echo(f"next: jupyter lab {workdir}  (then `minillm progress {workdir}`)")
     return report
 
@@ -105,6 +117,9 @@ def progress_rows(
             rows.extend(grade(nb, root=root, timeout=timeout, label=nb.name))
         except GradeError:
             continue  # the learner's own scratch notebook: not an exercise
+        except Exception as e:  # never a traceback: this notebook gets one row saying what went wrong
+            message = f"could not grade it: {type(e).__name__}: {shorten(str(e), 160)}"
+            rows.append(TaskGrade(nb.name, "*", 0, 0, "error", message))
     return rows
 
 

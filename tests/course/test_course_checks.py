@@ -11,16 +11,21 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from minillm.course import check
 from minillm.course.checks import (
     GRADING_ENV,
+    NBGRADER_ENV,
     RESULT_MIME,
     CheckFailure,
+    CheckNotPassed,
     expect_close,
     get_task,
     register,
     run_check,
+    shorten,
     tasks,
 )
 
@@ -166,6 +171,62 @@ def test_grading_mode_publishes_json(monkeypatch, capsys):
     # outside a kernel IPython's publish goes nowhere visible or the JSON is printed
     if len(lines) > 1:
         assert json.loads(lines[1])[RESULT_MIME]["points"] == 2
+
+
+@pytest.mark.parametrize("run", ["autograde", "validate"])
+def test_under_nbgrader_a_task_that_did_not_pass_raises_after_its_verdict(monkeypatch, capsys, run):
+    # nbgrader scores a test cell 0 only when its output holds an error (issue 17).
+    monkeypatch.setenv(NBGRADER_ENV, run)
+    monkeypatch.delenv(GRADING_ENV, raising=False)
+    stub = _learner("def f(x):\n    raise NotImplementedError()\n", "f")
+    for fn, line in [
+        (stub, "○ 99.double  0/2 — not attempted yet"),
+        (lambda x: x * 3, "✘ 99.double  0/2 — output for n=5"),
+    ]:
+        with pytest.raises(CheckNotPassed) as e:
+            check("99.double", fn)
+        assert str(e.value).startswith(line) and isinstance(e.value, AssertionError)
+        assert capsys.readouterr().out.startswith(line)  # the verdict is printed first
+    res = check("99.double", lambda x: x + x)  # a pass does not raise
+    assert res.passed and capsys.readouterr().out == "✔ 99.double  2/2\n"
+
+
+@pytest.mark.parametrize("env", [{}, {NBGRADER_ENV: ""}, {NBGRADER_ENV: "autograde", GRADING_ENV: "1"}])
+def test_jupyter_and_minillm_grade_never_raise(monkeypatch, capsys, env):
+    # A learner in Jupyter (no NBGRADER_EXECUTION) and `minillm grade` (MINILLM_GRADING, which
+    # reads the published result) keep a non-raising verdict.
+    for var in (NBGRADER_ENV, GRADING_ENV):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    res = check("99.double", lambda x: x * 3)
+    assert res.status == "failed" and capsys.readouterr().out.startswith("✘ 99.double  0/2")
+
+
+def test_shorten_cuts_at_a_sentence_end_or_not_at_all():
+    # issue 11: a verdict ended "recv into a tensor of the sender's sh…"
+    msg = (
+        "rank 1 posted recv from rank 0 with shape (4,), but rank 0 sent shape (2, 2). "
+        "recv into a tensor of the sender's shape and dtype; check the chunk sizes of every step of the ring."
+    )
+    assert shorten(msg, 160) == "rank 1 posted recv from rank 0 with shape (4,), but rank 0 sent shape (2, 2). …"
+    no_end = "x" * 50 + " and a long clause without any sentence end " * 4
+    assert shorten(no_end, 60) == " ".join(no_end.split())  # kept whole, not cut mid-word
+    huge = "tensor([" + ", ".join(["0.1234"] * 2000) + "])"
+    short = shorten(huge, 160, cap=1000)
+    assert len(short) < 1100 and short.endswith("more characters)") and huge.startswith(short.split(" … ")[0])
+    assert short.split(" … ")[0].endswith("0.1234,")  # at a space: the last number is whole
+    assert shorten("a  b\n c") == "a b c"
+
+
+@given(st.lists(st.sampled_from(["word", "two.", "x;", "a?", "tensor(2,", "sh"]), max_size=80), st.integers(5, 200))
+@settings(deadline=None, max_examples=200)
+def test_shorten_never_cuts_a_word(words, n):
+    text = " ".join(words)
+    out = shorten(text, n, cap=4 * n)
+    kept = out.replace(" …", "").split(" (")[0].split()
+    # every word shown is a whole word of the text, in order, from its start
+    assert kept == text.split()[: len(kept)]
 
 
 def test_every_registered_task_is_well_formed():

@@ -109,3 +109,27 @@ def test_a_loop_reached_from_a_release_demo_cell_costs_only_the_learner_timeout(
     assert got["10.ring_all_gather"] == "timeout" and got["10.ring_reduce_scatter"] == "passed"
     assert any("hit a timeout; it was skipped" in r.message for r in rows)  # the demo cell
     assert elapsed < 150, elapsed  # a few kernel starts and 5 s timeouts, not 300 s for the demo
+
+
+@pytest.mark.lesson07
+def test_progress_never_tracebacks_on_a_damaged_notebook_or_an_unhashable_grade_id(tmp_path):
+    # issue 12: an unhashable grade_id crashed `minillm progress`; a damaged notebook bearing a
+    # release's name counted 0/0. Now: a table, the damaged notebook 0 of its release's points.
+    from minillm.course.checks import tasks
+    from minillm.course.workspace import progress
+
+    nb = nbformat.read(ROOT / "solutions" / "07_roofline.ipynb", as_version=4)
+    for c in nb.cells:
+        if c.metadata.get("nbgrader", {}).get("grade_id") == "answer-07_gemm_intensity":
+            c.metadata["nbgrader"]["grade_id"] = ["answer-07_gemm_intensity"]  # matched by cell id instead
+    work = tmp_path / "ws"
+    work.mkdir()
+    (work / "07_roofline.ipynb").write_text(json.dumps(nb), encoding="utf-8")
+    (work / "01_transformer.ipynb").write_text('{"cells": [{"cell_type": "code", ', encoding="utf-8")
+    out: list[str] = []
+    rows = progress(work, root=ROOT, echo=out.append)
+    by = {r.task: r for r in rows}
+    assert all(by[t.id].status == "passed" for t in tasks("07"))
+    assert all((by[t.id].points, by[t.id].max, by[t.id].status) == (0, t.points, "error") for t in tasks("01"))
+    total = sum(t.points for t in tasks("07")) + sum(t.points for t in tasks("01"))
+    assert out[0].splitlines()[-1].startswith(f"total: {sum(t.points for t in tasks('07'))}/{total} points")

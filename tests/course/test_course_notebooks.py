@@ -80,6 +80,12 @@ def test_exercise_metadata_follows_nbgrader():
         "schema_version": 3, "solution": False, "task": False,
     }
     assert meta["c1"]["tags"] == ["nbval-check-output"] and meta["c1"]["editable"] is False
+    # nbgrader's LockCells: answers may be edited but not deleted; every other cell neither
+    locks = {k: (m.get("editable"), m.get("deletable")) for k, m in meta.items()}
+    assert locks == {
+        "title": (False, False), "setup": (False, False), "a1": (None, False), "c1": (False, False),
+        "a2a": (None, False), "a2b": (None, False), "c2": (False, False),
+    }
     # two answer cells before one check both belong to its task
     assert (nbg["a2a"]["grade_id"], nbg["a2b"]["grade_id"]) == ("answer-99_triple", "answer-99_triple-2")
     assert nbg["setup"] == {
@@ -175,3 +181,36 @@ def test_merge_missing_answer_runs_the_stub_and_ids_match_without_metadata():
     sub2.cells[3].source = "def double(x):\n    return 2 * x"
     roles = _roles(merge(release, sub2))
     assert roles[2][0] == "answer" and roles[3][:3] == ("extra", None, "def double(x):")
+
+
+def test_merge_survives_damaged_cells_and_unhashable_ids():
+    # issue 12: an unhashable grade_id made `minillm progress` crash with a traceback
+    release = make_exercise(_solution(), "99_toy", POINTS)
+    sub = copy.deepcopy(release)
+    sub.cells[2].metadata["nbgrader"]["grade_id"] = ["answer-99_double"]  # a list: unhashable
+    sub.cells[2]["id"] = {"not": "a string"}
+    sub.cells[4].metadata = ["not", "a", "dict"]
+    sub.cells[5]["source"] = None
+    run = merge(release, sub)
+    roles = {(r.role, r.task): r for r in run if r.role == "answer"}
+    # cells matched by neither grade_id nor id: their answers count as missing (the stub runs)
+    assert roles[("answer", "99.double")].missing
+    assert [r.role for r in run].count("check") == 2
+
+
+def test_a_damaged_notebook_named_like_a_release_scores_zero_of_its_points(tmp_path):
+    # issue 12: it was graded 0/0, so a gradebook's totals went wrong; no kernel is started
+    from _course_helpers import ROOT
+    from minillm.course.checks import tasks
+    from minillm.course.grade import GradeError, grade_notebook
+
+    bad = tmp_path / "07_roofline.ipynb"
+    bad.write_text('{"cells": [', encoding="utf-8")
+    rows = grade_notebook(bad, root=ROOT)
+    got = sorted((r.task, r.points, r.max, r.status) for r in rows)
+    assert got == [(t.id, 0, t.points, "error") for t in tasks("07")]
+    assert all("cannot read it as a notebook" in r.message for r in rows)
+    other = tmp_path / "scratch.ipynb"
+    other.write_text("not json", encoding="utf-8")
+    with pytest.raises(GradeError, match="cannot read it as a notebook"):
+        grade_notebook(other, root=ROOT)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from _course_helpers import ROOT
-from minillm.course.build import build, stale
+from minillm.course.build import build, expected_exercise, stale
 from minillm.course.commands import register
 from minillm.course.grade import TaskGrade, format_table
 from minillm.course.workspace import MANIFEST, format_progress, progress, start
@@ -43,11 +43,15 @@ def test_start_twice_never_overwrites_an_edit(course, tmp_path):
     lines: list[str] = []
     second = start(work, root=course, echo=lines.append)
     assert second.copied == [] and second.updated_upstream == [] and nb.read_bytes() == edited
-    assert any("nothing copied" in line for line in lines)
+    # the edited notebook is named (issue 11), the summary says how many were edited
+    assert second.edited == ["01_transformer.ipynb"]
+    assert f"edited   {nb}: your work, kept as it is" in lines
+    assert any("nothing copied" in line and "1 edited by you" in line for line in lines)
     # the course gains an exercise: it is copied in; the edited one is still untouched
     shutil.copy(course / "exercises" / "01_transformer.ipynb", course / "exercises" / "02_new.ipynb")
     third = start(work, root=course, echo=lambda s: None)
-    assert third.copied == ["02_new.ipynb"] and nb.read_bytes() == edited
+    assert third.copied == ["02_new.ipynb"] and nb.read_bytes() == edited and third.edited == ["01_transformer.ipynb"]
+    assert start(work, root=course, echo=lambda s: None).edited == ["01_transformer.ipynb"]  # 02 untouched: not named
     # the release of 01 changes: reported, not replaced
     ex = course / "exercises" / "01_transformer.ipynb"
     ex.write_text(ex.read_text(encoding="utf-8").replace("Task 1", "Task one"), encoding="utf-8")
@@ -69,9 +73,9 @@ def test_build_regenerates_only_course_folders(course):
     start(work, root=course, echo=lambda s: None)
     (work / "01_transformer.ipynb").write_text("{}", encoding="utf-8")  # a learner's broken file
     ex = course / "exercises" / "01_transformer.ipynb"
-    good = ex.read_text(encoding="utf-8")
+    good = expected_exercise(course, "01_transformer")  # what generation gives, committed or not
     ex.write_text(good.replace("YOUR CODE HERE", "stale"), encoding="utf-8")
-    assert stale(course) == ["exercises/01_transformer.ipynb differs from what generation gives"]
+    assert "exercises/01_transformer.ipynb differs from what generation gives" in stale(course)
     assert build(course, check=True, echo=lambda s: None) == 1
     before = _digest(work)
     assert build(course, execute=False, echo=lambda s: None) == 0
@@ -119,6 +123,19 @@ def test_progress_grades_workspace_notebooks_read_only(course, tmp_path):
         progress(tmp_path / "nowhere", root=course, echo=out.append, grade=fake_grade)
 
 
+def test_progress_never_tracebacks_when_grading_a_notebook_fails(course, tmp_path):
+    work = tmp_path / "ws"
+    start(work, root=course, echo=lambda s: None)
+
+    def broken_grade(path, root, timeout, label):
+        raise TypeError("unhashable type: 'list'")
+
+    out: list[str] = []
+    rows = progress(work, root=course, echo=out.append, grade=broken_grade)
+    assert [(r.task, r.status) for r in rows] == [("*", "error")]
+    assert "01_transformer.ipynb: could not grade it: TypeError: unhashable type: 'list'" in out[0]
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -148,6 +165,15 @@ def test_bad_arguments_exit_2_with_one_line(argv, capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error:" in err
+
+
+def test_build_flags_reach_build(monkeypatch):
+    seen = {}
+    monkeypatch.setattr("minillm.course.build.build", lambda **kw: seen.update(kw) or 0)
+    a = _parser().parse_args(["course", "build", "07", "--no-execute"])
+    assert a.handler(a) == 0 and seen == {"only": "07", "check": False, "execute": False}
+    a = _parser().parse_args(["course", "build", "--check"])
+    assert a.handler(a) == 0 and seen == {"only": None, "check": True, "execute": True}
 
 
 def test_handlers_return_exit_codes(tmp_path, capsys, monkeypatch):

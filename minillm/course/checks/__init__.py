@@ -39,20 +39,24 @@ skipped), so a check can forbid both minillm's reference and its torch twin.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
-import linecache
 import os
 import re
-import sys
-import sysconfig
-import threading
-import traceback
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
+
+from minillm.course.checks.learner import (  # shorten is also re-exported for the grader and the workspace
+    _Learner,
+    _LearnerError,
+    _NotAttempted,
+    _UsedReference,
+    _code_of,
+    _resolve,
+    shorten,
+)
 
 __all__ = [
     "CheckFailure",
@@ -66,14 +70,22 @@ __all__ = [
     "expect_tensor",
     "expect_close",
     "describe",
+    "shorten",
     "GRADING_ENV",
     "RESULT_MIME",
+    "NBGRADER_ENV",
+    "CheckNotPassed",
 ]
 
 #: Set in the kernel's environment by the grader; check() then also publishes its result as JSON.
 GRADING_ENV = "MINILLM_GRADING"
 #: The MIME type under which check() publishes its result while grading.
 RESULT_MIME = "application/vnd.minillm.check+json"
+#: Set by nbgrader (to "autograde" or "validate") while it executes a notebook; check() then
+#: raises :class:`CheckNotPassed` after its verdict, because nbgrader scores a test cell 0 only
+#: when its output holds an error.
+NBGRADER_ENV = "NBGRADER_EXECUTION"
+_NBGRADER_RUNS = ("autograde", "validate")
 
 TASK_RE = re.compile(r"^(?P<lesson>\d\d)\.(?P<name>[A-Za-z_][A-Za-z0-9_]*)$")
 
@@ -84,6 +96,13 @@ ERROR = "error"
 
 
 # --------------------------------------------------------------------------- results
+
+
+class CheckNotPassed(AssertionError):
+    """Raised by :func:`check` under nbgrader (``NBGRADER_EXECUTION`` set) when a task did not pass.
+
+    Its message is the verdict line. In Jupyter and in ``minillm grade`` nothing raises.
+    """
 
 
 class CheckFailure(Exception):
@@ -218,172 +237,7 @@ def tasks(lesson: str | None = None) -> list[Task]:
 
 
 # --------------------------------------------------------------------------- the learner's function
-
-
-class _NotAttempted(Exception):
-    pass
-
-
-class _LearnerError(Exception):
-    pass
-
-
-class _UsedReference(Exception):
-    pass
-
-
-def _resolve(dotted: str) -> Any | None:
-    """Import ``a.b.c.name`` (or an attribute chain such as ``a.b.Class.method``); None if absent."""
-    parts = dotted.split(".")
-    for i in range(len(parts) - 1, 0, -1):
-        try:
-            obj = importlib.import_module(".".join(parts[:i]))
-        except ImportError:
-            continue
-        try:
-            for attr in parts[i:]:
-                obj = getattr(obj, attr)
-        except AttributeError:
-            return None
-        return obj
-    return None
-
-
-def _code_of(obj: Any):
-    import inspect
-
-    obj = inspect.unwrap(obj) if callable(obj) else obj
-    if isinstance(obj, type):
-        obj = getattr(obj, "forward", None) or getattr(obj, "__call__", None)
-    obj = getattr(obj, "__func__", obj)
-    return getattr(obj, "__code__", None)
-
-
-_LIB_DIRS = tuple(
-    str(Path(p).resolve())
-    for p in {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-) + (str(Path(__file__).resolve().parents[2]),)
-
-
-def _is_learner_frame(filename: str) -> bool:
-    if filename.startswith("<frozen") or filename.startswith("<string>"):
-        return False
-    try:
-        resolved = str(Path(filename).resolve())
-    except OSError:
-        return True
-    return not resolved.startswith(_LIB_DIRS)
-
-
-def _short(text: str, n: int = 160) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def _describe_exception(exc: BaseException) -> str:
-    """``ValueError: bad shape (your line 7: `x = q @ k`)``: the learner's innermost frame."""
-    where = ""
-    for frame, lineno in traceback.walk_tb(exc.__traceback__):
-        if _is_learner_frame(frame.f_code.co_filename):
-            code = linecache.getline(frame.f_code.co_filename, lineno, frame.f_globals).strip()
-            where = f" (in {frame.f_code.co_name}, line {lineno}" + (f": `{_short(code, 70)}`)" if code else ")")
-    msg = _short(str(exc))
-    return f"{type(exc).__name__}" + (f": {msg}" if msg else "") + where
-
-
-class _ThreadFilter:
-    """Stands in for ``sys.stdout`` while learner code runs: drops what the silenced threads
-    print and passes every other thread's output through to the real stream."""
-
-    def __init__(self, target) -> None:
-        self.target = target
-
-    def write(self, s: str) -> int:
-        if getattr(_quiet_local, "depth", 0):
-            return len(s)
-        return self.target.write(s)
-
-    def flush(self) -> None:
-        self.target.flush()
-
-    def __getattr__(self, name: str):  # encoding, isatty, fileno, ... of the real stream
-        return getattr(self.target, name)
-
-
-_quiet_local = threading.local()
-_quiet_lock = threading.Lock()
-_quiet_users = 0
-_quiet_saved = None
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Silence ``print`` in this thread only.
-
-    ``contextlib.redirect_stdout`` swaps the process-wide ``sys.stdout``: when several
-    simulated ranks (threads) call the learner's function at once, their swaps interleave
-    and the wrong stream can be left behind. Here the first user installs one filter, each
-    thread marks itself silent, and the last user puts the original stream back.
-    """
-    global _quiet_users, _quiet_saved
-    with _quiet_lock:
-        if _quiet_users == 0:
-            _quiet_saved = sys.stdout
-            sys.stdout = _ThreadFilter(sys.stdout)
-        _quiet_users += 1
-    _quiet_local.depth = getattr(_quiet_local, "depth", 0) + 1
-    try:
-        yield
-    finally:
-        _quiet_local.depth -= 1
-        with _quiet_lock:
-            _quiet_users -= 1
-            if _quiet_users == 0:
-                if isinstance(sys.stdout, _ThreadFilter):  # unless someone replaced it meanwhile
-                    sys.stdout = _quiet_saved
-                _quiet_saved = None
-
-
-class _Learner:
-    """Calls the learner's function the way checks need: quiet, watched, with exceptions translated."""
-
-    def __init__(self, fn: Callable, references: dict) -> None:
-        self.fn = fn
-        self._codes = {c: name for name, obj in references.items() if (c := _code_of(obj)) is not None}
-        self._builtins = {id(obj): name for name, obj in references.items() if _code_of(obj) is None}
-
-    def __call__(self, *args, **kwargs):
-        hits: list[str] = []
-        codes, builtins = self._codes, self._builtins
-
-        def profile(frame, event, arg):
-            if event == "call":
-                name = codes.get(frame.f_code)
-                if name:
-                    hits.append(name)
-            elif event == "c_call" and id(arg) in builtins:
-                hits.append(builtins[id(arg)])
-
-        old = sys.getprofile()
-        sys.setprofile(profile)
-        try:
-            with _quiet():
-                out = self.fn(*args, **kwargs)
-        except NotImplementedError as e:
-            sys.setprofile(old)
-            if not str(e):
-                raise _NotAttempted() from None
-            raise _LearnerError(_describe_exception(e)) from None
-        except Exception as e:  # the learner's bug: report it, never a traceback from here
-            sys.setprofile(old)
-            if hits:
-                raise _UsedReference(hits[0]) from None
-            raise _LearnerError(_describe_exception(e)) from None
-        finally:
-            sys.setprofile(old)
-        if hits:
-            raise _UsedReference(hits[0])
-        return out
+# (in minillm/course/checks/learner.py)
 
 
 # --------------------------------------------------------------------------- helpers for check authors
@@ -512,12 +366,22 @@ def run_check(task_id: str, fn: Any) -> CheckResult:
         except CheckFailure as e:
             return result(0, FAILED, e.message)
         except Exception as e:  # the result could not be used (e.g. a wrong type the check did not foresee)
-            return result(0, FAILED, f"the check could not use your result: {type(e).__name__}: {_short(str(e), 120)}")
+            return result(0, FAILED, f"the check could not use your result: {type(e).__name__}: {shorten(str(e), 120)}")
     return result(task.points, PASSED)
 
 
+def under_nbgrader(environ: dict | None = None) -> bool:
+    """True while nbgrader's ``autograde`` or ``validate`` executes the notebook."""
+    return (os.environ if environ is None else environ).get(NBGRADER_ENV, "") in _NBGRADER_RUNS
+
+
 def check(task_id: str, fn: Any) -> CheckResult:
-    """Check the learner's ``fn`` for ``task_id``: print one verdict line and return the result."""
+    """Check the learner's ``fn`` for ``task_id``: print one verdict line and return the result.
+
+    Under nbgrader (see :func:`under_nbgrader`) a task that did not pass also raises
+    :class:`CheckNotPassed` after the verdict, so that nbgrader gives the cell 0 points.
+    """
+    __tracebackhide__ = True  # IPython leaves this frame out of the traceback
     res = run_check(task_id, fn)
     print(res.line, flush=True)
     res._echoed = True
@@ -528,4 +392,6 @@ def check(task_id: str, fn: Any) -> CheckResult:
             publish_display_data({RESULT_MIME: res.to_dict()})
         except ImportError:  # graded outside a kernel: the JSON goes to stdout
             print(json.dumps({RESULT_MIME: res.to_dict()}), flush=True)
+    elif not res.passed and under_nbgrader():
+        raise CheckNotPassed(res.line)
     return res

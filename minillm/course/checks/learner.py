@@ -1,0 +1,210 @@
+"""Calling the learner's function inside a check: quiet, watched for references, errors translated.
+
+:class:`_Learner` wraps the function a check cell passes: its prints are dropped (per thread,
+see :func:`_quiet`), a call of one of the task's references is caught with a profile hook, a
+bare ``NotImplementedError`` means "not attempted", and any other exception becomes a
+one-line message naming the learner's own line (:func:`_describe_exception`), shortened
+without cutting a word (:func:`shorten`). The runner in :mod:`minillm.course.checks` turns
+the private exceptions raised here into verdicts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import linecache
+import re
+import sys
+import sysconfig
+import threading
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["shorten"]
+
+
+class _NotAttempted(Exception):
+    pass
+
+
+class _LearnerError(Exception):
+    pass
+
+
+class _UsedReference(Exception):
+    pass
+
+
+def _resolve(dotted: str) -> Any | None:
+    """Import ``a.b.c.name`` (or an attribute chain such as ``a.b.Class.method``); None if absent."""
+    parts = dotted.split(".")
+    for i in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:i]))
+        except ImportError:
+            continue
+        try:
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+        except AttributeError:
+            return None
+        return obj
+    return None
+
+
+def _code_of(obj: Any):
+    import inspect
+
+    obj = inspect.unwrap(obj) if callable(obj) else obj
+    if isinstance(obj, type):
+        obj = getattr(obj, "forward", None) or getattr(obj, "__call__", None)
+    obj = getattr(obj, "__func__", obj)
+    return getattr(obj, "__code__", None)
+
+
+_LIB_DIRS = tuple(
+    str(Path(p).resolve())
+    for p in {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+) + (str(Path(__file__).resolve().parents[2]),)
+
+
+def _is_learner_frame(filename: str) -> bool:
+    if filename.startswith("<frozen") or filename.startswith("<string>"):
+        return False
+    try:
+        resolved = str(Path(filename).resolve())
+    except OSError:
+        return True
+    return not resolved.startswith(_LIB_DIRS)
+
+
+_SENTENCE_END = re.compile(r"[.!?](?=\s)")
+
+
+def shorten(text: str, n: int = 160, cap: int = 1000) -> str:
+    """``text`` on one line, shortened for a verdict without ever cutting a word.
+
+    Up to ``n`` characters it is kept whole. Longer, it ends at the last sentence end
+    (``.``, ``!`` or ``?`` before a space) within ``n`` characters, followed by " …";
+    with no sentence end there it is kept whole up to ``cap`` characters, and past ``cap``
+    (a tensor printed into a message) it ends at the last space before ``cap`` with a note
+    of how much was left out.
+    """
+    text = " ".join(str(text).split())
+    if len(text) <= n:
+        return text
+    ends = [m.end() for m in _SENTENCE_END.finditer(text, 0, n)]
+    if ends:
+        return text[: ends[-1]] + " …"
+    if len(text) <= cap:
+        return text
+    cut = text.rfind(" ", 0, cap)
+    cut = cut if cut > 0 else cap
+    return f"{text[:cut]} … ({len(text) - cut} more characters)"
+
+
+def _describe_exception(exc: BaseException) -> str:
+    """``ValueError: bad shape (your line 7: `x = q @ k`)``: the learner's innermost frame."""
+    where = ""
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        if _is_learner_frame(frame.f_code.co_filename):
+            code = linecache.getline(frame.f_code.co_filename, lineno, frame.f_globals).strip()
+            where = f" (in {frame.f_code.co_name}, line {lineno}" + (f": `{shorten(code, 70, cap=70)}`)" if code else ")")
+    msg = shorten(str(exc))
+    return f"{type(exc).__name__}" + (f": {msg}" if msg else "") + where
+
+
+class _ThreadFilter:
+    """Stands in for ``sys.stdout`` while learner code runs: drops what the silenced threads
+    print and passes every other thread's output through to the real stream."""
+
+    def __init__(self, target) -> None:
+        self.target = target
+
+    def write(self, s: str) -> int:
+        if getattr(_quiet_local, "depth", 0):
+            return len(s)
+        return self.target.write(s)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+    def __getattr__(self, name: str):  # encoding, isatty, fileno, ... of the real stream
+        return getattr(self.target, name)
+
+
+_quiet_local = threading.local()
+_quiet_lock = threading.Lock()
+_quiet_users = 0
+_quiet_saved = None
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence ``print`` in this thread only.
+
+    ``contextlib.redirect_stdout`` swaps the process-wide ``sys.stdout``: when several
+    simulated ranks (threads) call the learner's function at once, their swaps interleave
+    and the wrong stream can be left behind. Here the first user installs one filter, each
+    thread marks itself silent, and the last user puts the original stream back.
+    """
+    global _quiet_users, _quiet_saved
+    with _quiet_lock:
+        if _quiet_users == 0:
+            _quiet_saved = sys.stdout
+            sys.stdout = _ThreadFilter(sys.stdout)
+        _quiet_users += 1
+    _quiet_local.depth = getattr(_quiet_local, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _quiet_local.depth -= 1
+        with _quiet_lock:
+            _quiet_users -= 1
+            if _quiet_users == 0:
+                if isinstance(sys.stdout, _ThreadFilter):  # unless someone replaced it meanwhile
+                    sys.stdout = _quiet_saved
+                _quiet_saved = None
+
+
+class _Learner:
+    """Calls the learner's function the way checks need: quiet, watched, with exceptions translated."""
+
+    def __init__(self, fn: Callable, references: dict) -> None:
+        self.fn = fn
+        self._codes = {c: name for name, obj in references.items() if (c := _code_of(obj)) is not None}
+        self._builtins = {id(obj): name for name, obj in references.items() if _code_of(obj) is None}
+
+    def __call__(self, *args, **kwargs):
+        hits: list[str] = []
+        codes, builtins = self._codes, self._builtins
+
+        def profile(frame, event, arg):
+            if event == "call":
+                name = codes.get(frame.f_code)
+                if name:
+                    hits.append(name)
+            elif event == "c_call" and id(arg) in builtins:
+                hits.append(builtins[id(arg)])
+
+        old = sys.getprofile()
+        sys.setprofile(profile)
+        try:
+            with _quiet():
+                out = self.fn(*args, **kwargs)
+        except NotImplementedError as e:
+            sys.setprofile(old)
+            if not str(e):
+                raise _NotAttempted() from None
+            raise _LearnerError(_describe_exception(e)) from None
+        except Exception as e:  # the learner's bug: report it, never a traceback from here
+            sys.setprofile(old)
+            if hits:
+                raise _UsedReference(hits[0]) from None
+            raise _LearnerError(_describe_exception(e)) from None
+        finally:
+            sys.setprofile(old)
+        if hits:
+            raise _UsedReference(hits[0])
+        return out
