@@ -84,6 +84,27 @@ def _chunk_index(n: int, comm: Comm) -> Tensor:
     return torch.arange(comm.rank * k, (comm.rank + 1) * k)
 
 
+class _ChargeCompute(torch.autograd.Function):
+    """Identity that charges ``flops`` to the simulator's clock forward and twice that backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, comm: Comm, flops: float) -> Tensor:
+        ctx.comm, ctx.flops = comm, flops
+        comm.compute(flops=flops, label="forward")
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        ctx.comm.compute(flops=2 * ctx.flops, label="backward")  # input and weight gradients: 2 GEMMs
+        return dy, None, None
+
+
+def _charged(y: Tensor, comm: Comm, flops: float) -> Tensor:
+    """``y`` unchanged; on the simulator the rank's clock advances by the GEMM's roofline time
+    (real backends ignore it), so simulated timelines show compute between the collectives."""
+    return _ChargeCompute.apply(y, comm, float(flops))
+
+
 def _matmul(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
     x2 = x.reshape(-1, x.shape[-1])
     y = torch.addmm(b, x2, w.t()) if b is not None else x2 @ w.t()
@@ -121,6 +142,7 @@ class ColumnParallelLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = all_gather_from_sp(x, self.comm) if self.sequence_parallel else copy_to_tp(x, self.comm)
         y = _matmul(x, self.weight, self.bias)
+        y = _charged(y, self.comm, 2 * x[..., 0].numel() * self.weight.numel())
         return gather_from_tp(y, self.comm) if self.gather_output else y
 
 
@@ -158,7 +180,7 @@ class RowParallelLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.input_is_parallel:
             x = scatter_to_tp(x, self.comm)
-        y = _matmul(x, self.weight, None)
+        y = _charged(_matmul(x, self.weight, None), self.comm, 2 * x[..., 0].numel() * self.weight.numel())
         y = reduce_scatter_to_sp(y, self.comm) if self.sequence_parallel else reduce_from_tp(y, self.comm)
         return y + self.bias if self.bias is not None else y
 

@@ -1,0 +1,174 @@
+"""Checks of lesson 12, "Tensor parallelism".
+
+Shards are compared exactly with :mod:`minillm.parallel.tensor_parallel`'s (slicing moves bits);
+rank code runs on the simulated cluster (tp = 2 and 4) and is compared with the one-device
+result at 1e-5 relative (fp32 partial sums added in another order, ~1e-7); the byte count is
+float64 arithmetic on integers, compared at 1e-9. Typical mistakes are named in the hint.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from minillm.course.checks import CheckFailure, describe, expect_close, register
+from minillm.course.checks.lesson10 import run_ranks
+
+_TP = (
+    "minillm.parallel.tensor_parallel.ColumnParallelLinear",
+    "minillm.parallel.tensor_parallel.RowParallelLinear",
+    "minillm.parallel.tensor_parallel.reduce_from_tp",
+    "minillm.parallel.tp_comm.reduce_from_tp",
+)
+
+
+def _weights(seed: int, out: int, inp: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(out, inp, generator=g), torch.randn(out, generator=g)
+
+
+@register("12.shard_column", points=2, references=_TP)
+def check_shard_column(fn) -> None:
+    """shard_column(weight, bias, rank, tp) -> (this rank's rows of weight, its slice of bias)."""
+    for seed, (out, inp, tp) in enumerate([(8, 4, 2), (12, 6, 4), (9, 5, 3), (6, 6, 1)]):
+        w, b = _weights(seed, out, inp)
+        k = out // tp
+        for r in range(tp):
+            got = fn(w.clone(), b.clone(), r, tp)
+            if not isinstance(got, (tuple, list)) or len(got) != 2:
+                raise CheckFailure("shard_column returned", got=describe(got), expected="a pair (weight shard, bias shard)")
+            gw, gb = got
+            hint = None
+            if isinstance(gw, torch.Tensor) and tuple(gw.shape) == (out, inp // tp) and inp % tp == 0:
+                hint = "a column-parallel layer splits the *output* features: rows of the [out, in] weight, not columns"
+            elif isinstance(gw, torch.Tensor) and tuple(gw.shape) == (k, inp) and r + 1 < tp and torch.equal(gw, w[(tp - 1 - r) * k : (tp - r) * k]):
+                hint = "rank r holds rows r·out/tp … (r+1)·out/tp - 1, in rank order"
+            what = f"shard_column(weight [{out}, {inp}], bias, rank={r}, tp={tp})"
+            expect_close(gw, w[r * k : (r + 1) * k], atol=0, rtol=0, what=f"{what}'s weight", hint=hint)
+            expect_close(gb, b[r * k : (r + 1) * k], atol=0, rtol=0, what=f"{what}'s bias", hint="the bias is split like the rows")
+
+
+def _row_rank(comm, fn, seed, n, inp, out):
+    g = torch.Generator().manual_seed(seed)
+    x, w, b = torch.randn(n, inp, generator=g), torch.randn(out, inp, generator=g), torch.randn(out, generator=g)
+    k = inp // comm.world_size
+    cols = slice(comm.rank * k, (comm.rank + 1) * k)
+    got = fn(comm, x[:, cols].clone(), w[:, cols].clone(), b.clone())
+    return {"got": got, "want": x @ w.t() + b, "x": x, "w": w, "b": b}
+
+
+@register("12.row_parallel_linear", points=3, references=_TP)
+def check_row_parallel_linear(fn) -> None:
+    """row_parallel_linear(comm, x_local, w_local, bias) -> x @ Wᵀ + bias, the same on every rank."""
+    for seed, (tp, n, inp, out) in enumerate([(2, 3, 8, 5), (4, 4, 16, 6), (3, 2, 9, 4)]):
+        res = run_ranks(_row_rank, tp, fn, seed, n, inp, out)
+        for r, d in enumerate(res.results):
+            got, want = d["got"], d["want"]
+            partial = d["x"][:, r * (inp // tp) : (r + 1) * (inp // tp)] @ d["w"][:, r * (inp // tp) : (r + 1) * (inp // tp)].t()
+            expect_close(
+                got, want, atol=1e-5, rtol=1e-5,  # fp32 partial products summed in another order: ~1e-7
+                what=f"with tp={tp}, rank {r}'s output",
+                hint="multiply your slices, all-reduce (sum) the partial products, then add the bias once",
+                diagnose={
+                    f"the bias was added before the all-reduce, so it counts {tp} times: add it after the sum": want + (tp - 1) * d["b"],
+                    "this is only this rank's partial product: all-reduce (sum) it over the ranks": partial + d["b"],
+                    "op='avg' divides the sum by tp: the partial products must be added, op='sum'": (want - d["b"]) / tp + d["b"],
+                },
+            )
+
+
+@register("12.qkv_head_rows", points=3, references=("minillm.parallel.tensor_parallel._head_rows",))
+def check_qkv_head_rows(fn) -> None:
+    """qkv_head_rows(n_embd, n_head, rank, tp) -> the rows of c_attn (Q, K, V of whole heads) this rank keeps."""
+    for C, H, tp in [(8, 2, 2), (12, 4, 2), (16, 4, 4), (24, 6, 3), (8, 4, 1)]:
+        hd, per = C // H, H // tp
+        for r in range(tp):
+            got = fn(C, H, r, tp)
+            try:
+                got_list = [int(i) for i in (got.tolist() if isinstance(got, torch.Tensor) else got)]
+            except (TypeError, ValueError):
+                raise CheckFailure(f"qkv_head_rows({C}, {H}, {r}, {tp}) returned", got=describe(got),
+                                   expected="a list (or 1-D tensor) of row indices") from None
+            cols = list(range(r * per * hd, (r + 1) * per * hd))
+            want = cols + [c + C for c in cols] + [c + 2 * C for c in cols]
+            if got_list == want:
+                continue
+            k = 3 * C // tp
+            if got_list == list(range(r * k, (r + 1) * k)):
+                hint = "a contiguous chunk of the 3C rows cuts Q, K and V apart: take the same heads' rows from each of the three blocks"
+            elif got_list == cols:
+                hint = "those are only Q's rows: K's start at row C and V's at 2C"
+            elif sorted(got_list) == sorted(want):
+                hint = "the right rows in the wrong order: Q's rows first, then K's, then V's, so the shard still splits into q, k, v"
+            else:
+                hint = f"head h owns columns h·{hd} … (h+1)·{hd} - 1 of Q (and of K, V); rank r owns heads r·n_head/tp …"
+            raise CheckFailure(f"qkv_head_rows(n_embd={C}, n_head={H}, rank={r}, tp={tp}) is", got=got_list[:12],
+                               expected=want[:12], hint=hint)
+
+
+def _vocab_rank(comm, fn, seed, n, V, scale):
+    g = torch.Generator().manual_seed(seed)
+    logits, targets = torch.randn(n, V, generator=g) * scale, torch.randint(0, V, (n,), generator=g)
+    k = V // comm.world_size
+    local = logits[:, comm.rank * k : (comm.rank + 1) * k].clone()
+    got = fn(comm, local, targets.clone())
+    return {"got": got, "logits": logits, "targets": targets}
+
+
+@register("12.vocab_parallel_loss", points=4, references=(
+    "minillm.parallel.tensor_parallel.vocab_parallel_cross_entropy", "torch.nn.functional.cross_entropy",
+    "minillm.kernels.cross_entropy_loss", "minillm.model.cross_entropy",
+))
+def check_vocab_parallel_loss(fn) -> None:
+    """vocab_parallel_loss(comm, local_logits, targets) -> mean cross-entropy over the full vocabulary."""
+    from minillm.parallel import comm_summary
+
+    # large vocabularies, so that gathering the logits costs > 5x the three all-reduces
+    for seed, (tp, n, V, scale) in enumerate([(2, 6, 32, 1.0), (4, 8, 64, 3.0), (2, 5, 32, 200.0)]):
+        res = run_ranks(_vocab_rank, tp, fn, seed, n, V, scale)
+        for r, d in enumerate(res.results):
+            lg, t = d["logits"].double(), d["targets"]
+            want = float((torch.logsumexp(lg, -1) - lg.gather(-1, t[:, None]).squeeze(-1)).mean())
+            got = d["got"]
+            if isinstance(got, torch.Tensor) and got.numel() == 1:
+                got = float(got)
+            if isinstance(got, bool) or not isinstance(got, (int, float)):
+                raise CheckFailure(f"with tp={tp}, rank {r}'s loss is", got=describe(d["got"]), expected="a scalar")
+            if math.isclose(got, want, rel_tol=1e-5, abs_tol=1e-6):  # fp32 logsumexp against float64
+                continue
+            k = V // tp
+            if not math.isfinite(got):
+                hint = "exp() of large logits overflows: subtract the *global* maximum (all-reduce the local maxima with op='max') first"
+            else:
+                hint = ("three all-reduces, one number per token each: the max (op='max'), the sum of exp(z - max), and the target's "
+                        "logit, which only the rank holding id t (rank t // (V/tp), column t - rank·V/tp) contributes")
+            raise CheckFailure(f"with tp={tp} (vocabulary {V}, rank {r} holds ids {r * k}…{(r + 1) * k - 1}), the loss is",
+                               got=f"{got:.6g}", expected=f"{want:.6g}", hint=hint)
+        sent = max(comm_summary(tr, tp)["bytes_sent"] for tr in res.traces)
+        gather = (tp - 1) / tp * n * V * 4  # what all-gathering the fp32 logits would send
+        if sent >= 0.5 * gather:
+            raise CheckFailure(f"with tp={tp} a rank sent {sent:.0f} bytes", expected=f"far fewer than the {gather:.0f} of gathering the logits",
+                               hint="never gather [n, V]: all-reduce per-token numbers (max, sum of exp, target logit) instead")
+
+
+@register("12.tp_bytes_per_layer", points=2, references=("minillm.parallel.tp_costs.tp_comm_bytes",))
+def check_tp_bytes_per_layer(fn) -> None:
+    """tp_bytes_per_layer(batch, seq_len, hidden, tp, bytes_per_elem) -> bytes one rank sends per layer, forward + backward."""
+    for b, s, h, tp, e in [(1, 2048, 12288, 8, 2), (4, 1024, 4096, 2, 2), (2, 16, 32, 4, 4), (1, 128, 64, 1, 2), (8, 512, 2048, 3, 1)]:
+        got = fn(b, s, h, tp, e)
+        n = b * s * h * e
+        want = 4 * 2 * (tp - 1) / tp * n
+        what = f"tp_bytes_per_layer(batch={b}, seq_len={s}, hidden={h}, tp={tp}, bytes_per_elem={e})"
+        if isinstance(got, bool) or not isinstance(got, (int, float)):
+            raise CheckFailure(f"{what} is", got=describe(got), expected="a number of bytes")
+        if math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9):
+            continue
+        if tp > 1 and math.isclose(got, want / 2, rel_tol=1e-9):
+            hint = ("that is half: count 2 all-reduces forward and 2 backward (the f of each sub-layer), each a "
+                    "reduce-scatter plus an all-gather, 2(p-1)/p · n bytes per rank")
+        elif tp > 1 and math.isclose(got, 4 * n, rel_tol=1e-9):
+            hint = "a ring all-reduce of n bytes sends 2(p-1)/p · n per rank, not n"
+        else:
+            hint = "per layer: 2 all-reduces forward (after attention and after the MLP) and 2 backward, each of the [b, s, h] activation"
+        raise CheckFailure(f"{what} is", got=f"{got:.6g}", expected=f"{want:.6g}", hint=hint)
