@@ -18,7 +18,7 @@ from dataclasses import replace
 import numpy as np
 from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from matplotlib.patches import FancyBboxPatch, Patch
 
 from minillm.units import GB, format_bytes, format_seconds
 from minillm.validate import check_choice, check_int
@@ -31,6 +31,7 @@ __all__ = [
     "weight_owners",
     "plot_weight_ownership",
     "plot_activation_memory",
+    "plot_fg_diagram",
     "TP_CLUSTERS",
     "tp_view",
     "plot_tp_view",
@@ -197,3 +198,46 @@ def tp_widget():
         hidden=w.SelectionSlider(options=[1024, 2048, 4096, 8192, 12288, 16384], value=12288, description="hidden size", style=style),
         sequence_parallel=w.Checkbox(value=True, description="sequence parallelism", style=style),
     )
+
+
+def plot_fg_diagram(sequence_parallel: bool = False) -> Figure:
+    """A transformer block as boxes, with Megatron's communication points marked.
+
+    Without sequence parallelism: f (identity forward, all-reduce backward) before each
+    column-parallel part, g (all-reduce forward, identity backward) after each row-parallel
+    one. With it: an all-gather and a reduce-scatter along the sequence in their places.
+    """
+    comm_color, work_color, plain = "#dd8452", "#4c72b0", "#eeeeee"
+    f_label, g_label = ("all-gather\n(sequence)", "reduce-\nscatter") if sequence_parallel else ("f", "g")
+    boxes = [
+        ("x [b, s/t, h]" if sequence_parallel else "x [b, s, h]", plain),
+        ("LayerNorm", plain),
+        (f_label, comm_color),
+        ("attention\n(H/t heads)", work_color),
+        (g_label, comm_color),
+        ("LayerNorm", plain),
+        (f_label, comm_color),
+        ("MLP\n(4h/t wide)", work_color),
+        (g_label, comm_color),
+    ]
+    step, width = 2.3, 1.9
+    fig = Figure(figsize=(11, 2.8))
+    ax = fig.subplots()
+    ax.set_xlim(-0.2, len(boxes) * step)
+    ax.set_ylim(0, 4)
+    ax.axis("off")
+    for i, (text, color) in enumerate(boxes):
+        x = i * step
+        ax.add_patch(FancyBboxPatch((x, 1.6), width, 1.2, boxstyle="round,pad=0.05", facecolor=color, edgecolor="black", linewidth=0.6))
+        ax.text(x + width / 2, 2.2, text, ha="center", va="center", fontsize=8, color="black" if color == plain else "white")
+        if i:
+            ax.annotate("", xy=(x - 0.05, 2.2), xytext=(x - step + width + 0.05, 2.2), arrowprops=dict(arrowstyle="->", linewidth=0.7))
+    if sequence_parallel:
+        note = ("LayerNorm, dropout and the residual stream hold s/t positions per rank. All-gather before each parallel part,\n"
+                "reduce-scatter after it (and the reverse backward): the bytes of two all-reduces, the activations divided by t.")
+    else:
+        note = ("Forward: g all-reduces after attention and after the MLP. Backward: f all-reduces before them.\n"
+                "LayerNorm and the residual stream are computed, and stored, on every rank.")
+    ax.text(len(boxes) * step / 2, 0.7, note, ha="center", va="center", fontsize=8)
+    ax.set_title("One transformer block under tensor parallelism" + (" with sequence parallelism" if sequence_parallel else ""), fontsize=9)
+    return fig

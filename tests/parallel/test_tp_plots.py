@@ -71,3 +71,12 @@ def test_the_widget_responds_over_its_controls():
         assert w.result is None
     finally:
         Widget.close_all()
+
+
+def test_fg_diagram_marks_the_communication_points():
+    from minillm.parallel.tp_plots import plot_fg_diagram
+
+    texts = [t.get_text() for t in plot_fg_diagram().axes[0].texts]
+    assert texts.count("f") == 2 and texts.count("g") == 2
+    sp = [t.get_text() for t in plot_fg_diagram(sequence_parallel=True).axes[0].texts]
+    assert sp.count("all-gather\n(sequence)") == 2 and sp.count("reduce-\nscatter") == 2 and "f" not in sp
