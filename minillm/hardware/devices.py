@@ -11,7 +11,7 @@ matrices, so the dense figure is the honest roof. ``tests/hardware`` checks this
 
 ``usd_per_hour`` is an *illustrative* on-demand rental price, not a quote: prices vary
 by provider, region, commitment and month. Pass your own price to
-:func:`minillm.hardware.costs.cost_dollars` when it matters.
+:func:`minillm.hardware.economics.cost_dollars` when it matters.
 
 >>> from minillm.hardware import get_device
 >>> h100 = get_device("H100")
@@ -22,9 +22,11 @@ by provider, region, commitment and month. Pass your own price to
 from __future__ import annotations
 
 import difflib
-import math
 import re
 from dataclasses import dataclass, field
+
+from minillm.units import GB, GiB
+from minillm.validate import check_number
 
 __all__ = [
     "DeviceSpec",
@@ -44,8 +46,6 @@ DTYPE_BYTES: dict[str, int] = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8"
 #: The kinds of device in the catalog.
 KINDS = ("cpu", "gpu", "tpu", "fpga", "asic")
 
-GB = 1e9  # bytes; vendors' "GB" is decimal
-GiB = 2**30  # bytes; Google quotes some TPU memories in GiB
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,12 +88,12 @@ class DeviceSpec:
                 raise ValueError(
                     f"DeviceSpec {self.name!r}: unknown dtype {dtype!r} in peak_flops; use one of {sorted(DTYPE_BYTES)}"
                 )
-            _check_positive(f"DeviceSpec {self.name!r}: peak_flops[{dtype!r}]", value)
-        _check_positive(f"DeviceSpec {self.name!r}: mem_bytes", self.mem_bytes)
-        _check_positive(f"DeviceSpec {self.name!r}: mem_bw", self.mem_bw)
+            check_number(f"DeviceSpec {self.name!r}: peak_flops[{dtype!r}]", value, strict=True)
+        check_number(f"DeviceSpec {self.name!r}: mem_bytes", self.mem_bytes, strict=True)
+        check_number(f"DeviceSpec {self.name!r}: mem_bw", self.mem_bw, strict=True)
         for attr in ("link_bw", "tdp_w", "usd_per_hour"):
             if getattr(self, attr) is not None:
-                _check_positive(f"DeviceSpec {self.name!r}: {attr}", getattr(self, attr))
+                check_number(f"DeviceSpec {self.name!r}: {attr}", getattr(self, attr), strict=True)
 
     # ------------------------------------------------------------------ helpers
 
@@ -122,11 +122,6 @@ class DeviceSpec:
         """A one-line summary, e.g. for a table row."""
         peaks = ", ".join(f"{d} {v / 1e12:g} T" for d, v in self.peak_flops.items())
         return f"{self.name} ({self.kind}): {peaks}; {self.mem_bytes / GB:g} GB at {self.mem_bw / GB:g} GB/s"
-
-
-def _check_positive(what: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{what}={value!r} must be a positive finite number")
 
 
 # --------------------------------------------------------------------------- the catalog

@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass, field
 
 from minillm.validate import check_int, check_number
+from .shapes import as_shape, layer_params
 
 __all__ = ["FPGADesign", "FPGAResult", "LayerResult", "gemm", "transformer_layer", "u280_peak", "u280_dpu"]
 
@@ -188,9 +189,7 @@ def transformer_layer(design: FPGADesign, shape, tokens: int = 1, context: int =
     token (decode of a large model), and then memory sets the pace. A token's latency is
     at least the time to stream in the bytes it needs.
     """
-    from .costs import _as_shape, layer_params
-
-    shape = _as_shape(shape)
+    shape = as_shape(shape)
     n_tok = check_int("tokens", tokens)
     ctx = check_int("context", context)
     b = check_number("bytes_per_elem", bytes_per_elem, strict=True)

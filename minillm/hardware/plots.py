@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
+from minillm.units import format_seconds
+
 from .devices import DTYPE_BYTES, DeviceSpec, as_device
 from .roofline import Op, attainable_flops, ridge_point, roofline_curve
 
@@ -23,15 +25,7 @@ __all__ = [
     "plot_max_batch",
     "plot_memory",
     "plot_serving",
-    "format_seconds",
 ]
-
-
-def format_seconds(s: float) -> str:
-    """A duration with a readable unit: "3.2 ms", "41 µs", "2.5 s", "3.1 h"."""
-    units = (("h", 3600.0), ("min", 60.0), ("s", 1.0), ("ms", 1e-3), ("µs", 1e-6))
-    unit, scale = next(((u, k) for u, k in units if s >= k), ("ns", 1e-9))
-    return f"{s / scale:.3g} {unit}"
 
 
 def _device_and_dtype(entry, dtype):
@@ -115,7 +109,7 @@ def plot_roofline(
 
 
 def plot_workload(point: dict, sweep: list[dict] | None = None, figsize: tuple[float, float] = (7.0, 4.5)) -> Figure:
-    """A :func:`~minillm.hardware.roofline.workload_point` on its device's roofline.
+    """A :func:`~minillm.hardware.serving.workload_point` on its device's roofline.
 
     ``sweep`` (points of the same device, e.g. over batch sizes) is drawn as a grey trail
     labelled by batch, so you can watch a step slide along the roof as the batch grows.
@@ -195,7 +189,7 @@ def plot_systolic_frames(frames, which: str = "vertical", max_frames: int = 12, 
 
 
 def plot_costs(rows: list[dict], key: str = "usd_per_million", title: str | None = None) -> Figure:
-    """Horizontal bars of one column of :func:`~minillm.hardware.costs.catalog_costs` rows (log scale).
+    """Horizontal bars of one column of :func:`~minillm.hardware.economics.catalog_costs` rows (log scale).
 
     Rows whose value is None (no price or no TDP) are left out.
     """
@@ -223,8 +217,8 @@ def plot_costs(rows: list[dict], key: str = "usd_per_million", title: str | None
 def plot_decode_sweep(sweeps: dict[str, list[dict]], knees: dict[str, int | None], title: str = "") -> Figure:
     """Decode step time (left) and throughput (right) against the batch, one curve per label.
 
-    ``sweeps``: label -> the rows of :func:`~minillm.hardware.costs.decode_batch_sweep`;
-    ``knees``: label -> :func:`~minillm.hardware.costs.decode_knee_batch` (None: no knee).
+    ``sweeps``: label -> the rows of :func:`~minillm.hardware.serving.decode_batch_sweep`;
+    ``knees``: label -> :func:`~minillm.hardware.inference.decode_knee_batch` (None: no knee).
     The part of each curve where the job fits in memory (``fits``) is drawn thick, the
     knee as a dotted vertical line.
     """
@@ -282,7 +276,7 @@ def plot_max_batch(contexts: list[int], max_batches: dict[str, list[int]], knees
 
 
 def plot_memory(plans: dict, title: str = "") -> Figure:
-    """Stacked horizontal bars of each :class:`~minillm.hardware.costs.MemoryPlan` against its capacity.
+    """Stacked horizontal bars of each :class:`~minillm.hardware.memory.MemoryPlan` against its capacity.
 
     ``plans``: label -> MemoryPlan. Bars split weights, optimizer states, KV cache and
     activations; a black tick marks the capacity (GB = 1e9 bytes).
@@ -308,7 +302,7 @@ def plot_memory(plans: dict, title: str = "") -> Figure:
 
 
 def plot_serving(view: dict) -> Figure:
-    """Lesson 09's serving widget: a :func:`~minillm.hardware.costs.serving_view` in two panels.
+    """Lesson 09's serving widget: a :func:`~minillm.hardware.serving.serving_view` in two panels.
 
     Left: generated tokens/s against the batch (the roofline bound over ``view["sweep"]``),
     the chosen batch as a star, the knee as a dotted line and the batches that do not fit

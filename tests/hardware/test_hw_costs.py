@@ -12,31 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minillm.hardware import get_device, list_devices
-from minillm.hardware.costs import (
-    SECONDS_PER_DAY,
-    ModelShape,
-    catalog_costs,
-    cost_dollars,
-    cost_per_million_tokens,
-    decode_step_time,
-    energy_joules,
-    flops_per_token,
-    from_config,
-    get_model,
-    kv_cache_bytes,
-    layer_ops,
-    layer_params,
-    list_models,
-    matmul_params,
-    megatron_training_time,
-    memory_plan,
-    mfu,
-    min_devices,
-    param_count,
-    prefill_time,
-    training_flops,
-    training_time,
-)
+from minillm.hardware.block_ops import layer_ops
+from minillm.hardware.economics import catalog_costs, cost_dollars, cost_per_million_tokens, energy_joules
+from minillm.hardware.inference import decode_step_time, kv_cache_bytes, prefill_time
+from minillm.hardware.memory import memory_plan, min_devices
+from minillm.hardware.shapes import ModelShape, flops_per_token, from_config, get_model, layer_params, list_models, matmul_params, param_count
+from minillm.hardware.training import SECONDS_PER_DAY, megatron_training_time, mfu, training_flops, training_time
 from minillm.model import GPT, GPTConfig
 
 pytestmark = pytest.mark.lesson09
@@ -282,7 +263,7 @@ def test_catalog_costs_has_a_row_per_device():
 
 
 def test_serving_summary_is_consistent():
-    from minillm.hardware.costs import serving_summary
+    from minillm.hardware.serving import serving_summary
 
     r = serving_summary("llama2-70b", "h100", batch=8, context=2048)
     step = decode_step_time("llama2-70b", "h100", 2048, batch=8, n_devices=r["n_devices"])

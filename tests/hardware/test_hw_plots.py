@@ -7,14 +7,10 @@ matplotlib.use("Agg")
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from minillm.hardware.costs import (  # noqa: E402
-    ModelShape,
-    decode_batch_sweep,
-    decode_knee_batch,
-    get_model,
-    memory_plan,
-    serving_view,
-)
+from minillm.hardware.inference import decode_knee_batch
+from minillm.hardware.memory import memory_plan
+from minillm.hardware.serving import decode_batch_sweep, serving_view
+from minillm.hardware.shapes import ModelShape, get_model
 from minillm.hardware.plots import plot_decode_sweep, plot_max_batch, plot_memory, plot_serving  # noqa: E402
 
 pytestmark = pytest.mark.lesson09

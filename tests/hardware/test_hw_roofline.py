@@ -13,9 +13,9 @@ from minillm.hardware.roofline import (
     gemm_flops_bytes,
     gemm_intensity,
     op_time,
-    plot_roofline,
     ridge_point,
 )
+from minillm.hardware.plots import plot_roofline
 
 pytestmark = pytest.mark.lesson07
 
@@ -106,10 +106,25 @@ def test_bad_input_is_a_clear_error(call, match):
         call()
 
 
-def test_plot_roofline_returns_a_figure():
+def test_plot_roofline_draws_each_roof_at_its_peak_and_the_ops():
     ops = [Op("decode gemv", 2 * 4096**2, 2 * 4096**2, measured_flops_per_s=1e12), Op("big gemm", 1e12, 1e9)]
-    fig = plot_roofline([("h100", "bf16"), "tpu-v5e", get_device("xeon")], ops=ops)
+    devices = [("h100", "bf16"), "tpu-v5e", get_device("xeon")]
+    fig = plot_roofline(devices, ops=ops)
     assert isinstance(fig, Figure)
-    assert len(fig.axes[0].get_lines()) >= 3
-    fig2 = plot_roofline("h100")  # a single device works too
-    assert isinstance(fig2, Figure)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    assert ax.get_xlabel() == "arithmetic intensity (FLOP/byte)" and ax.get_ylabel() == "attainable FLOP/s"
+    roofs = [line for line in ax.get_lines() if len(line.get_xdata()) > 2]
+    assert [line.get_label().split(" ")[0] for line in roofs] == ["h100-sxm", "tpu-v5e", "xeon-8480"]
+    for line, (name, dtype) in zip(roofs, [("h100", "bf16"), ("tpu-v5e", "bf16"), ("xeon", get_device("xeon").default_dtype())]):
+        # Each roof flattens at the device's peak (exact: the curve is min(peak, I x bw)).
+        assert max(line.get_ydata()) == get_device(name).peak(dtype)
+    # Each op is a dot on the first roof, and the measured one has a hollow marker too.
+    dots = [line for line in ax.get_lines() if len(line.get_xdata()) == 1]
+    assert len(dots) == 3
+    assert dots[0].get_xdata()[0] == pytest.approx(ops[0].intensity)  # sorted by intensity: the gemv first
+    assert dots[0].get_ydata()[0] == pytest.approx(attainable_flops("h100", ops[0].intensity, "bf16"))
+    box = "\n".join(t.get_text() for t in ax.texts)
+    assert "1 decode gemv" in box and "2 big gemm" in box
+    single = plot_roofline("h100").axes[0]  # a single device works too
+    assert [line.get_label() for line in single.get_lines() if len(line.get_xdata()) > 2] == ["h100-sxm bf16 (ridge 295 FLOP/B)"]

@@ -105,13 +105,21 @@ def test_frames_show_every_cycle(dataflow):
 
 
 def test_frame_plots():
-    from matplotlib.figure import Figure
-
     from minillm.hardware.plots import plot_systolic_frame, plot_systolic_frames
 
     _, stats = SystolicArray(2, 2, "ws").matmul(np.ones((2, 2), dtype=int), np.ones((2, 2), dtype=int), record_frames=True)
-    assert isinstance(plot_systolic_frame(stats.frames[4], stats.roles), Figure)
-    assert isinstance(plot_systolic_frames(stats.frames), Figure)
+    frame = stats.frames[4]
+    fig = plot_systolic_frame(frame, stats.roles)
+    grids = [ax for ax in fig.axes if ax.get_images()]
+    assert [ax.get_title() for ax in grids] == [stats.roles[k] for k in ("stationary", "horizontal", "vertical")]
+    assert f"cycle {frame.cycle}" in fig._suptitle.get_text()
+    # The cell values are printed: each finite entry of a grid appears as a text in its panel.
+    for ax, grid in zip(grids, (frame.stationary, frame.horizontal, frame.vertical)):
+        assert len(ax.texts) == int(np.isfinite(grid).sum())
+    strip = plot_systolic_frames(stats.frames)
+    panels = [ax for ax in strip.axes if ax.get_images()]
+    assert 1 < len(panels) <= 12
+    assert panels[0].get_title().startswith(f"c{stats.frames[0].cycle} ")
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@
 - ``08.fpga_gemm_seconds`` against :func:`minillm.hardware.fpga.gemm` (compute time of a
   design with no memory limit), relative tolerance 1e-9 (float64 division only).
 - ``08.cheapest_device`` against a reference selection over
-  :func:`minillm.hardware.costs.cost_per_million_tokens`, exact (a device name).
+  :func:`minillm.hardware.economics.cost_per_million_tokens`, exact (a device name).
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def check_fpga_gemm_seconds(fn) -> None:
 
 
 def _cheapest(model, devices, batch, context, max_step_s):
-    from minillm.hardware.costs import cost_per_million_tokens
+    from minillm.hardware.economics import cost_per_million_tokens
 
     rows = [cost_per_million_tokens(model, d, batch=batch, context=context) for d in devices]
     ok = [r for r in rows if r["usd_per_million"] is not None and r["step_s"] <= max_step_s]
@@ -163,9 +163,7 @@ def _cheapest(model, devices, batch, context, max_step_s):
 def check_cheapest_device(fn) -> None:
     """cheapest_device(model, devices, batch, context, max_step_s) -> catalog name of the cheapest device that meets the deadline, or None."""
     from minillm.hardware import get_device
-    from minillm.hardware.costs import ModelShape
-
-    from minillm.hardware.costs import from_config
+    from minillm.hardware.shapes import from_config
     from minillm.presets import TEACHER
 
     teacher = from_config(TEACHER, name="teacher")

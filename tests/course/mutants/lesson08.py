@@ -69,7 +69,7 @@ def fpga_cycles(M, K, N, lanes, clock_hz, ii=1, depth=8):
 
 
 def _rows(model, devices, batch, context):
-    from minillm.hardware.costs import cost_per_million_tokens
+    from minillm.hardware.economics import cost_per_million_tokens
 
     return [cost_per_million_tokens(model, d, batch=batch, context=context) for d in devices]
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
-from minillm.hardware.costs import inference_activation_bytes, kv_cache_bytes as _kv, matmul_params, param_count
+from minillm.hardware.inference import kv_cache_bytes as _kv
+from minillm.hardware.memory import inference_activation_bytes
+from minillm.hardware.shapes import matmul_params, param_count
 
 # --------------------------------------------------------------------------- KV-cache bytes
 
