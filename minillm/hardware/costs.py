@@ -16,7 +16,15 @@ from __future__ import annotations
 
 from .block_ops import layer_ops
 from .economics import catalog_costs, cost_dollars, cost_per_million_tokens, energy_joules
-from .inference import DEFAULT_BATCHES, StepTime, decode_knee_batch, decode_step_time, kv_cache_bytes, prefill_time
+from .inference import (
+    DEFAULT_BATCHES,
+    StepTime,
+    decode_knee_batch,
+    decode_knee_context,
+    decode_step_time,
+    kv_cache_bytes,
+    prefill_time,
+)
 from .memory import MemoryPlan, activation_bytes_per_layer, inference_activation_bytes, memory_plan, min_devices
 from .serving import decode_batch_sweep, serving_summary, serving_view, workload_point
 from .shapes import (
@@ -65,6 +73,7 @@ __all__ = [
     "SECONDS_PER_DAY",
     "DEFAULT_BATCHES",
     "decode_knee_batch",
+    "decode_knee_context",
     "decode_batch_sweep",
     "training_cost",
     "serving_view",

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from minillm.validate import check_int, check_number
 from .shapes import as_shape, layer_params
 
-__all__ = ["FPGADesign", "FPGAResult", "LayerResult", "gemm", "transformer_layer", "u280_peak", "u280_dpu"]
+__all__ = ["FPGADesign", "FPGAResult", "LayerResult", "gemm", "transformer_layer", "u280_peak", "u280_dpu", "pipeline_schedule"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +118,18 @@ class FPGAResult:
 def _loop_cycles(iterations: int, depth: int, ii: int) -> int:
     """Latency of a pipelined loop: depth + (iterations - 1) x II (Vitis HLS, UG1399)."""
     return depth + (iterations - 1) * ii
+
+
+def pipeline_schedule(iterations: int, depth: int, ii: int = 1) -> list[tuple[int, int]]:
+    """When each iteration of a pipelined loop enters and leaves: [(start, end)] in cycles, one per iteration.
+
+    Iteration k enters at cycle k x II and leaves ``depth`` cycles later; the last leaves at
+    depth + (iterations - 1) x II, the loop latency of :func:`gemm` (AMD Vitis HLS, UG1399,
+    "Pipelining Loops"). With II = 1 a new input enters every cycle and ``depth`` iterations are
+    in flight at once; with II = 2 only every other cycle.
+    """
+    n, d, step = check_int("iterations", iterations), check_int("depth", depth), check_int("ii", ii)
+    return [(k * step, k * step + d) for k in range(n)]
 
 
 def gemm(design: FPGADesign, M: int, K: int, N: int, bytes_per_elem: float = 1.0) -> FPGAResult:

@@ -23,6 +23,7 @@ __all__ = [
     "decode_step_time",
     "DEFAULT_BATCHES",
     "decode_knee_batch",
+    "decode_knee_context",
     "dtype_and_bytes",
 ]
 
@@ -188,3 +189,39 @@ def decode_knee_batch(
     while bound(b) != "compute":
         b += 1
     return b
+
+
+def decode_knee_context(
+    shape,
+    device: DeviceSpec | str,
+    dtype: str | None = None,
+    kv_bytes_per_elem: float | None = None,
+) -> int | None:
+    """The longest context at which some batch still turns a decode step compute-bound; None if every context does.
+
+    :func:`decode_knee_batch` has a knee while one sequence adds more compute time than memory
+    time: F/peak > C/bw, with F = 2N + 4·L·H·Q·ctx FLOPs and C = 2·L·K·Q·ctx·kvb bytes. Both grow
+    with the context, so ctx·(2·L·K·Q·kvb/bw - 4·L·H·Q/peak) < 2N/peak. Each cached token brings
+    4·L·H·Q FLOPs and 2·L·K·Q·kvb bytes, an intensity of 2H/(K·kvb) FLOP/byte (H/K in bf16); if
+    that reaches the ridge point, the bracket is not positive and every context has a knee (None).
+    Otherwise the answer is the largest whole context below 2N/peak over the bracket.
+    """
+    shape, device = as_shape(shape), as_device(device)
+    dtype, _, kvb = dtype_and_bytes(device, dtype, kv_bytes_per_elem)
+    peak, bw = device.peak(dtype), device.mem_bw
+    N = matmul_params(shape)
+    L, H, K, Q = shape.n_layer, shape.n_head, shape.n_kv_head, shape.head_dim
+    bracket = 2.0 * L * K * Q * kvb / bw - 4.0 * L * H * Q / peak  # seconds lost per cached token per sequence
+    if bracket <= 0:
+        return None
+    ctx = max(0, math.ceil(2.0 * N / peak / bracket) - 1)
+
+    def has_knee(c: int) -> bool:
+        return decode_knee_batch(shape, device, c, dtype=dtype, kv_bytes_per_elem=kvb) is not None
+
+    # The closed form can land one off through float rounding; settle it with decode_knee_batch itself.
+    while ctx > 0 and not has_knee(ctx):
+        ctx -= 1
+    while has_knee(ctx + 1):
+        ctx += 1
+    return ctx

@@ -20,7 +20,9 @@ on a roofline in :func:`minillm.hardware.serving.workload_point`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -37,6 +39,7 @@ __all__ = [
     "attainable_flops",
     "op_time",
     "roofline_curve",
+    "ridge_batch",
 ]
 
 
@@ -160,6 +163,27 @@ def roofline_curve(
     x = np.asarray(intensities, dtype=float)
     return x, attainable_flops(device, x, dtype)
 
+
+
+def ridge_batch(K: int, N: int, peak: float, bandwidth: float, bytes_per_elem: float = 2) -> int | None:
+    """The fewest rows M at which ``A[M,K] @ B[K,N]`` is compute-bound, or None if no M is.
+
+    Compute-bound means intensity >= ridge, as :func:`op_time` decides it:
+    2MKN / (b (MK + KN + MN)) >= I* with I* = peak / bandwidth. Rearranged,
+    M (2KN - I* b (K + N)) >= I* b K N, so M = ceil(I* b K N / (2KN - I* b (K + N))) when the
+    bracket is positive. When it is not, even M -> infinity leaves the intensity at or below
+    2KN / (b (K + N)) (the weight and the output dominate the bytes): no batch reaches the ridge.
+    For M << K, N the intensity is about 2M / b, so M is about I* b / 2; the exact M is larger.
+    Exact rational arithmetic, so the boundary case (intensity exactly at the ridge) counts
+    as compute-bound, as in :func:`op_time`.
+    """
+    K, N = check_int("K", K), check_int("N", N)
+    ridge = Fraction(check_number("peak", peak, strict=True)) / Fraction(check_number("bandwidth", bandwidth, strict=True))
+    b = Fraction(check_number("bytes_per_elem", bytes_per_elem, strict=True))
+    slope = 2 * K * N - ridge * b * (K + N)
+    if slope <= 0:
+        return None
+    return max(1, math.ceil(ridge * b * K * N / slope))
 
 # workload_point (which needs the cost model) lives in serving.py; plot_roofline in plots.py.
 __getattr__ = moved_names(__name__, {"workload_point": "minillm.hardware.serving", "PHASES": "minillm.hardware.serving", "plot_roofline": "minillm.hardware.plots"})

@@ -48,7 +48,8 @@ def megatron_training_time(n_params, n_tokens: float, n_devices: int, flops_per_
     """Seconds to train with full activation recompute: 8TP / (nX) (Narayanan et al. 2021, Eq. 4).
 
     Recomputing the forward pass during the backward adds one more 2N per token: 8ND in
-    all. GPT-3 175B, 300B tokens, 1024 A100 at 140 TFLOP/s each: about 34 days.
+    all. GPT-3 175B, 300B tokens, 1024 A100 at 140 TFLOP/s each: about 34 days, the
+    paper's estimate from timed iterations (not a finished run).
     """
     n = check_int("n_devices", n_devices)
     x = check_number("flops_per_device", flops_per_device, strict=True)

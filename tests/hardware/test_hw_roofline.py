@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from minillm.hardware import get_device, list_devices
@@ -128,3 +129,25 @@ def test_plot_roofline_draws_each_roof_at_its_peak_and_the_ops():
     assert "1 decode gemv" in box and "2 big gemm" in box
     single = plot_roofline("h100").axes[0]  # a single device works too
     assert [line.get_label() for line in single.get_lines() if len(line.get_xdata()) > 2] == ["h100-sxm bf16 (ridge 295 FLOP/B)"]
+
+
+@pytest.mark.parametrize("model,context", [("llama2-7b", 1024), ("llama3-8b", 1024), ("llama2-7b", 32768), ("llama3-70b", 128)])
+def test_plot_workload_batch_labels_do_not_overlap(model, context):
+    # Lesson 07's widget: where the KV cache takes over, the sweep's points pile up at one
+    # intensity; a label on each would print the batch sizes on top of each other (issue 11).
+    from minillm.hardware.plots import plot_workload
+    from minillm.hardware.serving import workload_point
+
+    batches = [2**k for k in range(11)]
+    point = workload_point(model, "h100", 1, context)
+    fig = plot_workload(point, [workload_point(model, "h100", b, context) for b in batches])
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    labels = [t for t in fig.axes[0].texts if t.get_gid() == "batch-label"]
+    assert {"1", "1024"} <= {t.get_text() for t in labels}  # both ends of the sweep stay labelled
+    assert all(t.get_text() in {str(b) for b in batches} for t in labels)
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), [t.get_text() for t in labels]

@@ -360,3 +360,68 @@ def check_max_batch(fn) -> None:
         )
         raise CheckFailure(f"{what} is", got=got, expected=expected, hint=hint)
     assert 0 in results and max(results) > 10_000, "the cases must cover a model that does not fit and a tiny one"
+
+
+# --------------------------------------------------------------------------- stretch: where the knee disappears
+
+
+def _low_ridge_device():
+    """A made-up chip with a low bf16 ridge (5 FLOP/byte), where a multi-query model's cache is cheap enough."""
+    from minillm.hardware import DeviceSpec
+
+    return DeviceSpec("low-ridge chip", "cpu", {"bf16": 1e11}, 64e9, 2e10, None, None)
+
+
+@register("09.knee_context", points=2, references=("minillm.hardware.inference.decode_knee_context",))
+def check_knee_context(fn) -> None:
+    """knee_context(shape, device) -> the longest context at which a bf16 decode step still has a knee, or None."""
+    from minillm.hardware import get_device
+    from minillm.hardware.inference import decode_knee_batch, decode_knee_context
+    from minillm.hardware.shapes import matmul_params
+
+    shapes = {s.name: s for s in _shapes()}
+    points = [
+        ("llama2-70b", get_device("h100")),  # GQA: a knee up to 1,459 tokens of context
+        ("llama2-7b", get_device("h100")),  # no GQA: only up to 85
+        ("llama3-8b", get_device("a100")),
+        ("palm-540b", get_device("tpu-v5p")),  # multi-query: tens of thousands
+        ("minillm GPT", get_device("b200")),  # the teacher
+        ("palm-540b", _low_ridge_device()),  # H/K = 48 above the ridge of 5: every context has a knee
+    ]
+    rng = random.Random(92)
+    for name in [n for n in shapes if n.startswith("random")]:
+        points.append((name, get_device(rng.choice(["h100", "a100", "tpu-v5e"]))))
+    for name, device in points:
+        shape = shapes[name]
+        expected = decode_knee_context(shape, device, dtype="bf16")
+        got = fn(shape, device)
+        if hasattr(got, "item") and getattr(got, "ndim", 0) == 0:
+            got = got.item()
+        what = f"knee_context({shape.name}, {device.name})"
+        if got is not None and (isinstance(got, bool) or not isinstance(got, int)):
+            raise CheckFailure(f"{what} returned", got=describe(got) + (f" ({got!r})" if isinstance(got, float) else ""),
+                               expected="an int (a number of tokens) or None",
+                               hint="a context is a whole number of tokens: take the largest whole one below the bound")
+        if got == expected:
+            continue
+        L, H, K, Q = shape.n_layer, shape.n_head, shape.n_kv_head, shape.head_dim
+        peak, bw, N = device.peak("bf16"), device.mem_bw, matmul_params(shape)
+        if expected is None:
+            hint = (f"each cached token brings 4·L·H·Q FLOPs and 4·L·K·Q bytes, an intensity of H/K = {H / K:g}, "
+                    f"above this chip's ridge of {peak / bw:.3g}: the cache never outweighs the compute, so every "
+                    "context has a knee; return None")
+        elif got is None:
+            hint = (f"here H/K = {H / K:g} is below the ridge {peak / bw:.3g}: each cached token costs more memory time "
+                    "than compute time, so long enough contexts have no knee")
+        elif got == expected + 1 and decode_knee_batch(shape, device, got, dtype="bf16") is None:
+            hint = f"at context {got} no batch is compute-bound any more: return the LAST context that still has a knee"
+        elif got == max(0, math.ceil(2 * N / peak / (4 * L * K * Q / bw)) - 1):
+            hint = "the cached tokens cost FLOPs too (4·L·H·Q per token, attention over the cache): keep them on the compute side"
+        elif got == max(0, math.ceil(2 * N / peak / (4 * L * H * Q / bw - 4 * L * H * Q / peak)) - 1):
+            hint = "the cache stores only the K key/value heads: its bytes are 2·L·K·Q·2 per token, not 2·L·H·Q·2"
+        elif got == max(0, math.ceil(2 * N / peak / (2 * L * K * Q / bw - 4 * L * H * Q / peak)) - 1):
+            hint = "a bf16 cache element takes 2 bytes: 2·L·K·Q·2 bytes per cached token"
+        else:
+            hint = ("a knee exists while one sequence adds more compute time than memory time, F/peak > C/bw; write F and "
+                    "C as functions of the context and solve for it")
+        raise CheckFailure(f"{what} is", got=repr(got), expected=repr(expected), hint=hint)
