@@ -68,7 +68,7 @@ def tour_step(out_dir: pathlib.Path, quick: bool = True) -> str:
             r["device"],
             r["dtype"],
             r["bound"],
-            format_rate(r["tokens_per_s"], "tokens/s").replace(" tokens/s", ""),
+            format_rate(r["tokens_per_s"], "").strip(),
             format_seconds(r["seconds_per_million"]),
             _or_na(r["usd_per_million"], _dollars),
             _or_na(r["kwh_per_million"], _kwh),
