@@ -158,7 +158,8 @@ def plot_systolic_frame(frame, roles: dict | None = None, figsize: tuple[float, 
 
     Left: what each PE holds still; middle: the operand moving right; right: the value
     moving down. PEs that did a useful MAC this cycle are outlined. Numbers are printed
-    in the cells of arrays up to 8 x 8.
+    in the cells of arrays up to 8 x 8; each non-empty grid has its colour bar, and an
+    empty one says so.
     """
     roles = roles or {"stationary": "stationary", "horizontal": "moving right", "vertical": "moving down"}
     fig = Figure(figsize=figsize)
@@ -167,7 +168,11 @@ def plot_systolic_frame(frame, roles: dict | None = None, figsize: tuple[float, 
     for k, (key, grid) in enumerate(grids):
         ax = fig.add_subplot(1, 3, k + 1)
         shown = np.ma.masked_invalid(grid)
-        ax.imshow(shown, cmap="viridis")
+        im = ax.imshow(shown, cmap="viridis")
+        if shown.count():
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        else:
+            ax.text(0.5, 0.5, "empty this cycle", transform=ax.transAxes, ha="center", va="center", fontsize=7, color="0.4")
         rows, cols = np.nonzero(frame.active)
         ax.scatter(cols, rows, s=300, facecolors="none", edgecolors="r", linewidths=1.2, marker="s")
         if R <= 8 and C <= 8:

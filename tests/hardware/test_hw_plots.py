@@ -20,6 +20,7 @@ TEACHER = ModelShape(n_layer=6, d_model=128, n_head=4, vocab_size=512, n_positio
 
 def _drawn(fig) -> Figure:
     assert isinstance(fig, Figure) and fig.axes
+    assert any(ax.lines or ax.patches or ax.collections for ax in fig.axes), "nothing plotted"
     fig.canvas.draw()  # render for real: a bad argument to a plotting call fails here, not in a notebook
     return fig
 

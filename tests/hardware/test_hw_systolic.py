@@ -113,6 +113,11 @@ def test_frame_plots():
     fig = plot_systolic_frame(frame, stats.roles)
     grids = [ax for ax in fig.axes if ax.get_images()]
     assert [ax.get_title() for ax in grids] == [stats.roles[k] for k in ("stationary", "horizontal", "vertical")]
+    # A colour bar for each grid with values in it; an empty grid says so instead.
+    n_full = sum(bool(np.isfinite(g).any()) for g in (frame.stationary, frame.horizontal, frame.vertical))
+    assert len(fig.axes) - len(grids) == n_full
+    first = plot_systolic_frame(stats.frames[0], stats.roles)  # cycle 0: only the first weight row is in
+    assert sum("empty this cycle" in t.get_text() for ax in first.axes for t in ax.texts) == 2
     assert f"cycle {frame.cycle}" in fig._suptitle.get_text()
     # The cell values are printed: each finite entry of a grid appears as a text in its panel.
     for ax, grid in zip(grids, (frame.stationary, frame.horizontal, frame.vertical)):

@@ -44,6 +44,13 @@ def _close_widgets():
     Widget.close_all()
 
 
+def _assert_drawn(fig) -> None:
+    """A Figure with something plotted on it (lines, images, bars or markers) and labelled axes."""
+    assert isinstance(fig, Figure) and fig.axes
+    assert any(ax.lines or ax.images or ax.patches or ax.collections for ax in fig.axes), "nothing drawn"
+    assert any(ax.get_xlabel() or ax.get_title() for ax in fig.axes), "no axis label or title"
+
+
 def _sweep(w: interactive, check, draw) -> int:
     """Set every control of ``w`` to each of its values in turn (the others at their defaults) and call
     ``check(w)``; at each control's first and last value also draw ``draw(w.result)``, which must give
@@ -60,7 +67,7 @@ def _sweep(w: interactive, check, draw) -> int:
             control.value = v
             check(w)
             if i in (0, len(values) - 1):
-                assert isinstance(draw(w.result), Figure)
+                _assert_drawn(draw(w.result))
             n += 1
         control.value = default
     return n
