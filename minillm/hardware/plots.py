@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
-from minillm.units import format_seconds
+from minillm.units import GB, format_seconds
 
 from .devices import DTYPE_BYTES, DeviceSpec, as_device
 from .roofline import Op, attainable_flops, ridge_point, roofline_curve
@@ -357,7 +357,7 @@ def plot_memory(plans: dict, title: str = "") -> Figure:
         vals = [plans[k].as_gb()[part] for k in labels]
         ax.barh(labels, vals, left=left, color=f"C{i}", label=part.replace("_", " "))
         left = [a + b for a, b in zip(left, vals)]
-    ax.scatter([plans[k].capacity / 1e9 for k in labels], labels, marker="|", s=400, color="k", label="capacity", zorder=3)
+    ax.scatter([plans[k].capacity / GB for k in labels], labels, marker="|", s=400, color="k", label="capacity", zorder=3)
     ax.set_xlabel("GB (1e9 bytes)")
     ax.set_title(title)
     ax.invert_yaxis()
