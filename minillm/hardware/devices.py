@@ -2,8 +2,19 @@
 
 A :class:`DeviceSpec` is the whole of what a roofline or cost model needs to know about
 a chip: dense peak FLOP/s per dtype, memory capacity, memory bandwidth, link bandwidth
-and power. Units are SI throughout: FLOP/s, bytes, bytes/s, watts. **GB = 1e9 bytes**
-(and GiB = 2**30 bytes where a vendor quotes GiB).
+and power. Units are SI throughout: FLOP/s, bytes, bytes/s, watts.
+
+Which GB is which (:mod:`minillm.units`):
+
+- **bandwidths and FLOP/s are decimal**: GB/s = 1e9 bytes/s, as every datasheet counts them;
+- **memory sizes are stored as the vendor counts them**: NVIDIA's "80GB" (A100, H100), "141GB"
+  (H200) and "180GB" (B200) are *binary* (80 GiB = 85.9e9 bytes; an H100 SXM reports
+  81,559 MiB in ``nvidia-smi``), and so are Google's TPU v4 "32 GiB" and v5p "95 GiB";
+  Google's v5e and v6e pages, the U280 data sheet, the Xeon's DIMMs and Groq's SRAM say
+  decimal GB/MB, and are stored that way. ``mem_bytes`` is always bytes; tables print it in
+  GB = 1e9 bytes and say so.
+- Link notes quote bytes per second only; where a vendor quotes bits (Gbps), the note
+  converts (8 bits per byte).
 
 Only *dense* peaks are stored. NVIDIA spec sheets headline 2:4-sparse figures (marked
 with an asterisk), which are exactly twice the dense ones; a model multiplies dense
@@ -11,7 +22,7 @@ matrices, so the dense figure is the honest roof. ``tests/hardware`` checks this
 
 ``usd_per_hour`` is an *illustrative* on-demand rental price, not a quote: prices vary
 by provider, region, commitment and month. Pass your own price to
-:func:`minillm.hardware.costs.cost_dollars` when it matters.
+:func:`minillm.hardware.economics.cost_dollars` when it matters.
 
 >>> from minillm.hardware import get_device
 >>> h100 = get_device("H100")
@@ -22,9 +33,11 @@ by provider, region, commitment and month. Pass your own price to
 from __future__ import annotations
 
 import difflib
-import math
 import re
 from dataclasses import dataclass, field
+
+from minillm.units import GB, GiB
+from minillm.validate import check_number
 
 __all__ = [
     "DeviceSpec",
@@ -44,8 +57,6 @@ DTYPE_BYTES: dict[str, int] = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8"
 #: The kinds of device in the catalog.
 KINDS = ("cpu", "gpu", "tpu", "fpga", "asic")
 
-GB = 1e9  # bytes; vendors' "GB" is decimal
-GiB = 2**30  # bytes; Google quotes some TPU memories in GiB
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,12 +99,12 @@ class DeviceSpec:
                 raise ValueError(
                     f"DeviceSpec {self.name!r}: unknown dtype {dtype!r} in peak_flops; use one of {sorted(DTYPE_BYTES)}"
                 )
-            _check_positive(f"DeviceSpec {self.name!r}: peak_flops[{dtype!r}]", value)
-        _check_positive(f"DeviceSpec {self.name!r}: mem_bytes", self.mem_bytes)
-        _check_positive(f"DeviceSpec {self.name!r}: mem_bw", self.mem_bw)
+            check_number(f"DeviceSpec {self.name!r}: peak_flops[{dtype!r}]", value, strict=True)
+        check_number(f"DeviceSpec {self.name!r}: mem_bytes", self.mem_bytes, strict=True)
+        check_number(f"DeviceSpec {self.name!r}: mem_bw", self.mem_bw, strict=True)
         for attr in ("link_bw", "tdp_w", "usd_per_hour"):
             if getattr(self, attr) is not None:
-                _check_positive(f"DeviceSpec {self.name!r}: {attr}", getattr(self, attr))
+                check_number(f"DeviceSpec {self.name!r}: {attr}", getattr(self, attr), strict=True)
 
     # ------------------------------------------------------------------ helpers
 
@@ -122,11 +133,6 @@ class DeviceSpec:
         """A one-line summary, e.g. for a table row."""
         peaks = ", ".join(f"{d} {v / 1e12:g} T" for d, v in self.peak_flops.items())
         return f"{self.name} ({self.kind}): {peaks}; {self.mem_bytes / GB:g} GB at {self.mem_bw / GB:g} GB/s"
-
-
-def _check_positive(what: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{what}={value!r} must be a positive finite number")
 
 
 # --------------------------------------------------------------------------- the catalog
@@ -171,7 +177,7 @@ _CATALOG: list[DeviceSpec] = [
         name="a100-80gb-sxm",
         kind="gpu",
         peak_flops={"fp32": 19.5e12, "tf32": 156e12, "bf16": 312e12, "fp16": 312e12, "int8": 624e12},
-        mem_bytes=80 * GB,
+        mem_bytes=80 * GiB,  # NVIDIA "80GB" is binary
         mem_bw=2.039e12,
         link_bw=600 * GB / 2,  # NVLink 3: 600 GB/s total (both directions) -> 300 GB/s per direction
         tdp_w=400.0,
@@ -179,7 +185,7 @@ _CATALOG: list[DeviceSpec] = [
         aliases=("a100", "a100-80gb", "a100-sxm", "a100-sxm4-80gb"),
         sources={
             "peak_flops": _NV_A100 + ": FP32 19.5 TF, TF32 156 TF, BF16/FP16 312 TF, INT8 624 TOPS dense",
-            "mem_bytes": _NV_A100 + ": 80GB HBM2e",
+            "mem_bytes": _NV_A100 + ": 80GB HBM2e, a binary figure: 80 GiB = 85.9e9 bytes (nvidia-smi: 81,920 MiB)",
             "mem_bw": _NV_A100 + ": 2,039 GB/s",
             "link_bw": _NV_A100 + ": NVLink 600 GB/s (total of both directions)",
             "tdp_w": _NV_A100 + ": max TDP 400 W",
@@ -197,7 +203,7 @@ _CATALOG: list[DeviceSpec] = [
             "fp8": 1978.9e12,
             "int8": 1978.9e12,
         },
-        mem_bytes=80 * GB,
+        mem_bytes=80 * GiB,  # NVIDIA "80GB" is binary
         mem_bw=3.35e12,
         link_bw=900 * GB / 2,  # NVLink 4: 900 GB/s total -> 450 GB/s per direction
         tdp_w=700.0,
@@ -207,7 +213,7 @@ _CATALOG: list[DeviceSpec] = [
             "peak_flops": _NV_H100
             + ": FP32 67 TF; TF32 989, BF16/FP16 1,979, FP8/INT8 3,958 with sparsity; "
             "NVIDIA H100 whitepaper gives the dense BF16 figure as 989.4 TF",
-            "mem_bytes": _NV_H100 + ": 80GB",
+            "mem_bytes": _NV_H100 + ": 80GB, a binary figure: 80 GiB = 85.9e9 bytes (nvidia-smi reports 81,559 MiB = 85.5e9 usable)",
             "mem_bw": _NV_H100 + ": 3.35 TB/s",
             "link_bw": _NV_H100 + ": NVLink 900 GB/s (total of both directions)",
             "tdp_w": _NV_H100 + ": max TDP up to 700 W",
@@ -225,7 +231,7 @@ _CATALOG: list[DeviceSpec] = [
             "fp8": 1978.9e12,
             "int8": 1978.9e12,
         },
-        mem_bytes=141 * GB,
+        mem_bytes=141 * GiB,  # NVIDIA "141GB" is binary
         mem_bw=4.8e12,
         link_bw=900 * GB / 2,
         tdp_w=700.0,
@@ -233,7 +239,7 @@ _CATALOG: list[DeviceSpec] = [
         aliases=("h200",),
         sources={
             "peak_flops": _NV_H200 + ": same Tensor Core peaks as H100 SXM (sparse figures halved)",
-            "mem_bytes": _NV_H200 + ": 141GB HBM3e",
+            "mem_bytes": _NV_H200 + ": 141GB HBM3e, binary as NVIDIA counts: 141 GiB = 151e9 bytes",
             "mem_bw": _NV_H200 + ": 4.8 TB/s",
             "link_bw": _NV_H200 + ": NVLink 900 GB/s (total of both directions)",
             "tdp_w": _NV_H200 + ": max TDP up to 700 W",
@@ -251,7 +257,7 @@ _CATALOG: list[DeviceSpec] = [
             "fp8": 4.5e15,
             "int8": 4.5e15,
         },
-        mem_bytes=180 * GB,
+        mem_bytes=180 * GiB,  # NVIDIA "180GB" is binary
         mem_bw=8e12,
         link_bw=1800 * GB / 2,  # NVLink 5: 1.8 TB/s total -> 900 GB/s per direction
         tdp_w=1000.0,
@@ -259,7 +265,7 @@ _CATALOG: list[DeviceSpec] = [
         aliases=("b200-hgx", "hgx-b200", "blackwell"),
         sources={
             "peak_flops": _NV_B200 + ": FP32 75 TF; TF32 2.2, BF16/FP16 4.5, FP8/INT8 9 PFLOPS with sparsity",
-            "mem_bytes": _NV_B200 + ": about 180 GB HBM3e per GPU (1.44 TB per 8-GPU board)",
+            "mem_bytes": _NV_B200 + ": about 180GB HBM3e per GPU (1.44TB per 8-GPU board), binary as NVIDIA counts: 180 GiB = 193e9 bytes",
             "mem_bw": _NV_B200 + ": 64 TB/s per 8 GPUs = 8 TB/s each (the HGX table lists 7.7 TB/s)",
             "link_bw": _NV_B200 + ": NVLink 5, 1.8 TB/s (total of both directions)",
             "tdp_w": _NV_B200 + ": configurable up to 1,000 W",
@@ -289,7 +295,7 @@ _CATALOG: list[DeviceSpec] = [
     DeviceSpec(
         name="tpu-v5e",
         kind="tpu",
-        peak_flops={"bf16": 197e12, "int8": 394e12},
+        peak_flops={"bf16": 197e12, "int8": 393e12},
         mem_bytes=16 * GB,
         mem_bw=819 * GB,
         link_bw=400 * GB / 2,  # 400 GB/s bidirectional per chip -> 200 GB/s per direction
@@ -297,10 +303,10 @@ _CATALOG: list[DeviceSpec] = [
         usd_per_hour=1.2,
         aliases=("v5e", "tpuv5e", "v5litepod"),
         sources={
-            "peak_flops": f"{_GCP} TPU v5e: 197 TFLOPS bf16, 394 TOPS int8 per chip",
-            "mem_bytes": f"{_GCP} TPU v5e: 16 GB HBM2",
+            "peak_flops": f"{_GCP} TPU v5e: 197 TFLOPS bf16, 393 TOPS int8 per chip",
+            "mem_bytes": f"{_GCP} TPU v5e: 16 GB HBM2 (decimal, as the page says)",
             "mem_bw": f"{_GCP} TPU v5e: 819 GB/s",
-            "link_bw": f"{_GCP} TPU v5e: ICI 400 GB/s bidirectional per chip (1,600 Gbps)",
+            "link_bw": f"{_GCP} TPU v5e: ICI 200 GB/s per chip per direction, 400 GB/s counting both (Google quotes it in bits per second)",
             "usd_per_hour": f"{_RENT} Google Cloud TPU v5e on-demand price per chip-hour, 2024",
         },
         notes="Google publishes no TDP for v5e, so energy estimates need a power you supply.",
@@ -311,7 +317,7 @@ _CATALOG: list[DeviceSpec] = [
         peak_flops={"bf16": 459e12, "int8": 918e12},
         mem_bytes=95 * GiB,
         mem_bw=2.765e12,
-        link_bw=1200 * GB / 2,  # 1,200 GB/s bidirectional per chip (4,800 Gbps)
+        link_bw=1200 * GB / 2,  # 1,200 GB/s bidirectional per chip -> 600 GB/s per direction
         tdp_w=None,
         usd_per_hour=4.2,
         aliases=("v5p", "tpuv5p"),
@@ -319,7 +325,7 @@ _CATALOG: list[DeviceSpec] = [
             "peak_flops": f"{_GCP} TPU v5p: 459 TFLOPS bf16, 918 TOPS int8 per chip",
             "mem_bytes": f"{_GCP} TPU v5p: 95 GiB HBM2e",
             "mem_bw": f"{_GCP} TPU v5p: 2,765 GB/s",
-            "link_bw": f"{_GCP} TPU v5p: ICI 1,200 GB/s bidirectional per chip (4,800 Gbps)",
+            "link_bw": f"{_GCP} TPU v5p: ICI 600 GB/s per chip per direction, 1,200 GB/s counting both (Google quotes it in bits per second)",
             "usd_per_hour": f"{_RENT} Google Cloud TPU v5p on-demand price per chip-hour, 2024",
         },
         notes="Google publishes no TDP for v5p, so energy estimates need a power you supply.",
@@ -336,7 +342,7 @@ _CATALOG: list[DeviceSpec] = [
         aliases=("v6e", "tpuv6e", "trillium"),
         sources={
             "peak_flops": f"{_GCP} TPU v6e (Trillium): 918 TFLOPS bf16, 1,836 TOPS int8 per chip",
-            "mem_bytes": f"{_GCP} TPU v6e: 32 GB HBM",
+            "mem_bytes": f"{_GCP} TPU v6e: 32 GB HBM (decimal, as the page says)",
             "mem_bw": f"{_GCP} TPU v6e: 1,640 GB/s (1.638 TB/s in {_SCALING})",
             "link_bw": f"{_GCP} TPU v6e: ICI 800 GB/s bidirectional per chip",
             "usd_per_hour": f"{_RENT} Google Cloud TPU v6e on-demand price per chip-hour, 2025",

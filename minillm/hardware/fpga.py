@@ -25,8 +25,9 @@ import math
 from dataclasses import dataclass, field
 
 from minillm.validate import check_int, check_number
+from .shapes import as_shape, layer_params
 
-__all__ = ["FPGADesign", "FPGAResult", "LayerResult", "gemm", "transformer_layer", "u280_peak", "u280_dpu"]
+__all__ = ["FPGADesign", "FPGAResult", "LayerResult", "gemm", "transformer_layer", "u280_peak", "u280_dpu", "pipeline_schedule"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,18 @@ def _loop_cycles(iterations: int, depth: int, ii: int) -> int:
     return depth + (iterations - 1) * ii
 
 
+def pipeline_schedule(iterations: int, depth: int, ii: int = 1) -> list[tuple[int, int]]:
+    """When each iteration of a pipelined loop enters and leaves: [(start, end)] in cycles, one per iteration.
+
+    Iteration k enters at cycle k x II and leaves ``depth`` cycles later; the last leaves at
+    depth + (iterations - 1) x II, the loop latency of :func:`gemm` (AMD Vitis HLS, UG1399,
+    "Pipelining Loops"). With II = 1 a new input enters every cycle and ``depth`` iterations are
+    in flight at once; with II = 2 only every other cycle.
+    """
+    n, d, step = check_int("iterations", iterations), check_int("depth", depth), check_int("ii", ii)
+    return [(k * step, k * step + d) for k in range(n)]
+
+
 def gemm(design: FPGADesign, M: int, K: int, N: int, bytes_per_elem: float = 1.0) -> FPGAResult:
     """``A[M,K] @ B[K,N]`` on a design: M·K·N MACs spread over the lanes, one pipelined loop.
 
@@ -188,9 +201,7 @@ def transformer_layer(design: FPGADesign, shape, tokens: int = 1, context: int =
     token (decode of a large model), and then memory sets the pace. A token's latency is
     at least the time to stream in the bytes it needs.
     """
-    from .costs import _as_shape, layer_params
-
-    shape = _as_shape(shape)
+    shape = as_shape(shape)
     n_tok = check_int("tokens", tokens)
     ctx = check_int("context", context)
     b = check_number("bytes_per_elem", bytes_per_elem, strict=True)

@@ -36,6 +36,7 @@ from minillm.threads import num_threads  # also re-exported: lessons 07-08 impor
 
 from minillm.moved import moved_names
 from minillm.timing import best_time
+from minillm.units import GB, MB
 from minillm.validate import check_int, check_number
 from .devices import DeviceSpec
 from .roofline import gemm_flops_bytes, op_time
@@ -232,8 +233,8 @@ def spec_from_measurements(m: Measurements, name: str = "this machine") -> Devic
     sources = {
         "peak_flops.fp32": f"measured: best fp32 GEMM over n={sorted(m.gemm_fp32)} ({where})",
         "mem_bytes": "os.sysconf: installed physical memory",
-        "mem_bw": f"measured: best of STREAM copy ({m.copy_bw / 1e9:.1f} GB/s) and triad "
-        f"({m.triad_bw / 1e9:.1f} GB/s) on {m.array_bytes / 1e6:.0f} MB arrays ({where})",
+        "mem_bw": f"measured: best of STREAM copy ({m.copy_bw / GB:.1f} GB/s) and triad "
+        f"({m.triad_bw / GB:.1f} GB/s) on {m.array_bytes / MB:.0f} MB arrays ({where})",
     }
     if m.peak_int8 is not None:
         peaks["int8"] = m.peak_int8

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
+from minillm.units import GB, format_seconds
+
 from .devices import DTYPE_BYTES, DeviceSpec, as_device
 from .roofline import Op, attainable_flops, ridge_point, roofline_curve
 
@@ -23,15 +25,7 @@ __all__ = [
     "plot_max_batch",
     "plot_memory",
     "plot_serving",
-    "format_seconds",
 ]
-
-
-def format_seconds(s: float) -> str:
-    """A duration with a readable unit: "3.2 ms", "41 µs", "2.5 s", "3.1 h"."""
-    units = (("h", 3600.0), ("min", 60.0), ("s", 1.0), ("ms", 1e-3), ("µs", 1e-6))
-    unit, scale = next(((u, k) for u, k in units if s >= k), ("ns", 1e-9))
-    return f"{s / scale:.3g} {unit}"
 
 
 def _device_and_dtype(entry, dtype):
@@ -114,8 +108,27 @@ def plot_roofline(
     return fig
 
 
+def _spaced(points: list[dict], xlim: tuple[float, float], ylim: tuple[float, float], min_gap: float = 0.045) -> list[dict]:
+    """The points of a batch sweep that get a label: each at least ``min_gap`` of the axes (log-log) from every labelled one.
+
+    Where the KV cache takes over, a sweep's points pile up at one intensity; labelling them all
+    would print the batch sizes on top of each other. The first point and the last are preferred.
+    """
+    span_x, span_y = np.log10(xlim[1] / xlim[0]), np.log10(ylim[1] / ylim[0])
+
+    def pos(p):
+        return np.log10(p["intensity"] / xlim[0]) / span_x, np.log10(p["attainable_flops"] / ylim[0]) / span_y
+
+    chosen: list[dict] = []
+    for p in [points[-1], *points[:-1]] if points else []:
+        x, y = pos(p)
+        if all(max(abs(x - cx), abs(y - cy)) >= min_gap for cx, cy in map(pos, chosen)):
+            chosen.append(p)
+    return sorted(chosen, key=lambda p: p["batch"])
+
+
 def plot_workload(point: dict, sweep: list[dict] | None = None, figsize: tuple[float, float] = (7.0, 4.5)) -> Figure:
-    """A :func:`~minillm.hardware.roofline.workload_point` on its device's roofline.
+    """A :func:`~minillm.hardware.serving.workload_point` on its device's roofline.
 
     ``sweep`` (points of the same device, e.g. over batch sizes) is drawn as a grey trail
     labelled by batch, so you can watch a step slide along the roof as the batch grows.
@@ -129,9 +142,10 @@ def plot_workload(point: dict, sweep: list[dict] | None = None, figsize: tuple[f
     if sweep:
         ax.plot([p["intensity"] for p in sweep], [p["attainable_flops"] for p in sweep], "o-", color="0.6", ms=3, lw=0.8,
                 label="other batch sizes")
-        for p in sweep:
+        ylo, yhi = ax.get_ylim()
+        for p in _spaced(sweep, (lo, hi), (ylo, yhi)):
             ax.annotate(str(p["batch"]), (p["intensity"], p["attainable_flops"]), textcoords="offset points",
-                        xytext=(0, -10), fontsize=6, color="0.4", ha="center")
+                        xytext=(0, -10), fontsize=6, color="0.4", ha="center", gid="batch-label")
     label = (f"{point['phase']}, batch {point['batch']}, context {point['context']}: "
              f"{format_seconds(point['step_s'])} per step, {point['bound']}-bound")
     ax.plot([point["intensity"]], [point["attainable_flops"]], "o", color="C3", ms=9, label=label)
@@ -144,7 +158,8 @@ def plot_systolic_frame(frame, roles: dict | None = None, figsize: tuple[float, 
 
     Left: what each PE holds still; middle: the operand moving right; right: the value
     moving down. PEs that did a useful MAC this cycle are outlined. Numbers are printed
-    in the cells of arrays up to 8 x 8.
+    in the cells of arrays up to 8 x 8; each non-empty grid has its colour bar, and an
+    empty one says so.
     """
     roles = roles or {"stationary": "stationary", "horizontal": "moving right", "vertical": "moving down"}
     fig = Figure(figsize=figsize)
@@ -153,7 +168,11 @@ def plot_systolic_frame(frame, roles: dict | None = None, figsize: tuple[float, 
     for k, (key, grid) in enumerate(grids):
         ax = fig.add_subplot(1, 3, k + 1)
         shown = np.ma.masked_invalid(grid)
-        ax.imshow(shown, cmap="viridis")
+        im = ax.imshow(shown, cmap="viridis")
+        if shown.count():
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+        else:
+            ax.text(0.5, 0.5, "empty this cycle", transform=ax.transAxes, ha="center", va="center", fontsize=7, color="0.4")
         rows, cols = np.nonzero(frame.active)
         ax.scatter(cols, rows, s=300, facecolors="none", edgecolors="r", linewidths=1.2, marker="s")
         if R <= 8 and C <= 8:
@@ -169,33 +188,63 @@ def plot_systolic_frame(frame, roles: dict | None = None, figsize: tuple[float, 
     return fig
 
 
-def plot_systolic_frames(frames, which: str = "vertical", max_frames: int = 12, cols: int = 6) -> Figure:
-    """A strip of up to ``max_frames`` evenly spaced frames of one grid (``which``), for a printed page."""
+def _frame_grid(frame, which: str) -> tuple[np.ndarray, str]:
+    """The grid a strip shows for one frame: ``which``, or while it is still empty during the load, the stationary tile being shifted in."""
+    grid = getattr(frame, which)
+    if frame.phase == "load" and not np.isfinite(grid).any():
+        return frame.stationary, "stationary"
+    return grid, which
+
+
+def plot_systolic_frames(frames, which: str = "vertical", max_frames: int = 16, cols: int = 6, roles: dict | None = None) -> Figure:
+    """A strip of frames of one grid (``which``), each titled with its cycle, with a colour bar.
+
+    At most ``max_frames`` evenly spaced frames are drawn; when that skips cycles, the title
+    says how many and which. During the load phase the moving grid is still empty, so those
+    frames show the stationary tile being shifted in (with its own colour bar) instead of a
+    blank square. ``roles`` (from :class:`~minillm.hardware.systolic.SystolicStats`) names the grids.
+    """
     if not frames:
         raise ValueError("no frames to plot; run SystolicArray.matmul(..., record_frames=True)")
     if which not in ("stationary", "horizontal", "vertical"):
         raise ValueError(f"which={which!r} must be 'stationary', 'horizontal' or 'vertical'")
+    roles = roles or {"stationary": "stationary values", "horizontal": "moving right", "vertical": "moving down"}
     idx = np.unique(np.linspace(0, len(frames) - 1, min(max_frames, len(frames))).round().astype(int))
     rows = int(np.ceil(len(idx) / cols))
-    fig = Figure(figsize=(1.6 * cols, 1.7 * rows))
-    finite = [f for f in (getattr(frames[i], which) for i in idx) if np.isfinite(f).any()]
-    vmin = min((np.nanmin(f) for f in finite), default=0.0)
-    vmax = max((np.nanmax(f) for f in finite), default=1.0)
-    for k, i in enumerate(idx):
+    fig = Figure(figsize=(1.6 * cols + 1.4, 1.7 * rows + 0.6))
+    shown = [_frame_grid(frames[i], which) for i in idx]
+    limits = {}
+    for grid, kind in shown:
+        if np.isfinite(grid).any():
+            lo, hi = limits.get(kind, (np.inf, -np.inf))
+            limits[kind] = (min(lo, np.nanmin(grid)), max(hi, np.nanmax(grid)))
+    images, axes = {}, []
+    for k, (i, (grid, kind)) in enumerate(zip(idx, shown)):
         ax = fig.add_subplot(rows, cols, k + 1)
+        axes.append(ax)
         fr = frames[i]
-        ax.imshow(np.ma.masked_invalid(getattr(fr, which)), cmap="viridis", vmin=vmin, vmax=vmax)
+        vmin, vmax = limits.get(kind, (0.0, 1.0))
+        cmap = "viridis" if kind == which else "cividis"
+        images[kind] = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=vmin, vmax=vmax)
         r, c = np.nonzero(fr.active)
         ax.scatter(c, r, s=40, facecolors="none", edgecolors="r", linewidths=0.8, marker="s")
-        ax.set_title(f"c{fr.cycle} {fr.phase}", fontsize=7)
+        ax.set_title(f"c{fr.cycle} {fr.phase}" + (" (loading)" if kind != which else ""), fontsize=7)
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.tight_layout()
+    for k, (kind, im) in enumerate(images.items()):
+        fig.colorbar(im, ax=axes, fraction=0.025, pad=0.02 + 0.07 * k, label=roles.get(kind, kind))
+    skipped = [frames[i].cycle for i in range(len(frames)) if i not in set(idx)]
+    if skipped:
+        listed = ", ".join(map(str, skipped[:8])) + (", ..." if len(skipped) > 8 else "")
+        note = f"{len(idx)} of {len(frames)} cycles shown, evenly spaced; skipped: {listed}"
+    else:
+        note = f"all {len(frames)} cycles"
+    fig.suptitle(f"{roles.get(which, which)}: {note} (red: a useful MAC this cycle)", fontsize=8)
     return fig
 
 
 def plot_costs(rows: list[dict], key: str = "usd_per_million", title: str | None = None) -> Figure:
-    """Horizontal bars of one column of :func:`~minillm.hardware.costs.catalog_costs` rows (log scale).
+    """Horizontal bars of one column of :func:`~minillm.hardware.economics.catalog_costs` rows (log scale).
 
     Rows whose value is None (no price or no TDP) are left out.
     """
@@ -220,11 +269,21 @@ def plot_costs(rows: list[dict], key: str = "usd_per_million", title: str | None
 # --------------------------------------------------------------------------- lesson 09: serving and memory
 
 
+def _legend_right(ax, **kw) -> None:
+    """A legend outside the axes, to the right, so that it never covers the data (issue 11)."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **kw)
+
+
+def _legend_below(ax, ncol: int = 3) -> None:
+    """A legend outside the axes, under the x label, for panels with a neighbour on the right."""
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), borderaxespad=0.0, ncol=ncol)
+
+
 def plot_decode_sweep(sweeps: dict[str, list[dict]], knees: dict[str, int | None], title: str = "") -> Figure:
     """Decode step time (left) and throughput (right) against the batch, one curve per label.
 
-    ``sweeps``: label -> the rows of :func:`~minillm.hardware.costs.decode_batch_sweep`;
-    ``knees``: label -> :func:`~minillm.hardware.costs.decode_knee_batch` (None: no knee).
+    ``sweeps``: label -> the rows of :func:`~minillm.hardware.serving.decode_batch_sweep`;
+    ``knees``: label -> :func:`~minillm.hardware.inference.decode_knee_batch` (None: no knee).
     The part of each curve where the job fits in memory (``fits``) is drawn thick, the
     knee as a dotted vertical line.
     """
@@ -249,7 +308,7 @@ def plot_decode_sweep(sweeps: dict[str, list[dict]], knees: dict[str, int | None
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("batch (sequences decoded together)")
-    axes[1].legend(title="thick: fits; dotted: knee", fontsize=8)
+    _legend_right(axes[1], title="thick: fits\ndotted: knee")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -276,13 +335,13 @@ def plot_max_batch(contexts: list[int], max_batches: dict[str, list[int]], knees
     ax.set_xlabel("context (tokens per sequence)")
     ax.set_ylabel("batch")
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    _legend_right(ax)
     fig.tight_layout()
     return fig
 
 
 def plot_memory(plans: dict, title: str = "") -> Figure:
-    """Stacked horizontal bars of each :class:`~minillm.hardware.costs.MemoryPlan` against its capacity.
+    """Stacked horizontal bars of each :class:`~minillm.hardware.memory.MemoryPlan` against its capacity.
 
     ``plans``: label -> MemoryPlan. Bars split weights, optimizer states, KV cache and
     activations; a black tick marks the capacity (GB = 1e9 bytes).
@@ -298,17 +357,17 @@ def plot_memory(plans: dict, title: str = "") -> Figure:
         vals = [plans[k].as_gb()[part] for k in labels]
         ax.barh(labels, vals, left=left, color=f"C{i}", label=part.replace("_", " "))
         left = [a + b for a, b in zip(left, vals)]
-    ax.scatter([plans[k].capacity / 1e9 for k in labels], labels, marker="|", s=400, color="k", label="capacity", zorder=3)
+    ax.scatter([plans[k].capacity / GB for k in labels], labels, marker="|", s=400, color="k", label="capacity", zorder=3)
     ax.set_xlabel("GB (1e9 bytes)")
     ax.set_title(title)
     ax.invert_yaxis()
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _legend_right(ax)
     fig.tight_layout()
     return fig
 
 
 def plot_serving(view: dict) -> Figure:
-    """Lesson 09's serving widget: a :func:`~minillm.hardware.costs.serving_view` in two panels.
+    """Lesson 09's serving widget: a :func:`~minillm.hardware.serving.serving_view` in two panels.
 
     Left: generated tokens/s against the batch (the roofline bound over ``view["sweep"]``),
     the chosen batch as a star, the knee as a dotted line and the batches that do not fit
@@ -331,7 +390,7 @@ def plot_serving(view: dict) -> Figure:
     ax0.set_xlim(b[0] / 1.5, b[-1] * 1.5)
     ax0.set_xlabel("batch")
     ax0.set_ylabel("generated tokens / s")
-    ax0.legend(fontsize=8)
+    _legend_below(ax0, ncol=4)
     left = 0.0
     for i, part in enumerate(["weights", "kv_cache", "activations"]):
         ax1.barh([0], [mem[part]], left=left, color=f"C{i}", label=part.replace("_", " "))
@@ -339,7 +398,7 @@ def plot_serving(view: dict) -> Figure:
     ax1.axvline(mem["capacity"], color="k", label="capacity")
     ax1.set_yticks([])
     ax1.set_xlabel("GB (1e9 bytes)")
-    ax1.legend(fontsize=8)
+    _legend_below(ax1, ncol=2)
     fig.suptitle(f"{s['model']} on {s['n_devices']} x {s['device']} ({s['dtype']}), context {s['context']}")
     fig.tight_layout()
     return fig

@@ -14,16 +14,20 @@ compute-bound. An H100 at dense bf16 has its ridge at 989.4e12 / 3.35e12 = 295
 FLOP/byte, so a matmul must reuse each byte ~300 times to keep it busy.
 
 Everything here is a pure function of numbers and a :class:`DeviceSpec`; plotting
-lives in :func:`plot_roofline` (see :mod:`minillm.hardware.plots`).
+lives in :func:`minillm.hardware.plots.plot_roofline`, and an LLM inference step placed
+on a roofline in :func:`minillm.hardware.serving.workload_point`.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
-from minillm.validate import check_int, check_number
+from minillm.moved import moved_names
+from minillm.validate import check_int, check_number, is_number
 from .devices import DeviceSpec, as_device
 
 __all__ = [
@@ -35,9 +39,7 @@ __all__ = [
     "attainable_flops",
     "op_time",
     "roofline_curve",
-    "plot_roofline",
-    "PHASES",
-    "workload_point",
+    "ridge_batch",
 ]
 
 
@@ -123,7 +125,7 @@ def attainable_flops(device: DeviceSpec | str, intensity, dtype: str | None = No
     same shape.
     """
     _, peak, bw = _peak_and_bw(device, dtype)
-    if isinstance(intensity, (int, float, np.integer, np.floating)) and not isinstance(intensity, bool):
+    if is_number(intensity):
         check_number("intensity", intensity)
         return min(peak, float(intensity) * bw)
     arr = np.asarray(intensity, dtype=float)
@@ -162,82 +164,26 @@ def roofline_curve(
     return x, attainable_flops(device, x, dtype)
 
 
-PHASES = ("decode", "prefill")
 
+def ridge_batch(K: int, N: int, peak: float, bandwidth: float, bytes_per_elem: float = 2) -> int | None:
+    """The fewest rows M at which ``A[M,K] @ B[K,N]`` is compute-bound, or None if no M is.
 
-def workload_point(
-    model,
-    device: DeviceSpec | str,
-    batch: int = 1,
-    context: int = 1024,
-    phase: str = "decode",
-    dtype: str | None = None,
-    n_devices: int | None = None,
-) -> dict:
-    """One LLM inference step as a point on a device's roofline: the data behind the lessons' widgets.
-
-    ``model`` is a :class:`~minillm.hardware.costs.ModelShape`, a preset name or a GPTConfig.
-    ``phase="decode"``: one step that generates ``batch`` tokens, each attending to
-    ``context`` cached ones (:func:`~minillm.hardware.costs.decode_step_time`);
-    ``phase="prefill"``: ``batch`` prompts of ``context`` tokens
-    (:func:`~minillm.hardware.costs.prefill_time`). ``n_devices`` defaults to the fewest
-    that hold the weights and KV cache; work is split evenly, so the point (per device)
-    has the same intensity on any number of devices and only the time shrinks.
-
-    Returns a flat dict: ``model, device, dtype, phase, batch, context, n_devices, flops``
-    and ``bytes`` (per device), ``intensity`` (FLOP/byte), ``ridge``, ``attainable_flops``
-    (the roof at that intensity), ``step_s``, ``compute_s``, ``memory_s``, ``bound``,
-    ``tokens_per_s``, ``memory_gb`` and ``capacity_gb`` (GB = 1e9 bytes), ``fits``, and for
-    plotting ``spec`` (the DeviceSpec) and ``op`` (an :class:`Op`).
+    Compute-bound means intensity >= ridge, as :func:`op_time` decides it:
+    2MKN / (b (MK + KN + MN)) >= I* with I* = peak / bandwidth. Rearranged,
+    M (2KN - I* b (K + N)) >= I* b K N, so M = ceil(I* b K N / (2KN - I* b (K + N))) when the
+    bracket is positive. When it is not, even M -> infinity leaves the intensity at or below
+    2KN / (b (K + N)) (the weight and the output dominate the bytes): no batch reaches the ridge.
+    For M << K, N the intensity is about 2M / b, so M is about I* b / 2; the exact M is larger.
+    Exact rational arithmetic, so the boundary case (intensity exactly at the ridge) counts
+    as compute-bound, as in :func:`op_time`.
     """
-    from .costs import _as_shape, decode_step_time, memory_plan, min_devices, prefill_time
+    K, N = check_int("K", K), check_int("N", N)
+    ridge = Fraction(check_number("peak", peak, strict=True)) / Fraction(check_number("bandwidth", bandwidth, strict=True))
+    b = Fraction(check_number("bytes_per_elem", bytes_per_elem, strict=True))
+    slope = 2 * K * N - ridge * b * (K + N)
+    if slope <= 0:
+        return None
+    return max(1, math.ceil(ridge * b * K * N / slope))
 
-    shape, device = _as_shape(model), as_device(device)
-    b, ctx = check_int("batch", batch), check_int("context", context)
-    if phase not in PHASES:
-        raise ValueError(f"phase={phase!r} is not one of {PHASES}; 'decode' generates tokens, 'prefill' reads a prompt")
-    dtype = device.default_dtype() if dtype is None else dtype
-    device.peak(dtype)  # a clear error for a dtype the device lacks
-    if n_devices is None:
-        n_devices = min_devices(shape, device, b, ctx, dtype=dtype)
-    n = check_int("n_devices", n_devices)
-    if phase == "decode":
-        step = decode_step_time(shape, device, ctx, batch=b, dtype=dtype, n_devices=n)
-    else:
-        step = prefill_time(shape, device, ctx, batch=b, dtype=dtype, n_devices=n)
-    plan = memory_plan(shape, device, b, ctx, dtype=dtype, n_devices=n)
-    flops, nbytes = step.flops / n, step.nbytes / n
-    return {
-        "model": shape.name,
-        "device": device.name,
-        "dtype": dtype,
-        "phase": phase,
-        "batch": b,
-        "context": ctx,
-        "n_devices": n,
-        "flops": flops,
-        "bytes": nbytes,
-        "intensity": step.intensity,
-        "ridge": ridge_point(device, dtype),
-        "attainable_flops": attainable_flops(device, step.intensity, dtype),
-        "step_s": step.seconds,
-        "compute_s": step.compute_s,
-        "memory_s": step.memory_s,
-        "bound": step.bound,
-        "tokens_per_s": step.tokens_per_s,
-        "memory_gb": plan.total / 1e9,
-        "capacity_gb": plan.capacity / 1e9,
-        "fits": plan.fits,
-        "spec": device,
-        "op": Op(f"{phase}, batch {b}, context {ctx}", flops, nbytes),
-    }
-
-
-def plot_roofline(devices, ops=None, dtype: str | None = None, **kwargs):
-    """Draw rooflines of one or more devices, with operations placed on them; returns a Figure.
-
-    See :func:`minillm.hardware.plots.plot_roofline` for the arguments.
-    """
-    from .plots import plot_roofline as _plot
-
-    return _plot(devices, ops=ops, dtype=dtype, **kwargs)
+# workload_point (which needs the cost model) lives in serving.py; plot_roofline in plots.py.
+__getattr__ = moved_names(__name__, {"workload_point": "minillm.hardware.serving", "PHASES": "minillm.hardware.serving", "plot_roofline": "minillm.hardware.plots"})

@@ -6,13 +6,13 @@ its left neighbour and one from the neighbour above, does one multiply-accumulat
 and passes values on to the right and down. Data enters only at the edges, so the array
 needs no wide memory ports: every operand fetched from memory is reused R or C times.
 
-Mapping ``C[M,N] = A[M,K] @ B[K,N]`` onto the array (SCALE-Sim, Samajdar et al. 2018,
+Mapping ``Y[M,N] = A[M,K] @ B[K,N]`` onto the array (Y, not C: C is the array's column count) (SCALE-Sim, Samajdar et al. 2018,
 Table II and Sec. III-B). Each dataflow keeps a different matrix still and gives two
 *spatial* sizes (rows S_R, columns S_C) and one *temporal* size T:
 
     dataflow                 S_R (rows)  S_C (cols)  T    what stays in the PEs
     "ws" weight-stationary   K           N           M    B (the weights), shifted in from the top
-    "os" output-stationary   M           N           K    C (the accumulators), shifted out at the end
+    "os" output-stationary   M           N           K    Y (the accumulators), shifted out at the end
     "is" input-stationary    K           M           N    A (the inputs), shifted in from the top
 
 A problem larger than the array is cut into ``folds = ceil(S_R/R) * ceil(S_C/C)`` tiles,
@@ -50,6 +50,7 @@ from minillm.validate import check_int
 
 __all__ = [
     "DATAFLOWS",
+    "MXU_SIDE",
     "SystolicArray",
     "SystolicStats",
     "Frame",
@@ -62,11 +63,17 @@ __all__ = [
 
 DATAFLOWS = ("ws", "os", "is")
 
+#: Side of one TPU matrix unit (MXU), a square weight-stationary systolic array. TPU v1 had one
+#: 256 x 256 array (Jouppi et al. 2017); v2 to v5 have 128 x 128 MXUs (Jouppi et al. 2020 and
+#: 2023; How to Scale Your Model, "TPUs"); v6e (Trillium) is back to 256 x 256 (Google Cloud's
+#: TPU v6e page; How to Scale Your Model, "TPUs").
+MXU_SIDE: dict[str, int] = {"tpu-v1": 256, "tpu-v2": 128, "tpu-v3": 128, "tpu-v4": 128, "tpu-v5e": 128, "tpu-v5p": 128, "tpu-v6e": 256}
+
 # Which operand sits where, for labelling frames.
 _ROLES = {
-    "ws": {"stationary": "B (weights)", "horizontal": "A (inputs)", "vertical": "partial sums of C"},
-    "is": {"stationary": "A (inputs, transposed)", "horizontal": "B (weights, transposed)", "vertical": "partial sums of C"},
-    "os": {"stationary": "C (accumulators)", "horizontal": "A (inputs)", "vertical": "B (weights)"},
+    "ws": {"stationary": "B (weights)", "horizontal": "A (inputs)", "vertical": "partial sums of Y"},
+    "is": {"stationary": "A (inputs, transposed)", "horizontal": "B (weights, transposed)", "vertical": "partial sums of Y"},
+    "os": {"stationary": "Y (accumulators)", "horizontal": "A (inputs)", "vertical": "B (weights)"},
 }
 
 

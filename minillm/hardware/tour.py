@@ -6,18 +6,29 @@ import pathlib
 import time
 
 from minillm.presets import TEACHER
+from minillm.units import format_rate, format_seconds
 
-from .costs import cost_per_million_tokens, from_config, layer_ops, param_count
+from .block_ops import layer_ops
 from .devices import get_device
+from .economics import cost_per_million_tokens
 from .measure import this_machine
+from .plots import plot_roofline
 from .roofline import ridge_point
+from .shapes import from_config, param_count
 
 __all__ = ["tour_step"]
 
-def _fmt(x, unit: str = "", digits: int = 3) -> str:
-    if x is None:
-        return "n/a"
-    return f"{x:.{digits}g}{unit}"
+def _or_na(x: float | None, fmt) -> str:
+    """``fmt(x)``, or "n/a" where the catalog has no figure (no price, no TDP)."""
+    return "n/a" if x is None else fmt(x)
+
+
+def _dollars(x: float) -> str:
+    return f"${x:.2g}"
+
+
+def _kwh(x: float) -> str:
+    return f"{x:.2g} kWh"
 
 
 def tour_step(out_dir: pathlib.Path, quick: bool = True) -> str:
@@ -25,8 +36,6 @@ def tour_step(out_dir: pathlib.Path, quick: bool = True) -> str:
 
     Takes a few seconds: the measurement runs in quick mode unless ``quick=False``.
     """
-    from .plots import plot_roofline
-
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -46,28 +55,47 @@ def tour_step(out_dir: pathlib.Path, quick: bool = True) -> str:
     for name in ("xeon-8480", "h100", "tpu-v5e"):
         rows.append(cost_per_million_tokens(shape, name, batch=batch, context=context))
     int8 = me.peak_flops.get("int8")
+    measured = (
+        f"fp32 GEMM {format_rate(me.peak('fp32'))}"
+        + (f", int8 GEMM {format_rate(int8, 'OP/s')}" if int8 else "")
+        + f", memory {format_rate(me.mem_bw, 'B/s')} (GB = 1e9 bytes), so the ridge point is "
+        f"{ridge_point(me, 'fp32'):.1f} FLOP/byte. An H100 (dense bf16) has its ridge at "
+        f"{ridge_point(h100, 'bf16'):.0f} and a TPU v5e at {ridge_point(tpu, 'bf16'):.0f}."
+    )
+    header = ("device", "dtype", "bound", "tokens/s", "time per 1M", "$ per 1M", "kWh per 1M")
+    table = [
+        (
+            r["device"],
+            r["dtype"],
+            r["bound"],
+            format_rate(r["tokens_per_s"], "").strip(),
+            format_seconds(r["seconds_per_million"]),
+            _or_na(r["usd_per_million"], _dollars),
+            _or_na(r["kwh_per_million"], _kwh),
+        )
+        for r in rows
+    ]
+    teacher = (
+        f"Teacher ({config.n_layer} layers, width {config.n_embd}, {param_count(shape, non_embedding=True):,} "
+        f"non-embedding parameters): cost to generate one million tokens by decoding, batch {batch}, context {context}."
+    )
+    # The terminal gets the key figures too, not only the progress bar.
+    print(f"hardware: measured in {measured_s:.1f} s: {measured}")
+    print(f"hardware: {teacher}")
+    for row in table:
+        print("  " + "  ".join(f"{c:<12}" for c in row).rstrip())
     lines = [
         "## Hardware: this machine on the roofline",
         "",
-        f"Measured in {measured_s:.1f} s: fp32 GEMM {me.peak('fp32') / 1e9:.1f} GFLOP/s"
-        + (f", int8 GEMM {int8 / 1e9:.1f} GOP/s" if int8 else "")
-        + f", memory {me.mem_bw / 1e9:.1f} GB/s (GB = 1e9 bytes), so the ridge point is "
-        f"{ridge_point(me, 'fp32'):.1f} FLOP/byte. An H100 (dense bf16) has its ridge at "
-        f"{ridge_point(h100, 'bf16'):.0f} and a TPU v5e at {ridge_point(tpu, 'bf16'):.0f}.",
+        f"Measured in {measured_s:.1f} s: {measured}",
         "",
         f"![roofline]({png.name})",
         "",
-        f"Teacher ({config.n_layer} layers, width {config.n_embd}, {param_count(shape, non_embedding=True):,} non-embedding parameters): "
-        f"cost to generate one million tokens by decoding, batch {batch}, context {context}. Roofline lower "
-        "bounds; a model this small is really limited by kernel-launch overhead. Dollars use *illustrative* "
-        "rental prices from the device catalog.",
+        f"{teacher} Roofline lower bounds; a model this small is really limited by kernel-launch overhead. "
+        "Dollars use *illustrative* rental prices from the device catalog.",
         "",
-        "| device | dtype | bound | tokens/s | seconds per 1M | $ per 1M | kWh per 1M |",
-        "|---|---|---|---|---|---|---|",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['device']} | {r['dtype']} | {r['bound']} | {_fmt(r['tokens_per_s'])} | "
-            f"{_fmt(r['seconds_per_million'])} | {_fmt(r['usd_per_million'], '', 2)} | {_fmt(r['kwh_per_million'], '', 2)} |"
-        )
+    lines += ["| " + " | ".join(row) + " |" for row in table]
     return "\n".join(lines) + "\n"

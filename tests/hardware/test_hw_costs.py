@@ -12,31 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minillm.hardware import get_device, list_devices
-from minillm.hardware.costs import (
-    SECONDS_PER_DAY,
-    ModelShape,
-    catalog_costs,
-    cost_dollars,
-    cost_per_million_tokens,
-    decode_step_time,
-    energy_joules,
-    flops_per_token,
-    from_config,
-    get_model,
-    kv_cache_bytes,
-    layer_ops,
-    layer_params,
-    list_models,
-    matmul_params,
-    megatron_training_time,
-    memory_plan,
-    mfu,
-    min_devices,
-    param_count,
-    prefill_time,
-    training_flops,
-    training_time,
-)
+from minillm.hardware.block_ops import layer_ops
+from minillm.hardware.economics import catalog_costs, cost_dollars, cost_per_million_tokens, energy_joules
+from minillm.hardware.inference import decode_step_time, kv_cache_bytes, prefill_time
+from minillm.hardware.memory import memory_plan, min_devices
+from minillm.hardware.shapes import ModelShape, flops_per_token, from_config, get_model, layer_params, list_models, matmul_params, param_count
+from minillm.hardware.training import SECONDS_PER_DAY, megatron_training_time, mfu, training_flops, training_time
 from minillm.model import GPT, GPTConfig
 
 pytestmark = pytest.mark.lesson09
@@ -282,7 +263,7 @@ def test_catalog_costs_has_a_row_per_device():
 
 
 def test_serving_summary_is_consistent():
-    from minillm.hardware.costs import serving_summary
+    from minillm.hardware.serving import serving_summary
 
     r = serving_summary("llama2-70b", "h100", batch=8, context=2048)
     step = decode_step_time("llama2-70b", "h100", 2048, batch=8, n_devices=r["n_devices"])
@@ -329,3 +310,36 @@ def test_bad_input_is_a_clear_error(call, match):
 def test_get_model_is_case_insensitive():
     assert get_model("Llama-2-70B") is get_model("llama2-70b")
     assert math.isclose(param_count("GPT3-175B"), param_count(get_model("gpt3-175b")))
+
+
+# --------------------------------------------------------------------------- lesson 09's corrected figures (issue 11)
+
+
+def test_llama2_70b_without_gqa_keeps_the_untied_output_layer():
+    # Lesson 09's what-if: Llama 2 70B with 64 KV heads instead of 8. dataclasses.replace keeps
+    # Llama's untied output layer (32000 x 8192 = 262M parameters, Touvron et al. 2023 and the HF
+    # config), so the count is 78.37B, 1.14x the published 68.98B; a hand-built shape with the
+    # default tied_embeddings=True drops that layer and gave 78.1B, 1.13x. Rounded as printed.
+    import dataclasses
+
+    llama70 = get_model("llama2-70b")
+    mha = dataclasses.replace(llama70, n_kv_head=64)
+    assert round(param_count(mha) / 1e9, 2) == 78.37
+    assert round(param_count(mha) / param_count(llama70), 2) == 1.14
+    assert param_count(mha) - param_count(dataclasses.replace(mha, tied_embeddings=True)) == 32000 * 8192
+
+
+def test_two_h100s_hold_llama2_70b_at_batch_16():
+    # Lesson 09: 2 x H100 = 2 x 80 GiB (NVIDIA's "80GB" is binary) = 171.8e9 bytes; Llama 2 70B's bf16
+    # weights (138 GB) leave room for 16 sequences of 4096 tokens (2.03 GB each). With 80e9-byte
+    # GPUs it was 10. Exact: an integer from memory_plan.
+    plan = memory_plan("llama2-70b", "h100", 1, 4096, n_devices=2)
+    assert plan.capacity == 2 * 80 * 2**30
+    assert plan.max_batch == 16
+
+
+def test_megatron_gpt3_figure_is_called_an_estimate():
+    # Narayanan et al. 2021, Sec. 5.1 estimate 34 days from benchmark iterations; no run finished.
+    assert "stimate" in megatron_training_time.__doc__
+    days = megatron_training_time(175e9, 300e9, 1024, 140e12) / SECONDS_PER_DAY
+    assert 33.5 < days < 34.5  # "about 34 days": the paper rounds to whole days

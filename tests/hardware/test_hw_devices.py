@@ -4,6 +4,7 @@ import pytest
 
 from minillm.hardware import DeviceSpec, get_device, list_devices
 from minillm.hardware.devices import DTYPE_BYTES, KINDS, catalog
+from minillm.units import GB, GiB, MiB
 
 pytestmark = pytest.mark.lesson08
 
@@ -115,3 +116,51 @@ def test_list_devices_rejects_unknown_kind():
 
 def test_dtype_bytes():
     assert DTYPE_BYTES["bf16"] == 2 and DTYPE_BYTES["int8"] == 1 and DTYPE_BYTES["fp32"] == 4
+
+
+# --------------------------------------------------------------------------- facts pinned to their sources (issue 11)
+
+
+
+@pytest.mark.parametrize("name,gib", [("a100", 80), ("h100", 80), ("h200", 141), ("b200", 180)])
+def test_nvidia_memory_sizes_are_binary(name, gib):
+    # NVIDIA's "80GB" (A100/H100 datasheets), "141GB" (H200) and "180GB" (B200) count GiB:
+    # nvidia-smi on an H100 SXM reports 81,559 MiB = 85.5e9 bytes, more than 80e9 could hold.
+    # Exact: the catalog stores the vendor's figure times 2**30.
+    assert get_device(name).mem_bytes == gib * GiB
+    assert get_device(name).mem_bytes > gib * GB
+
+
+def test_h100_memory_matches_nvidia_smi():
+    # nvidia-smi, H100 SXM: 81,559 MiB usable. The catalog's 80 GiB is the nominal size: within 0.5%
+    # above the usable figure (the driver reserves a little).
+    usable = 81_559 * MiB
+    assert usable < get_device("h100").mem_bytes < usable * 1.005
+
+
+def test_tpu_v5e_int8_peak_is_googles_393_tops():
+    # Google Cloud TPU v5e documentation: 197 TFLOPS bf16, 393 TOPS int8 per chip (not 394).
+    v5e = get_device("tpu-v5e")
+    assert v5e.peak("int8") == 393e12 and v5e.peak("bf16") == 197e12
+    assert "393 TOPS" in v5e.sources["peak_flops"] and "394" not in v5e.sources["peak_flops"]
+
+
+@pytest.mark.parametrize("name,gbps", [("tpu-v5e", 1600), ("tpu-v5p", 4800)])
+def test_tpu_ici_bits_per_second_are_bytes_over_eight(name, gbps):
+    # Google's TPU pages quote ICI in bits per second: 1,600 Gbps (v5e) and 4,800 Gbps (v5p) per
+    # direction are 200 and 600 GB/s. Exact: the stored link_bw is per direction, in bytes/s.
+    assert get_device(name).link_bw == gbps * 1e9 / 8
+
+
+def test_source_notes_never_mix_bits_and_bytes():
+    # REFERENCES.md: never mix bits (Gbps) and bytes (GB/s) in one note.
+    for d in catalog():
+        for key, note in d.sources.items():
+            assert not ("Gbps" in note and "GB/s" in note), (d.name, key, note)
+
+
+def test_catalog_docstring_says_which_gb_is_which():
+    import minillm.hardware.devices as devices
+
+    doc = devices.__doc__
+    assert "binary" in doc and "decimal" in doc and "81,559 MiB" in doc

@@ -5,7 +5,7 @@ import math
 import pytest
 
 from minillm.hardware import get_device
-from minillm.hardware.costs import get_model
+from minillm.hardware.shapes import get_model
 from minillm.hardware.fpga import FPGADesign, gemm, transformer_layer, u280_dpu, u280_peak
 
 pytestmark = pytest.mark.lesson08

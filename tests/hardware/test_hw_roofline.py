@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from minillm.hardware import get_device, list_devices
@@ -13,9 +14,9 @@ from minillm.hardware.roofline import (
     gemm_flops_bytes,
     gemm_intensity,
     op_time,
-    plot_roofline,
     ridge_point,
 )
+from minillm.hardware.plots import plot_roofline
 
 pytestmark = pytest.mark.lesson07
 
@@ -106,10 +107,47 @@ def test_bad_input_is_a_clear_error(call, match):
         call()
 
 
-def test_plot_roofline_returns_a_figure():
+def test_plot_roofline_draws_each_roof_at_its_peak_and_the_ops():
     ops = [Op("decode gemv", 2 * 4096**2, 2 * 4096**2, measured_flops_per_s=1e12), Op("big gemm", 1e12, 1e9)]
-    fig = plot_roofline([("h100", "bf16"), "tpu-v5e", get_device("xeon")], ops=ops)
+    devices = [("h100", "bf16"), "tpu-v5e", get_device("xeon")]
+    fig = plot_roofline(devices, ops=ops)
     assert isinstance(fig, Figure)
-    assert len(fig.axes[0].get_lines()) >= 3
-    fig2 = plot_roofline("h100")  # a single device works too
-    assert isinstance(fig2, Figure)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == ax.get_yscale() == "log"
+    assert ax.get_xlabel() == "arithmetic intensity (FLOP/byte)" and ax.get_ylabel() == "attainable FLOP/s"
+    roofs = [line for line in ax.get_lines() if len(line.get_xdata()) > 2]
+    assert [line.get_label().split(" ")[0] for line in roofs] == ["h100-sxm", "tpu-v5e", "xeon-8480"]
+    for line, (name, dtype) in zip(roofs, [("h100", "bf16"), ("tpu-v5e", "bf16"), ("xeon", get_device("xeon").default_dtype())]):
+        # Each roof flattens at the device's peak (exact: the curve is min(peak, I x bw)).
+        assert max(line.get_ydata()) == get_device(name).peak(dtype)
+    # Each op is a dot on the first roof, and the measured one has a hollow marker too.
+    dots = [line for line in ax.get_lines() if len(line.get_xdata()) == 1]
+    assert len(dots) == 3
+    assert dots[0].get_xdata()[0] == pytest.approx(ops[0].intensity)  # sorted by intensity: the gemv first
+    assert dots[0].get_ydata()[0] == pytest.approx(attainable_flops("h100", ops[0].intensity, "bf16"))
+    box = "\n".join(t.get_text() for t in ax.texts)
+    assert "1 decode gemv" in box and "2 big gemm" in box
+    single = plot_roofline("h100").axes[0]  # a single device works too
+    assert [line.get_label() for line in single.get_lines() if len(line.get_xdata()) > 2] == ["h100-sxm bf16 (ridge 295 FLOP/B)"]
+
+
+@pytest.mark.parametrize("model,context", [("llama2-7b", 1024), ("llama3-8b", 1024), ("llama2-7b", 32768), ("llama3-70b", 128)])
+def test_plot_workload_batch_labels_do_not_overlap(model, context):
+    # Lesson 07's widget: where the KV cache takes over, the sweep's points pile up at one
+    # intensity; a label on each would print the batch sizes on top of each other (issue 11).
+    from minillm.hardware.plots import plot_workload
+    from minillm.hardware.serving import workload_point
+
+    batches = [2**k for k in range(11)]
+    point = workload_point(model, "h100", 1, context)
+    fig = plot_workload(point, [workload_point(model, "h100", b, context) for b in batches])
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    labels = [t for t in fig.axes[0].texts if t.get_gid() == "batch-label"]
+    assert {"1", "1024"} <= {t.get_text() for t in labels}  # both ends of the sweep stay labelled
+    assert all(t.get_text() in {str(b) for b in batches} for t in labels)
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert not a.overlaps(b), [t.get_text() for t in labels]

@@ -12,6 +12,7 @@ from minillm.hardware.systolic import (
     systolic_cycles,
     systolic_folds,
     systolic_mapping,
+    systolic_demo,
     systolic_utilization,
 )
 
@@ -105,13 +106,26 @@ def test_frames_show_every_cycle(dataflow):
 
 
 def test_frame_plots():
-    from matplotlib.figure import Figure
-
     from minillm.hardware.plots import plot_systolic_frame, plot_systolic_frames
 
     _, stats = SystolicArray(2, 2, "ws").matmul(np.ones((2, 2), dtype=int), np.ones((2, 2), dtype=int), record_frames=True)
-    assert isinstance(plot_systolic_frame(stats.frames[4], stats.roles), Figure)
-    assert isinstance(plot_systolic_frames(stats.frames), Figure)
+    frame = stats.frames[4]
+    fig = plot_systolic_frame(frame, stats.roles)
+    grids = [ax for ax in fig.axes if ax.get_images()]
+    assert [ax.get_title() for ax in grids] == [stats.roles[k] for k in ("stationary", "horizontal", "vertical")]
+    # A colour bar for each grid with values in it; an empty grid says so instead.
+    n_full = sum(bool(np.isfinite(g).any()) for g in (frame.stationary, frame.horizontal, frame.vertical))
+    assert len(fig.axes) - len(grids) == n_full
+    first = plot_systolic_frame(stats.frames[0], stats.roles)  # cycle 0: only the first weight row is in
+    assert sum("empty this cycle" in t.get_text() for ax in first.axes for t in ax.texts) == 2
+    assert f"cycle {frame.cycle}" in fig._suptitle.get_text()
+    # The cell values are printed: each finite entry of a grid appears as a text in its panel.
+    for ax, grid in zip(grids, (frame.stationary, frame.horizontal, frame.vertical)):
+        assert len(ax.texts) == int(np.isfinite(grid).sum())
+    strip = plot_systolic_frames(stats.frames)
+    panels = [ax for ax in strip.axes if ax.get_images()]
+    assert 1 < len(panels) <= 12
+    assert panels[0].get_title().startswith(f"c{stats.frames[0].cycle} ")
 
 
 @pytest.mark.parametrize(
@@ -130,3 +144,37 @@ def test_frame_plots():
 def test_bad_input_is_a_clear_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_mxu_sides_pinned_to_their_sources():
+    # Jouppi et al. 2017 (TPU v1: one 256 x 256 array); Jouppi et al. 2020/2023 and the scaling book
+    # (v2-v5: 128 x 128); Google Cloud's TPU v6e page and the scaling book, "TPUs" (v6e: 256 x 256).
+    from minillm.hardware.systolic import MXU_SIDE
+
+    assert MXU_SIDE["tpu-v6e"] == 256 and MXU_SIDE["tpu-v1"] == 256
+    assert all(MXU_SIDE[f"tpu-{v}"] == 128 for v in ("v2", "v3", "v4", "v5e", "v5p"))
+
+
+def test_frame_strip_shows_every_cycle_a_colour_scale_and_the_load():
+    # Issue 11: the strip skipped cycles silently, had no colour scale, and its load frames were blank.
+    from minillm.hardware.plots import plot_systolic_frames
+
+    d = systolic_demo(M=5, K=4, N=4, rows=4, cols=4, dataflow="ws", seed=0)
+    frames = d["frames"]
+    fig = plot_systolic_frames(frames, roles=d["roles"])
+    panels = [ax for ax in fig.axes if ax.get_images()]
+    colorbars = [ax for ax in fig.axes if not ax.get_images()]
+    assert len(panels) == len(frames) == 15  # 15 cycles, all drawn by default
+    assert [ax.get_title().split()[0] for ax in panels] == [f"c{f.cycle}" for f in frames]
+    # Two scales: the partial sums, and the weights being loaded.
+    assert sorted(ax.get_ylabel() for ax in colorbars) == sorted([d["roles"]["vertical"], d["roles"]["stationary"]])
+    for ax, f in zip(panels, frames):
+        data = ax.get_images()[0].get_array()
+        if f.phase == "load":  # the weights being shifted in, row by row: never blank
+            assert data.count() == 4 * (f.cycle + 1) and "loading" in ax.get_title()
+    assert "all 15 cycles" in fig._suptitle.get_text()
+    few = plot_systolic_frames(frames, max_frames=6)
+    shown = [int(ax.get_title().split()[0][1:]) for ax in few.axes if ax.get_images()]
+    assert len(shown) == 6 and "6 of 15 cycles shown" in few._suptitle.get_text()
+    skipped = [c for c in range(15) if c not in shown]
+    assert "skipped: " + ", ".join(map(str, skipped[:8])) in few._suptitle.get_text()

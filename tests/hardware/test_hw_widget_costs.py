@@ -16,24 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from minillm.hardware import get_device, list_devices
-from minillm.hardware.costs import (
-    DEFAULT_BATCHES,
-    SECONDS_PER_DAY,
-    decode_batch_sweep,
-    decode_knee_batch,
-    decode_step_time,
-    from_config,
-    get_model,
-    list_models,
-    matmul_params,
-    memory_plan,
-    min_devices,
-    param_count,
-    serving_summary,
-    serving_view,
-    training_cost,
-)
+from minillm.hardware.inference import DEFAULT_BATCHES, decode_knee_batch, decode_step_time
+from minillm.hardware.memory import memory_plan, min_devices
+from minillm.hardware.serving import decode_batch_sweep, serving_summary, serving_view
+from minillm.hardware.shapes import from_config, get_model, list_models, matmul_params, param_count
+from minillm.hardware.training import SECONDS_PER_DAY, training_cost
 from minillm.hardware.roofline import ridge_point
+from minillm.hardware.widgets import DROPDOWN, WIDGET
 from minillm.zoo import MODELS
 
 pytestmark = pytest.mark.lesson09
@@ -160,10 +149,10 @@ def test_widget_sweeps_every_control_over_its_range():
 
     w = interactive(
         view,
-        model=Dropdown(options=MODEL_OPTIONS, value="llama2-7b"),
-        device=Dropdown(options=DEVICE_OPTIONS, value="h100-sxm"),
-        batch=SelectionSlider(options=BATCH_OPTIONS, value=8),
-        context=SelectionSlider(options=CONTEXT_OPTIONS, value=1024),
+        model=Dropdown(**DROPDOWN, options=MODEL_OPTIONS, value="llama2-7b"),
+        device=Dropdown(**DROPDOWN, options=DEVICE_OPTIONS, value="h100-sxm"),
+        batch=SelectionSlider(**WIDGET, options=BATCH_OPTIONS, value=8),
+        context=SelectionSlider(**WIDGET, options=CONTEXT_OPTIONS, value=1024),
     )
     try:
         controls = {c.description: c for c in w.children[:-1]}

@@ -7,25 +7,34 @@ here, so no test measures anything.
 """
 
 import math
+import pathlib
+import re
 
 import matplotlib
 
 matplotlib.use("Agg")
 
+import nbformat  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from ipywidgets import Dropdown, IntSlider, SelectionSlider, ToggleButtons, Widget, interactive  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from minillm.hardware import DeviceSpec, get_device, list_devices  # noqa: E402
-from minillm.hardware.costs import ModelShape, catalog_costs, decode_step_time, get_model, prefill_time  # noqa: E402
+from minillm.hardware.economics import catalog_costs  # noqa: E402
+from minillm.hardware.inference import decode_step_time, prefill_time  # noqa: E402
+from minillm.hardware.shapes import ModelShape, get_model  # noqa: E402
 from minillm.hardware.devices import compute_units  # noqa: E402
-from minillm.hardware.plots import format_seconds, plot_costs, plot_systolic_frame, plot_workload  # noqa: E402
-from minillm.hardware.roofline import attainable_flops, ridge_point, workload_point  # noqa: E402
+from minillm.hardware.plots import plot_costs, plot_systolic_frame, plot_workload  # noqa: E402
+from minillm.units import format_seconds
+from minillm.hardware.roofline import attainable_flops, ridge_point  # noqa: E402
+from minillm.hardware.serving import workload_point  # noqa: E402
+from minillm.hardware.widgets import DROPDOWN, WIDGET  # noqa: E402
 from minillm.hardware.systolic import DATAFLOWS, systolic_cycles, systolic_demo  # noqa: E402
 
 TEACHER = ModelShape(n_layer=6, d_model=128, n_head=4, vocab_size=512, n_positions=256, name="teacher")
 #: A stand-in for the measured machine: one core at 80 GFLOP/s fp32 and 20 GB/s.
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 THIS_MACHINE = DeviceSpec("this machine (1 core)", "cpu", {"fp32": 8e10, "int8": 2e9}, 16e9, 2e10, None, None)
 
 
@@ -33,6 +42,13 @@ THIS_MACHINE = DeviceSpec("this machine (1 core)", "cpu", {"fp32": 8e10, "int8":
 def _close_widgets():
     yield
     Widget.close_all()
+
+
+def _assert_drawn(fig) -> None:
+    """A Figure with something plotted on it (lines, images, bars or markers) and labelled axes."""
+    assert isinstance(fig, Figure) and fig.axes
+    assert any(ax.lines or ax.images or ax.patches or ax.collections for ax in fig.axes), "nothing drawn"
+    assert any(ax.get_xlabel() or ax.get_title() for ax in fig.axes), "no axis label or title"
 
 
 def _sweep(w: interactive, check, draw) -> int:
@@ -51,7 +67,7 @@ def _sweep(w: interactive, check, draw) -> int:
             control.value = v
             check(w)
             if i in (0, len(values) - 1):
-                assert isinstance(draw(w.result), Figure)
+                _assert_drawn(draw(w.result))
             n += 1
         control.value = default
     return n
@@ -169,11 +185,11 @@ def _roofline_widget():
 
     return interactive(
         show,
-        device=Dropdown(options=list(devices), value="h100-sxm"),
-        model=Dropdown(options=list(models), value="llama2-7b"),
-        phase=ToggleButtons(options=["decode", "prefill"]),
-        batch=SelectionSlider(options=batches, value=1),
-        context=SelectionSlider(options=[128, 256, 512, 1024, 2048, 4096, 8192, 32768], value=1024),
+        device=Dropdown(**DROPDOWN, options=list(devices), value="h100-sxm"),
+        model=Dropdown(**DROPDOWN, options=list(models), value="llama2-7b"),
+        phase=ToggleButtons(**WIDGET, options=["decode", "prefill"]),
+        batch=SelectionSlider(**WIDGET, options=batches, value=1),
+        context=SelectionSlider(**WIDGET, options=[128, 256, 512, 1024, 2048, 4096, 8192, 32768], value=1024),
     )
 
 
@@ -238,8 +254,8 @@ def test_systolic_widget_sweeps_every_control():
     def show(dataflow="ws", M=5, cycle=6):
         return systolic_demo(M=M, K=4, N=4, rows=4, cols=4, dataflow=dataflow, seed=0, cycle=cycle)
 
-    w = interactive(show, dataflow=ToggleButtons(options=list(DATAFLOWS)), M=IntSlider(value=5, min=1, max=8),
-                    cycle=IntSlider(value=6, min=0, max=systolic_cycles(8, 4, 4, 4, 4, "os") - 1))
+    w = interactive(show, dataflow=ToggleButtons(**WIDGET, options=list(DATAFLOWS)), M=IntSlider(**WIDGET, value=5, min=1, max=8),
+                    cycle=IntSlider(**WIDGET, value=6, min=0, max=systolic_cycles(8, 4, 4, 4, 4, "os") - 1))
     w.update()
 
     def check(w):
@@ -263,9 +279,9 @@ def test_cost_widget_sweeps_every_control():
     def show(model="llama2-7b", batch=1, context=1024, metric="usd_per_million"):
         return catalog_costs(models[model], batch=batch, context=context), metric
 
-    w = interactive(show, model=Dropdown(options=list(models), value="llama2-7b"),
-                    batch=SelectionSlider(options=[2**k for k in range(10)], value=1),
-                    context=SelectionSlider(options=[256, 1024, 4096, 16384], value=1024), metric=ToggleButtons(options=metrics))
+    w = interactive(show, model=Dropdown(**DROPDOWN, options=list(models), value="llama2-7b"),
+                    batch=SelectionSlider(**WIDGET, options=[2**k for k in range(10)], value=1),
+                    context=SelectionSlider(**WIDGET, options=[256, 1024, 4096, 16384], value=1024), metric=ToggleButtons(**WIDGET, options=metrics))
     w.update()
 
     def check(w):
@@ -278,3 +294,30 @@ def test_cost_widget_sweeps_every_control():
             assert (r["usd_per_million"] is None) == (get_device(r["device"]).usd_per_hour is None)
 
     assert _sweep(w, check, lambda result: plot_costs(result[0], key=result[1])) == 5 + 10 + 4 + 3
+
+
+# --------------------------------------------------------------------------- one layout for every widget
+
+
+CONTROLS = re.compile(r"\b(Dropdown|SelectionSlider|IntSlider|ToggleButtons|FloatSlider|Checkbox)\(([^()]*)")
+
+
+@pytest.mark.parametrize("lesson", ["07_roofline", "08_hardware", "09_cost_models"])
+def test_every_control_in_the_lesson_uses_the_shared_layout(lesson):
+    # Lessons 07-09 build their widgets in notebook cells; a control built without the shared
+    # style shows its description cut off ("cluster_na…") in JupyterLab.
+    nb = nbformat.read(ROOT / "lessons" / f"{lesson}.ipynb", as_version=4)
+    calls = [m.groups() for c in nb.cells if c.cell_type == "code" for m in CONTROLS.finditer(c.source)]
+    assert calls, f"no widget controls found in lesson {lesson}"
+    for kind, args in calls:
+        wanted = "**DROPDOWN" if kind == "Dropdown" else "**WIDGET"
+        assert wanted in args, f"{lesson}: {kind}({args[:40]}...) lacks {wanted}"
+
+
+def test_shared_layout_gives_full_width_descriptions():
+    w = interactive(lambda device="h100-sxm", context=1024: None,
+                    device=Dropdown(**DROPDOWN, options=["h100-sxm", "this machine (1 core, measured)"]),
+                    context=SelectionSlider(**WIDGET, options=[128, 1024], value=1024))
+    for control in w.children[:-1]:
+        assert control.style.description_width == "initial", control.description
+    assert w.children[0].layout.width == "max-content"

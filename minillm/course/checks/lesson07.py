@@ -191,3 +191,62 @@ def check_gemm_time(fn) -> None:
                     expected=repr(bound),
                     hint=f'compute takes {t_c:.3g} s and memory {t_m:.3g} s: the label names the LARGER one, "compute" or "memory"',
                 )
+
+
+# --------------------------------------------------------------------------- stretch: the batch that reaches the ridge
+
+
+def _ridge_batch_cases(seed: int) -> list[tuple[int, int, float, float, float]]:
+    """(K, N, peak, bandwidth, bytes per element): real layers on real chips, an exact tie, no answer, random."""
+    rng = random.Random(seed)
+    cases = [
+        (4096, 4096, 989.4e12, 3.35e12, 2),  # an H100 in bf16: 346, well above the 2M/b guess of 295
+        (128, 384, 1e11, 2e10, 4),  # the teacher's qkv weight on a laptop core, fp32
+        (8192, 28672, 1978.9e12, 3.35e12, 1),  # a Llama-70B MLP weight on an H100 in int8
+        (4096, 4096, 197e12, 819e9, 2),  # a TPU v5e
+        (6, 6, 4e10, 1e10, 1),  # intensity exactly 4 = the ridge at M = 6: a tie is compute-bound
+        (512, 512, 989.4e12, 3.35e12, 2),  # a 512 x 512 weight never reaches an H100's ridge: None
+        (64, 64, 1e12, 1e10, 2),  # nor a tiny one on any accelerator: None
+    ]
+    for _ in range(5):
+        cases.append((rng.randint(64, 16384), rng.randint(64, 16384), 10 ** rng.uniform(10.5, 15), 10 ** rng.uniform(10, 12.5),
+                      rng.choice([1, 2, 4])))
+    return cases
+
+
+@register("07.ridge_batch", points=2, references=("minillm.hardware.roofline.ridge_batch",))
+def check_ridge_batch(fn) -> None:
+    """ridge_batch(K, N, peak, bandwidth, bytes_per_elem=2) -> fewest rows M that make A[M,K] @ B[K,N] compute-bound, or None."""
+    from minillm.hardware.roofline import ridge_batch
+
+    for K, N, peak, bw, b in _ridge_batch_cases(71):
+        what = f"ridge_batch(K={K}, N={N}, peak={peak:.4g}, bandwidth={bw:.4g}, bytes_per_elem={b})"
+        got = fn(K, N, peak, bw, b)
+        if hasattr(got, "item") and getattr(got, "ndim", 0) == 0:
+            got = got.item()
+        expected = ridge_batch(K, N, peak, bw, b)
+        if got is not None and (isinstance(got, bool) or not isinstance(got, int)):
+            raise CheckFailure(f"{what} returned", got=describe(got) + (f" ({got!r})" if isinstance(got, float) else ""),
+                               expected="an int (a number of rows) or None",
+                               hint="a batch is a whole number of rows: round up with math.ceil")
+        if got == expected:
+            continue
+        ridge = peak / bw
+        if expected is None:
+            hint = ("this weight never reaches the ridge: even as M grows, the intensity stays below "
+                    "2KN / (b (K + N)); when 2KN <= ridge·b·(K + N), return None")
+        elif got is None:
+            hint = "some batch does reach the ridge here; return None only when 2KN <= ridge·b·(K + N)"
+        elif got == max(1, math.ceil(ridge * b / 2)) or got == max(1, round(ridge * b / 2)):
+            hint = ("I ≈ 2M/b holds only while M << K, N: solve 2MKN / (b (MK + KN + MN)) >= peak / bandwidth "
+                    "for M exactly")
+        elif got == expected - 1 and _intensity(got, K, N, b) < ridge:
+            hint = f"M = {got} is still memory-bound (intensity {_intensity(got, K, N, b):.6g} < ridge {ridge:.6g}): round UP"
+        elif got == expected + 1 and abs(_intensity(expected, K, N, b) - ridge) <= 1e-9 * ridge:
+            hint = "exactly at the ridge counts as compute-bound (>=), as in your gemm_time"
+        elif got > expected and _intensity(got - 1, K, N, b) >= ridge:
+            hint = f"M = {got - 1} already reaches the ridge: return the FEWEST rows"
+        else:
+            hint = ("rearrange 2MKN >= ridge·b·(MK + KN + MN) into M·(2KN - ridge·b·(K + N)) >= ridge·b·K·N, "
+                    "then take the smallest whole M")
+        raise CheckFailure(f"{what} is", got=repr(got), expected=repr(expected), hint=hint)

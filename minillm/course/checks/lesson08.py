@@ -6,7 +6,7 @@
 - ``08.fpga_gemm_seconds`` against :func:`minillm.hardware.fpga.gemm` (compute time of a
   design with no memory limit), relative tolerance 1e-9 (float64 division only).
 - ``08.cheapest_device`` against a reference selection over
-  :func:`minillm.hardware.costs.cost_per_million_tokens`, exact (a device name).
+  :func:`minillm.hardware.economics.cost_per_million_tokens`, exact (a device name).
 """
 
 from __future__ import annotations
@@ -152,7 +152,7 @@ def check_fpga_gemm_seconds(fn) -> None:
 
 
 def _cheapest(model, devices, batch, context, max_step_s):
-    from minillm.hardware.costs import cost_per_million_tokens
+    from minillm.hardware.economics import cost_per_million_tokens
 
     rows = [cost_per_million_tokens(model, d, batch=batch, context=context) for d in devices]
     ok = [r for r in rows if r["usd_per_million"] is not None and r["step_s"] <= max_step_s]
@@ -163,9 +163,7 @@ def _cheapest(model, devices, batch, context, max_step_s):
 def check_cheapest_device(fn) -> None:
     """cheapest_device(model, devices, batch, context, max_step_s) -> catalog name of the cheapest device that meets the deadline, or None."""
     from minillm.hardware import get_device
-    from minillm.hardware.costs import ModelShape
-
-    from minillm.hardware.costs import from_config
+    from minillm.hardware.shapes import from_config
     from minillm.presets import TEACHER
 
     teacher = from_config(TEACHER, name="teacher")
@@ -185,9 +183,14 @@ def check_cheapest_device(fn) -> None:
         ("gpt2-124m", ["xeon-8480", "tpu-v5e", "tpu-v6e"], 32, 2048, 0.005),
         (teacher, ["xeon-8480", "tpu-v5e", "h100"], 64, 256, 1e-3),
     ]
+    # The boundary: the deadline is exactly the step time of the device that should win, so
+    # "step_s < max_step_s" drops it and only "<=" keeps it.
+    exact = _cheapest("llama2-7b", gpus_tpus, 1, 1024, math.inf)[0]
+    exact_step = next(r["step_s"] for r in _cheapest("llama2-7b", gpus_tpus, 1, 1024, math.inf)[1] if r["device"] == exact)
+    cases.append(("llama2-7b", gpus_tpus, 1, 1024, exact_step))
     for model, devices, batch, context, deadline in cases:
         name = model if isinstance(model, str) else model.name
-        what = f"cheapest_device({name!r}, {devices}, batch={batch}, context={context}, max_step_s={deadline:g})"
+        what = f"cheapest_device({name!r}, {devices}, batch={batch}, context={context}, max_step_s={deadline!r})"
         got = fn(model, list(devices), batch, context, deadline)
         expected, rows = _cheapest(model, devices, batch, context, deadline)
         if hasattr(got, "name") and not isinstance(got, str):
@@ -201,9 +204,13 @@ def check_cheapest_device(fn) -> None:
                 raise CheckFailure(f"{what} returned", got=repr(got), expected=repr(expected),
                                    hint="return the 'device' field of the chosen row") from None
         if got != expected:
+            at_deadline = [r["device"] for r in rows if r["step_s"] == deadline]
             meets = [r for r in rows if r["step_s"] <= deadline]
             priced = [r for r in rows if r["usd_per_million"] is not None]
-            if expected is None and meets:
+            if expected in at_deadline:
+                hint = (f"{expected} takes exactly max_step_s: a step that finishes ON the deadline meets it, "
+                        "so keep devices with step_s <= max_step_s (not <)")
+            elif expected is None and meets:
                 hint = "the devices that meet the deadline have no public price: with nothing to compare, return None"
             elif expected is None:
                 hint = "no device meets the deadline: return None"
@@ -216,3 +223,56 @@ def check_cheapest_device(fn) -> None:
             else:
                 hint = "filter by step_s <= max_step_s and a known usd_per_million, then take the lowest usd_per_million"
             raise CheckFailure(f"{what} is", got=repr(got), expected=repr(expected), hint=hint)
+
+
+# --------------------------------------------------------------------------- stretch: output-stationary cycles
+
+
+def _os_variant(M: int, K: int, N: int, R: int, C: int, mapping: tuple[str, str, str], ceil: bool = True) -> int:
+    """Cycles with (S_R, S_C, T) taken from ``mapping`` (names of M, K, N): the right one and the mistakes."""
+    size = {"M": M, "K": K, "N": N}
+    S_R, S_C, T = (size[d] for d in mapping)
+    div = (lambda a, b: -(-a // b)) if ceil else (lambda a, b: a // b)
+    return div(S_R, R) * div(S_C, C) * (2 * R + C + T - 2)
+
+
+@register(
+    "08.os_cycles",
+    points=2,
+    references=(
+        "minillm.hardware.systolic.systolic_cycles",
+        "minillm.hardware.systolic.systolic_mapping",
+        "minillm.hardware.systolic.systolic_folds",
+        "minillm.hardware.systolic.SystolicArray.matmul",
+    ),
+)
+def check_os_cycles(fn) -> None:
+    """os_cycles(M, K, N, rows, cols) -> cycles of A[M,K] @ B[K,N] on an output-stationary array."""
+    from minillm.hardware.systolic import systolic_cycles
+
+    # Shapes where M, K and N all differ, so every wrong mapping gives a different count.
+    for M, K, N, R, C in [(5, 4, 4, 4, 4), (13, 9, 17, 8, 8), (1, 4096, 4096, 128, 128), (300, 40, 70, 16, 32)] + _ws_cases(81)[6:]:
+        what = f"os_cycles(M={M}, K={K}, N={N}, rows={R}, cols={C})"
+        got = fn(M, K, N, R, C)
+        if hasattr(got, "item") and getattr(got, "ndim", 0) == 0:
+            got = got.item()
+        if isinstance(got, bool) or not isinstance(got, int):
+            raise CheckFailure(f"{what} returned", got=describe(got), expected="an int (a number of cycles)",
+                               hint="use math.ceil (or -(-a // b)) for the folds, so everything stays an int")
+        expected = systolic_cycles(M, K, N, R, C, "os")
+        assert expected == _os_variant(M, K, N, R, C, ("M", "N", "K"))
+        if got != expected:
+            mistakes = {
+                "that is the weight-stationary count: here the OUTPUTS stay put, so the array's rows and columns "
+                "cover the output's M rows and N columns, and time runs over K": ("K", "N", "M"),
+                "that is input-stationary's mapping: output-stationary keeps C[M,N] in the cells": ("K", "M", "N"),
+                "each cell accumulates one output C[i, j] over k = 0..K-1, one product per cycle: time is K, not M": ("M", "N", "M"),
+                "rows of the array hold rows of the output (M) and columns hold its columns (N), not the other way": ("N", "M", "K"),
+            }
+            hint = next((h for h, m in mistakes.items() if _os_variant(M, K, N, R, C, m) == got and got != expected), None)
+            if hint is None and got == 2 * R + C + K - 2:
+                hint = "an output larger than the array is cut into tiles of rows x cols outputs, each a full pass"
+            if hint is None and got == _os_variant(M, K, N, R, C, ("M", "N", "K"), ceil=False):
+                hint = "a ragged tile of outputs is still a fold: round the fold counts UP"
+            raise CheckFailure(f"{what} is", got=f"{got:,}", expected=f"{expected:,}",
+                               hint=hint or "which sizes of the problem do the array's rows, its columns and time cover?")

@@ -1,7 +1,7 @@
 """Checks of lesson 09, "LLM cost models".
 
 Every task is a formula from a paper, so every check compares the learner's number with
-minillm's implementation (:mod:`minillm.hardware.costs`, itself tested against the
+minillm's implementation (the :mod:`minillm.hardware` cost modules, itself tested against the
 papers' published figures) on published model shapes plus seeded random ones and edge
 cases. A wrong answer that matches a typical mistake (the query heads instead of the
 key/value heads, 2N instead of 6N, seconds instead of days, ...) is named in the hint.
@@ -52,7 +52,7 @@ def _expect(got, expected: float, *, what: str, hint: str, diagnose: dict[str, f
 
 def _shapes():
     """Published shapes (MHA, GQA, MQA with head_dim != d_model/heads), the teacher, and seeded random ones."""
-    from minillm.hardware.costs import ModelShape, from_config, get_model
+    from minillm.hardware.shapes import ModelShape, from_config, get_model
     from minillm.presets import TEACHER
 
     shapes = [get_model(n) for n in ("llama2-70b", "llama2-7b", "palm-540b", "llama3-8b")]
@@ -82,10 +82,10 @@ def _shapes():
 # --------------------------------------------------------------------------- KV-cache bytes
 
 
-@register("09.kv_cache_bytes", points=2, references=("minillm.hardware.costs.kv_cache_bytes",))
+@register("09.kv_cache_bytes", points=2, references=("minillm.hardware.inference.kv_cache_bytes",))
 def check_kv_cache_bytes(fn) -> None:
     """kv_cache_bytes(shape, seq_len, batch=1, bytes_per_elem=2) -> bytes of the K and V cache."""
-    from minillm.hardware.costs import kv_cache_bytes as reference
+    from minillm.hardware.inference import kv_cache_bytes as reference
 
     # (seq_len, batch, bytes per element): a first case with 4 bytes, so that forgetting
     # the bytes and forgetting the factor 2 give different numbers; then one token, long
@@ -124,10 +124,11 @@ def check_kv_cache_bytes(fn) -> None:
 # --------------------------------------------------------------------------- MFU
 
 
-@register("09.mfu", points=2, references=("minillm.hardware.costs.mfu",))
+@register("09.mfu", points=2, references=("minillm.hardware.training.mfu",))
 def check_mfu(fn) -> None:
     """mfu(tokens_per_s, n_params, n_layer, n_head, head_dim, seq_len, peak_flops_total) -> a fraction."""
-    from minillm.hardware.costs import mfu as reference, param_count
+    from minillm.hardware.shapes import param_count
+    from minillm.hardware.training import mfu as reference
 
     # PaLM 540B and MT-NLG 530B (PaLM, Table 3), a small model whose attention term is a
     # quarter of its FLOPs, and seeded random runs with long sequences.
@@ -174,14 +175,14 @@ def check_mfu(fn) -> None:
     "09.training_days",
     points=2,
     references=(
-        "minillm.hardware.costs.training_time",
-        "minillm.hardware.costs.megatron_training_time",
-        "minillm.hardware.costs.training_cost",
+        "minillm.hardware.training.training_time",
+        "minillm.hardware.training.megatron_training_time",
+        "minillm.hardware.training.training_cost",
     ),
 )
 def check_training_days(fn) -> None:
     """training_days(n_params, n_tokens, n_devices, flops_per_device, recompute=False) -> days."""
-    from minillm.hardware.costs import SECONDS_PER_DAY, megatron_training_time, training_time
+    from minillm.hardware.training import SECONDS_PER_DAY, megatron_training_time, training_time
 
     # Megatron's GPT-3 (about 34 days with recompute), the scaling book's Llama 3 70B on a
     # v5p pod (about 44 days), one device, and seeded random runs.
@@ -224,15 +225,16 @@ def check_training_days(fn) -> None:
     "09.decode_time",
     points=3,
     references=(
-        "minillm.hardware.costs.decode_step_time",
-        "minillm.hardware.costs.prefill_time",
-        "minillm.hardware.costs._step",
+        "minillm.hardware.inference.decode_step_time",
+        "minillm.hardware.inference.prefill_time",
+        "minillm.hardware.inference._step",
     ),
 )
 def check_decode_time(fn) -> None:
     """decode_time(shape, device, context, batch=1) -> (seconds, "compute" | "memory") in bf16 on one device."""
     from minillm.hardware import get_device
-    from minillm.hardware.costs import decode_step_time, kv_cache_bytes, matmul_params, param_count
+    from minillm.hardware.inference import decode_step_time, kv_cache_bytes
+    from minillm.hardware.shapes import matmul_params, param_count
 
     # Memory-bound (batch 1, long contexts) and compute-bound points (large batches with
     # an empty or short cache, PaLM's multi-query model), on three devices.
@@ -299,12 +301,14 @@ def check_decode_time(fn) -> None:
 @register(
     "09.max_batch",
     points=3,
-    references=("minillm.hardware.costs.memory_plan", "minillm.hardware.costs.min_devices"),
+    references=("minillm.hardware.memory.memory_plan", "minillm.hardware.memory.min_devices"),
 )
 def check_max_batch(fn) -> None:
     """max_batch(shape, device, context, n_devices=1) -> the largest batch whose bf16 job fits (an int)."""
     from minillm.hardware import get_device
-    from minillm.hardware.costs import inference_activation_bytes, kv_cache_bytes, matmul_params, memory_plan, param_count
+    from minillm.hardware.inference import kv_cache_bytes
+    from minillm.hardware.memory import inference_activation_bytes, memory_plan
+    from minillm.hardware.shapes import matmul_params, param_count
 
     shapes = {s.name: s for s in _shapes()}
     # Ordinary cases, a model that does not fit one device (0) and fits two, long contexts
@@ -356,3 +360,68 @@ def check_max_batch(fn) -> None:
         )
         raise CheckFailure(f"{what} is", got=got, expected=expected, hint=hint)
     assert 0 in results and max(results) > 10_000, "the cases must cover a model that does not fit and a tiny one"
+
+
+# --------------------------------------------------------------------------- stretch: where the knee disappears
+
+
+def _low_ridge_device():
+    """A made-up chip with a low bf16 ridge (5 FLOP/byte), where a multi-query model's cache is cheap enough."""
+    from minillm.hardware import DeviceSpec
+
+    return DeviceSpec("low-ridge chip", "cpu", {"bf16": 1e11}, 64e9, 2e10, None, None)
+
+
+@register("09.knee_context", points=2, references=("minillm.hardware.inference.decode_knee_context",))
+def check_knee_context(fn) -> None:
+    """knee_context(shape, device) -> the longest context at which a bf16 decode step still has a knee, or None."""
+    from minillm.hardware import get_device
+    from minillm.hardware.inference import decode_knee_batch, decode_knee_context
+    from minillm.hardware.shapes import matmul_params
+
+    shapes = {s.name: s for s in _shapes()}
+    points = [
+        ("llama2-70b", get_device("h100")),  # GQA: a knee up to 1,459 tokens of context
+        ("llama2-7b", get_device("h100")),  # no GQA: only up to 85
+        ("llama3-8b", get_device("a100")),
+        ("palm-540b", get_device("tpu-v5p")),  # multi-query: tens of thousands
+        ("minillm GPT", get_device("b200")),  # the teacher
+        ("palm-540b", _low_ridge_device()),  # H/K = 48 above the ridge of 5: every context has a knee
+    ]
+    rng = random.Random(92)
+    for name in [n for n in shapes if n.startswith("random")]:
+        points.append((name, get_device(rng.choice(["h100", "a100", "tpu-v5e"]))))
+    for name, device in points:
+        shape = shapes[name]
+        expected = decode_knee_context(shape, device, dtype="bf16")
+        got = fn(shape, device)
+        if hasattr(got, "item") and getattr(got, "ndim", 0) == 0:
+            got = got.item()
+        what = f"knee_context({shape.name}, {device.name})"
+        if got is not None and (isinstance(got, bool) or not isinstance(got, int)):
+            raise CheckFailure(f"{what} returned", got=describe(got) + (f" ({got!r})" if isinstance(got, float) else ""),
+                               expected="an int (a number of tokens) or None",
+                               hint="a context is a whole number of tokens: take the largest whole one below the bound")
+        if got == expected:
+            continue
+        L, H, K, Q = shape.n_layer, shape.n_head, shape.n_kv_head, shape.head_dim
+        peak, bw, N = device.peak("bf16"), device.mem_bw, matmul_params(shape)
+        if expected is None:
+            hint = (f"each cached token brings 4·L·H·Q FLOPs and 4·L·K·Q bytes, an intensity of H/K = {H / K:g}, "
+                    f"above this chip's ridge of {peak / bw:.3g}: the cache never outweighs the compute, so every "
+                    "context has a knee; return None")
+        elif got is None:
+            hint = (f"here H/K = {H / K:g} is below the ridge {peak / bw:.3g}: each cached token costs more memory time "
+                    "than compute time, so long enough contexts have no knee")
+        elif got == expected + 1 and decode_knee_batch(shape, device, got, dtype="bf16") is None:
+            hint = f"at context {got} no batch is compute-bound any more: return the LAST context that still has a knee"
+        elif got == max(0, math.ceil(2 * N / peak / (4 * L * K * Q / bw)) - 1):
+            hint = "the cached tokens cost FLOPs too (4·L·H·Q per token, attention over the cache): keep them on the compute side"
+        elif got == max(0, math.ceil(2 * N / peak / (4 * L * H * Q / bw - 4 * L * H * Q / peak)) - 1):
+            hint = "the cache stores only the K key/value heads: its bytes are 2·L·K·Q·2 per token, not 2·L·H·Q·2"
+        elif got == max(0, math.ceil(2 * N / peak / (2 * L * K * Q / bw - 4 * L * H * Q / peak)) - 1):
+            hint = "a bf16 cache element takes 2 bytes: 2·L·K·Q·2 bytes per cached token"
+        else:
+            hint = ("a knee exists while one sequence adds more compute time than memory time, F/peak > C/bw; write F and "
+                    "C as functions of the context and solve for it")
+        raise CheckFailure(f"{what} is", got=repr(got), expected=repr(expected), hint=hint)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 # --------------------------------------------------------------------------- arithmetic intensity
 
 
@@ -99,6 +101,43 @@ def gemm_time_compute_only(M, K, N, peak, bandwidth, bytes_per_elem=4):
     return f / peak, "compute"
 
 
+
+
+# --------------------------------------------------------------------------- stretch: the batch that reaches the ridge
+
+
+def ridge_batch_small_m_approximation(K, N, peak, bandwidth, bytes_per_elem=2):
+    """Uses I ≈ 2M/b (true only for M << K, N): M = ridge·b/2."""
+    return max(1, math.ceil(peak / bandwidth * bytes_per_elem / 2))
+
+
+def ridge_batch_floor(K, N, peak, bandwidth, bytes_per_elem=2):
+    """Solves the inequality but rounds down."""
+    r, b = peak / bandwidth, bytes_per_elem
+    slope = 2 * K * N - r * b * (K + N)
+    return None if slope <= 0 else max(1, math.floor(r * b * K * N / slope))
+
+
+def ridge_batch_never_none(K, N, peak, bandwidth, bytes_per_elem=2):
+    """Forgets the case where no batch reaches the ridge (a negative or zero bracket)."""
+    r, b = peak / bandwidth, bytes_per_elem
+    return math.ceil(r * b * K * N / (2 * K * N - r * b * (K + N)))
+
+
+def ridge_batch_strict(K, N, peak, bandwidth, bytes_per_elem=2):
+    """Wants the intensity strictly above the ridge, so a tie is not compute-bound."""
+    r, b = peak / bandwidth, bytes_per_elem
+    slope = 2 * K * N - r * b * (K + N)
+    return None if slope <= 0 else math.floor(r * b * K * N / slope) + 1
+
+
+def ridge_batch_no_output_bytes(K, N, peak, bandwidth, bytes_per_elem=2):
+    """Leaves the output C[M,N] out of the bytes: M·(2KN - r·b·K) >= r·b·K·N."""
+    r, b = peak / bandwidth, bytes_per_elem
+    slope = 2 * K * N - r * b * K
+    return None if slope <= 0 else max(1, math.ceil(r * b * K * N / slope))
+
+
 MUTANTS = {
     "07.gemm_intensity": [
         intensity_no_factor_two,
@@ -121,4 +160,20 @@ MUTANTS = {
         gemm_time_elements,
         gemm_time_compute_only,
     ],
+    "07.ridge_batch": [
+        ridge_batch_small_m_approximation,
+        ridge_batch_floor,
+        ridge_batch_never_none,
+        ridge_batch_strict,
+        ridge_batch_no_output_bytes,
+    ],
+}
+
+#: mutant -> a phrase its verdict's hint must contain (tests/hardware/test_hw_check_hints.py).
+HINTS = {
+    "ridge_batch_small_m_approximation": "2M/b holds only while M << K, N",
+    "ridge_batch_floor": "round UP",
+    "ridge_batch_never_none": "return None",
+    "ridge_batch_strict": "counts as compute-bound (>=)",
+    "ridge_batch_no_output_bytes": "rearrange",
 }

@@ -69,7 +69,7 @@ def fpga_cycles(M, K, N, lanes, clock_hz, ii=1, depth=8):
 
 
 def _rows(model, devices, batch, context):
-    from minillm.hardware.costs import cost_per_million_tokens
+    from minillm.hardware.economics import cost_per_million_tokens
 
     return [cost_per_million_tokens(model, d, batch=batch, context=context) for d in devices]
 
@@ -106,6 +106,45 @@ def cheapest_no_price_check(model, devices, batch, context, max_step_s):
     return min(rows, key=lambda r: r["usd_per_million"])["device"] if rows else None
 
 
+def cheapest_strict_deadline(model, devices, batch, context, max_step_s):
+    """Keeps only devices strictly faster than the deadline (< instead of <=)."""
+    rows = [r for r in _rows(model, devices, batch, context) if r["step_s"] < max_step_s and r["usd_per_million"] is not None]
+    return min(rows, key=lambda r: r["usd_per_million"])["device"] if rows else None
+
+
+# --------------------------------------------------------------------------- stretch: output-stationary cycles
+
+
+def _os(M, K, N, rows, cols, S_R, S_C, T):
+    return math.ceil(S_R / rows) * math.ceil(S_C / cols) * (2 * rows + cols + T - 2)
+
+
+def os_as_weight_stationary(M, K, N, rows, cols):
+    """Reuses the weight-stationary mapping (S_R = K, S_C = N, T = M)."""
+    return _os(M, K, N, rows, cols, K, N, M)
+
+
+def os_streams_m(M, K, N, rows, cols):
+    """Maps the output onto the array but streams M instead of K."""
+    return _os(M, K, N, rows, cols, M, N, M)
+
+
+def os_swapped(M, K, N, rows, cols):
+    """Puts the output's columns on the array's rows and its rows on the columns."""
+    return _os(M, K, N, rows, cols, N, M, K)
+
+
+def os_input_stationary(M, K, N, rows, cols):
+    """Uses input-stationary's mapping (S_R = K, S_C = M, T = N)."""
+    return _os(M, K, N, rows, cols, K, M, N)
+
+
+def os_one_fold(M, K, N, rows, cols):
+    """Ignores folding: one pass of 2R + C + K - 2 cycles whatever the output's size."""
+    return 2 * rows + cols + K - 2
+
+
+
 MUTANTS = {
     "08.ws_cycles": [ws_no_load, ws_floor_folds, ws_swapped_mapping, ws_streams_k, ws_one_fold, ws_float],
     "08.fpga_gemm_seconds": [fpga_no_ceil, fpga_no_depth, fpga_off_by_one, fpga_counts_flops, fpga_cycles],
@@ -115,5 +154,17 @@ MUTANTS = {
         cheapest_hourly_price,
         cheapest_first_that_fits,
         cheapest_no_price_check,
+        cheapest_strict_deadline,
     ],
+    "08.os_cycles": [os_as_weight_stationary, os_streams_m, os_swapped, os_input_stationary, os_one_fold],
+}
+
+#: mutant -> a phrase its verdict's hint must contain (tests/hardware/test_hw_check_hints.py).
+HINTS = {
+    "cheapest_strict_deadline": "step_s <= max_step_s (not <)",
+    "os_as_weight_stationary": "weight-stationary count",
+    "os_streams_m": "time is K, not M",
+    "os_swapped": "not the other way",
+    "os_input_stationary": "input-stationary's mapping",
+    "os_one_fold": "each a full pass",
 }

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
-from minillm.hardware.costs import inference_activation_bytes, kv_cache_bytes as _kv, matmul_params, param_count
+from minillm.hardware.inference import kv_cache_bytes as _kv
+from minillm.hardware.memory import inference_activation_bytes
+from minillm.hardware.shapes import matmul_params, param_count
 
 # --------------------------------------------------------------------------- KV-cache bytes
 
@@ -193,6 +195,47 @@ def batch_matmul_params(shape, device, context, n_devices=1):
     return max(0, math.floor((capacity - 2 * matmul_params(shape)) / per_seq))
 
 
+# --------------------------------------------------------------------------- stretch: where the knee disappears
+
+
+def _ctx(shape, device, kv_heads=None, kv_bytes=2, attention_flops=True):
+    L, H, Q = shape.n_layer, shape.n_head, shape.head_dim
+    K = shape.n_kv_head if kv_heads is None else kv_heads
+    peak, bw = device.peak("bf16"), device.mem_bw
+    bracket = 2 * L * K * Q * kv_bytes / bw - (4 * L * H * Q / peak if attention_flops else 0)
+    if bracket <= 0:
+        return None
+    return max(0, math.ceil(2 * matmul_params(shape) / peak / bracket) - 1)
+
+
+def ctx_no_attention_flops(shape, device):
+    """Leaves the attention FLOPs over the cache out of the compute time."""
+    return _ctx(shape, device, attention_flops=False)
+
+
+def ctx_query_heads(shape, device):
+    """Sizes the cache with the query heads H instead of the key/value heads K."""
+    return _ctx(shape, device, kv_heads=shape.n_head)
+
+
+def ctx_one_byte(shape, device):
+    """Counts one byte per cache element instead of two (bf16)."""
+    return _ctx(shape, device, kv_bytes=1)
+
+
+def ctx_first_without_knee(shape, device):
+    """Returns the first context with no knee, one past the answer."""
+    c = _ctx(shape, device)
+    return None if c is None else c + 1
+
+
+def ctx_never_none(shape, device):
+    """Forgets that a cheap enough cache leaves a knee at every context."""
+    L, H, K, Q = shape.n_layer, shape.n_head, shape.n_kv_head, shape.head_dim
+    peak, bw = device.peak("bf16"), device.mem_bw
+    return math.ceil(2 * matmul_params(shape) / peak / (4 * L * K * Q / bw - 4 * L * H * Q / peak)) - 1
+
+
 MUTANTS = {
     "09.kv_cache_bytes": [
         kv_uses_query_heads,
@@ -220,4 +263,14 @@ MUTANTS = {
         batch_float,
         batch_matmul_params,
     ],
+    "09.knee_context": [ctx_no_attention_flops, ctx_query_heads, ctx_one_byte, ctx_first_without_knee, ctx_never_none],
+}
+
+#: mutant -> a phrase its verdict's hint must contain (tests/hardware/test_hw_check_hints.py).
+HINTS = {
+    "ctx_no_attention_flops": "cached tokens cost FLOPs too",
+    "ctx_query_heads": "only the K key/value heads",
+    "ctx_one_byte": "takes 2 bytes",
+    "ctx_first_without_knee": "return the LAST context",
+    "ctx_never_none": "return None",
 }
