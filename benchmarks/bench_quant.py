@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from minillm.compress.int8_gemm import cpu_int8_features
-from minillm.compress.int8_ops import Int8Linear
-from minillm.compress.qmodel import quality_table, quantize_model, size_report
+from minillm.compress.int8_linear import Int8Linear
+from minillm.compress.model_quant import quality_table, quantize_model, size_report
 from minillm.evaluate import evaluate_loss
 from minillm.compress.tour import load_teacher_and_data
 from minillm.timing import interleaved_best

@@ -3,7 +3,7 @@
 - :func:`int8_matmul`: the public product, exact for every shape;
 - :func:`int8_kernel`: which kernel "auto" picks here; :func:`cpu_int8_features`: what the CPU offers.
 
-The layers built on it (Int8Linear, LLM.int8()) are in int8_ops.py.
+The layers built on it (Int8Linear, LLM.int8()) are in int8_linear.py.
 
 Why the integer accumulator must be int32: one int8 x int8 product reaches
 (-128)·(-128) = 2^14, so a dot product over K terms needs 15 + log2(K) bits with

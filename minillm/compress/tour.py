@@ -6,7 +6,7 @@ costs and gains on this machine, and returns a markdown section. The helpers
 :func:`plot_error_histograms`) are pure data-in/data-out so the lesson and the
 benchmark reuse them.
 
-Timing on a shared machine: :func:`minillm.hardware.measure.interleaved_best` calls
+Timing on a shared machine: :func:`minillm.timing.interleaved_best` calls
 every candidate once per round, in turn, and keeps each one's fastest call, so a burst
 of load from another process slows all candidates alike instead of whichever happened
 to run during it, and no candidate is the cold first one.
@@ -21,11 +21,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from minillm.compress.int8_gemm import cpu_int8_features
-from minillm.compress.int8_ops import Int8Linear
-from minillm.compress.qmodel import quantize_model, size_report
+from minillm.compress.int4 import WeightOnlyLinear
+from minillm.compress.int8_gemm import cpu_int8_features, int8_kernel
+from minillm.compress.int8_linear import Int8Linear
+from minillm.compress.model_quant import quantize_model, size_report
+from minillm.compress.qat import FakeQuantLinear
+from minillm.compress.quant_core import quant_error
 from minillm.evaluate import evaluate_loss
-from minillm.compress.quantize import quant_error
 from minillm.timing import interleaved_best
 from minillm.threads import num_threads
 
@@ -111,7 +113,7 @@ def kernel_speed_table(
     x: float32 input [M, K]. Candidates, in this order: the float layer itself
     ("float32 Linear"); :class:`~minillm.compress.qat.FakeQuantLinear` at 8 bits per
     channel (what QAT runs); :class:`~minillm.compress.int4.WeightOnlyLinear` int4 with
-    ``group_size``; :class:`~minillm.compress.int8_ops.Int8Linear` with each exact kernel
+    ``group_size``; :class:`~minillm.compress.int8_linear.Int8Linear` with each exact kernel
     forced ("fp32-exact", "fallback", "torch._int_mm"; one that cannot run here is left
     out); and torch's own dynamic int8 ``nn.Linear`` (``torch.ao`` ``quantize_dynamic``,
     fbgemm/oneDNN kernels) as a peer. All are timed by :func:`interleaved_best` on
@@ -123,10 +125,6 @@ def kernel_speed_table(
     row whose kernel ``int8_matmul`` picks by itself for this K)}. The float32 row
     comes first, with speedup 1.
     """
-    from minillm.compress.int4 import WeightOnlyLinear
-    from minillm.compress.int8_gemm import int8_kernel
-    from minillm.compress.qat import FakeQuantLinear
-
     weight = layer.weight.detach().float()
     bias = None if getattr(layer, "bias", None) is None else layer.bias.detach().float()
     if x.dim() != 2 or x.shape[1] != weight.shape[1]:
@@ -176,6 +174,9 @@ def _torch_ao_linear(weight: Tensor, bias: Tensor | None) -> nn.Module | None:
         ref.weight.copy_(weight)
         if bias is not None:
             ref.bias.copy_(bias)
+    # A genuine capability check, not a guard around our own code: torch.ao's quantized
+    # engines (fbgemm, x86, qnnpack) are build options of torch, and the deprecated
+    # torch.ao.quantization may be absent from a future torch.
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao

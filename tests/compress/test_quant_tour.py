@@ -46,8 +46,20 @@ def test_measure_configs_and_plot_on_a_tiny_model():
     assert rows[0]["speedup"] == 1.0 and rows[0]["rel_loss"] == 0.0
     assert rows[3]["linear_ratio"] == pytest.approx(5 / 32)  # int4 group 32: 5 bits per weight
     assert all(r["latency_s"] > 0 for r in rows) and torch.get_num_threads() >= 1
-    fig = plot_error_histograms({"a": torch.randn(100), "b": torch.randn(100) * 0.1})
-    assert len(fig.axes) == 1
+
+
+def test_error_histograms_draw_each_error_tensor():
+    a, b = torch.randn(100), torch.randn(100) * 0.1
+    fig = plot_error_histograms({"a": a, "b": b}, "my title")
+    (ax,) = fig.axes
+    assert ax.get_title() == "my title" and ax.get_xlabel() == "dequantized - original"
+    assert ax.get_ylabel() == "density" and ax.get_yscale() == "log"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
+    # one step outline per tensor, spanning its data: the narrow one ends inside the wide one
+    xs = [p.get_xy()[:, 0] for p in ax.patches]
+    assert len(xs) == 2
+    assert xs[0].min() == pytest.approx(float(a.min()), abs=1e-6) and xs[0].max() == pytest.approx(float(a.max()), abs=1e-6)
+    assert xs[1].max() - xs[1].min() < xs[0].max() - xs[0].min()
 
 
 def test_time_forwards_times_every_model():

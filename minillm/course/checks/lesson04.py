@@ -198,7 +198,7 @@ def check_dequantize(fn) -> None:
     references=(
         "minillm.compress.quantize.quantize",
         "minillm.compress.quantize.quant_error",
-        "minillm.compress.int8_ops._per_row_weight",
+        "minillm.compress.quant_core.per_channel_weight",
         "minillm.compress.qat.fake_quant_weight",
         "torch.ao.quantization.PerChannelMinMaxObserver.forward",
     ),
@@ -283,7 +283,7 @@ def _reference_int8_linear(x, q_weight, w_scale, bias):
         "minillm.compress.quantize.vectorwise_int8_matmul",
         "minillm.compress.quantize.llm_int8_matmul",
         "minillm.compress.quantize.quantize_per_token",
-        "minillm.compress.int8_ops._per_token",
+        "minillm.compress.quant_core.per_token_int8",
         "minillm.compress.quantize.quantize",
         "torch.ao.nn.quantized.dynamic.Linear.forward",
     ),
