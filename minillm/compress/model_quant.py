@@ -170,7 +170,7 @@ def size_report(model: nn.Module) -> dict:
     modules (a tied output layer) count once. The linear totals cover the weights
     (with their scales) of the layers :func:`quantize_model` replaces, not biases,
     embeddings or a tied output layer, so they compare like with like.
-    Divide by 1e9 for GB (the course uses GB = 1e9 bytes).
+    Divide by :data:`minillm.units.GB` for GB (the course uses GB = 1e9 bytes).
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")

@@ -30,6 +30,7 @@ from minillm.compress.quant_core import quant_error
 from minillm.evaluate import evaluate_loss
 from minillm.timing import interleaved_best
 from minillm.threads import num_threads
+from minillm.units import MB
 
 __all__ = [
     "load_teacher_and_data",
@@ -244,8 +245,8 @@ def _measure_one(m: nn.Module, name: str, val_ids: Tensor, max_batches: int) -> 
     size = size_report(m)
     return {
         "name": name,
-        "linear_MB": size["linear_weight_bytes"] / 1e6,
-        "total_MB": size["total_bytes"] / 1e6,
+        "linear_MB": size["linear_weight_bytes"] / MB,
+        "total_MB": size["total_bytes"] / MB,
         "linear_ratio": size["linear_weight_ratio"],
         "val_loss": evaluate_loss(m, val_ids, batch_size=8, n_batches=max_batches),
     }
