@@ -146,7 +146,7 @@ def plot_quant_view(view: dict):
     ax2.bar(["float32", f"int{view['bits']}"], [view["float_loss"], view["loss"]], color=["gray", "tab:orange"])
     ax2.set_ylabel("loss on the batch (nats/token)")
     ax2.set_title(
-        f"loss {view['rel_change']:+.1%}, same top-1 token {view['agreement']:.0%}\n"
+        f"loss {view['rel_change']:+.1%}, same top-1 token {view['agreement']:.1%}\n"
         f"{view['bits_per_weight']:.2f} bits per weight",
         fontsize=10,
     )

@@ -19,7 +19,7 @@ all without creating an import cycle.
 """
 
 from minillm.compress.int4 import WeightOnlyLinear, pack_int4, unpack_int4
-from minillm.compress.int8_gemm import cpu_int8_features, int8_kernel, int8_matmul
+from minillm.compress.int8_gemm import cpu_int8_features, fp32_exact_max_k, int8_kernel, int8_matmul
 from minillm.compress.int8_linear import Int8Linear, Int8WeightLinear, LLMInt8Linear, llm_int8_matmul, vectorwise_int8_matmul
 from minillm.compress.model_quant import linear_sites, quality_table, quantize_model, size_report
 from minillm.compress.qat import FakeQuantLinear, fake_quant_weight, fake_quantize, qat_convert, qat_prepare
@@ -53,6 +53,7 @@ __all__ = [
     "int8_matmul",
     "int8_kernel",
     "cpu_int8_features",
+    "fp32_exact_max_k",
     "quantize_per_token",
     "vectorwise_int8_matmul",
     "llm_int8_matmul",

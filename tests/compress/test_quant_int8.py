@@ -328,3 +328,19 @@ def test_int8_layers_share_one_base():
         with pytest.raises(ValueError, match="floating-point"):
             layer(torch.ones(2, 10, dtype=torch.long))
     assert "threshold=3.0" in repr(layers[1]) and "activations='dynamic'" in repr(layers[0])
+
+
+def test_fp32_exact_max_k_derivation():
+    from minillm.compress.int8_gemm import FP32_EXACT_MAX_K, fp32_exact_max_k
+
+    assert fp32_exact_max_k() == FP32_EXACT_MAX_K == 1024  # 2^24 / 128^2
+    assert fp32_exact_max_k(8, 8, symmetric=True) == 1040  # floor(2^24 / 127^2)
+    assert fp32_exact_max_k(4, 8) == 2**24 // (8 * 128) == 16384
+    assert fp32_exact_max_k(8, 8, significand_bits=8) == 0  # bfloat16: one product already does not fit
+    assert fp32_exact_max_k(16, 16, significand_bits=53) == 2**23  # int16 in float64
+    # the symmetric bound is tight: 1041 products of 127 x 127 sum to an odd number above 2^24
+    K = fp32_exact_max_k(8, 8, symmetric=True) + 1
+    a = torch.full((1, K), 127.0)
+    assert int((a @ a.t()).item()) != K * 127 * 127
+    with pytest.raises(ValueError, match="a_bits"):
+        fp32_exact_max_k(1, 8)

@@ -87,7 +87,7 @@ def test_plot_quant_view_draws_the_view(gpt, batch):
     assert [t.get_text() for t in bars.get_xticklabels()] == ["float32", "int3"]
     heights = [p.get_height() for p in bars.patches]
     assert heights == pytest.approx([view["float_loss"], view["loss"]], rel=1e-6)
-    assert f"{view['agreement']:.0%}" in bars.get_title() and "bits per weight" in bars.get_title()
+    assert f"{view['agreement']:.1%}" in bars.get_title() and "bits per weight" in bars.get_title()
 
 
 def test_widget_descriptions_are_not_cut_off(gpt, batch):
