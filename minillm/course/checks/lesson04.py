@@ -434,3 +434,57 @@ def check_pack_int4(fn) -> None:
             raise CheckFailure(f"byte {i}{where} is", got=int(got.flatten()[i]), expected=int(expected.flatten()[i]), hint=hint)
         if not torch.equal(unpack_int4(got), q):  # exact round trip
             raise CheckFailure("unpack_int4(pack_int4(q)) does not give q back" + where, hint=case_hint)
+
+
+# --------------------------------------------------------------------------- 04.fp32_exact_max_k (stretch)
+
+
+def _exact_k_hint(got: int, a: int, b: int, symmetric: bool, p: int) -> str:
+    """Name the usual derivation mistake whose result equals ``got``."""
+    full = [2 ** (n - 1) for n in (a, b)]
+    sym = [2 ** (n - 1) - 1 for n in (a, b)]
+    right = sym if symmetric else full
+    other = full if symmetric else sym
+    if got == 2**p // (other[0] * other[1]):
+        return ("the full int range reaches -2^(bits-1) (e.g. -128: 128 x 128 = 2^14); only the symmetric grid "
+                "stops at 2^(bits-1) - 1" if not symmetric else
+                "on the symmetric grid the largest code is 2^(bits-1) - 1 (127), not 2^(bits-1)")
+    if got == 2 ** (p - 1) // (right[0] * right[1]):
+        return "a p-bit significand (the implicit leading 1 included) holds every integer up to 2^p, not 2^(p-1)"
+    if got == 2**p // (right[0] * right[1]) - 1 or got == (2**p - 1) // (right[0] * right[1]):
+        return "2^p itself is representable: the bound is K * |a|max * |b|max <= 2^p, with <=, not <"
+    if got == 2**p // (2 ** (a + b)) or got == 2**p // ((2**a - 1) * (2**b - 1)):
+        return "the codes are signed: the largest magnitude is 2^(bits-1), not 2^bits or 2^bits - 1"
+    if got == 2**p // (right[0] * right[1]) ** 2 or got == int(math.sqrt(2**p / (right[0] * right[1]))):
+        return "every partial sum is at most K times the largest product: K * |a|max * |b|max <= 2^p"
+    return "the bound is floor(2^p / (largest |a| x largest |b|)): every partial sum must stay a representable integer"
+
+
+@register(
+    "04.fp32_exact_max_k",
+    points=2,
+    references=("minillm.compress.quantize.fp32_exact_max_k", "minillm.compress.int8_gemm.fp32_exact_max_k"),
+)
+def check_fp32_exact_max_k(fn) -> None:
+    """fp32_exact_max_k(a_bits, b_bits, symmetric, significand_bits) -> the largest exact K (an int)."""
+    from minillm.compress.int8_gemm import fp32_exact_max_k as reference
+
+    g = _gen(46)
+    cases = [(8, 8, False, 24), (8, 8, True, 24), (4, 8, False, 24), (4, 4, True, 24), (8, 8, False, 8),
+             (16, 16, False, 53), (2, 8, True, 24), (8, 8, False, 11)]
+    for _ in range(6):  # fresh combinations, so that no table of the cases above can pass
+        a, b = (int(v) for v in torch.randint(2, 17, (2,), generator=g))
+        cases.append((a, b, bool(torch.randint(0, 2, (), generator=g)), int((8, 11, 24, 53)[int(torch.randint(0, 4, (), generator=g))])))
+    for a, b, symmetric, p in cases:
+        expected = reference(a, b, symmetric, p)
+        got = fn(a, b, symmetric, p)
+        where = f"fp32_exact_max_k({a}, {b}, symmetric={symmetric}, significand_bits={p})"
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.item()
+        if isinstance(got, float) and got.is_integer():
+            got = int(got)
+        if isinstance(got, bool) or not isinstance(got, int):
+            raise CheckFailure(f"{where} returned", got=describe(got), expected="a Python int",
+                               hint="K counts terms: return a whole number, e.g. with // or int(...)")
+        if got != expected:
+            raise CheckFailure(where, got=got, expected=expected, hint=_exact_k_hint(got, a, b, symmetric, p))
