@@ -369,8 +369,10 @@ def per_token_int8(x: Tensor) -> tuple[Tensor, Tensor]:
     ``|x| <= absmax <= 127 * scale``, so ``|x * (1/scale)|`` exceeds 127 by a few
     float32 ulps at most and rounds to at most 127. Non-finite inputs are not
     checked (that would cost a pass over x); they give meaningless codes, as a
-    float layer would give NaN.
+    float layer would give NaN. Rounding has no useful gradient, so x is detached
+    (a free view): the in-place steps then also work on inputs that require grad.
     """
+    x = x.detach()
     buf = x.abs()  # [M, K]; reused below for x * (1/scale)
     scale = buf.amax(dim=-1, keepdim=True).div_(127.0).clamp_(min=EPS)
     return torch.mul(x, scale.reciprocal(), out=buf).round_().to(torch.int8), scale

@@ -344,3 +344,14 @@ def test_fp32_exact_max_k_derivation():
     assert int((a @ a.t()).item()) != K * 127 * 127
     with pytest.raises(ValueError, match="a_bits"):
         fp32_exact_max_k(1, 8)
+
+
+def test_int8_layers_run_outside_no_grad():
+    # a quantized model called as a learner would, without torch.no_grad(): inputs that require grad
+    torch.manual_seed(9)
+    x = torch.randn(3, 32, requires_grad=True)
+    w = torch.randn(8, 32)
+    for layer in (Int8Linear.from_float(w), LLMInt8Linear.from_float(w)):
+        with torch.no_grad():
+            expect = layer(x)
+        assert torch.equal(layer(x), expect)
