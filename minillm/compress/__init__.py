@@ -11,6 +11,7 @@ quantization modules, in the order they build on each other:
 - :mod:`minillm.compress.model_quant`  whole models: quantize_model, size_report, quality_table
 - :mod:`minillm.compress.qat`          fake quantization (straight-through estimator) and QAT
 - :mod:`minillm.compress.quant_widget` the lesson-04 widget: bits, granularity, scheme against error and loss
+- :mod:`minillm.compress.quant_plots`  the lesson-04 figures: row and channel ranges, SQNR against bits, quality
 - :mod:`minillm.compress.tour`         the quantization step of ``minillm tour``
 - :mod:`minillm.compress.quantize`     a façade for learners: every public name above in one import,
   e.g. ``from minillm.compress.quantize import quantize, Int8Linear``; nothing in the package imports it
