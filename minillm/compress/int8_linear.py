@@ -32,6 +32,7 @@ from minillm.compress.quant_core import (
     check_float_tensor,
     check_weight,
     per_channel_weight,
+    per_token_codes,
     per_token_int8,
     round_clamp,
 )
@@ -231,19 +232,21 @@ class Int8Linear(Int8WeightLinear):
             self._codes_f32 = (key, w.t().float())
         return self._codes_f32[1]
 
-    def _gemm(self, qx: Tensor) -> Tensor:
-        """qx [M, in] int8 -> the exact sums [M, out] (int32, or float32 on the fp32-exact path).
+    def _gemm(self, codes: Tensor) -> Tensor:
+        """codes [M, in] (whole numbers in [-127, 127], held in float32) -> the exact sums [M, out]
+        (int32, or float32 on the fp32-exact path).
 
         The first call (per device and kernel choice) goes through the checked
         :func:`int8_matmul` dispatch and records the kernel; later CPU calls run it directly.
         """
         plan = self._plan  # (kernel name, kernel_choice, q_weight, its transpose [in, out])
         w = self.q_weight
-        if plan is not None and plan[1] == self.kernel_choice and plan[2] is w and qx.shape[0] > 0 and qx.is_cpu:
+        if plan is not None and plan[1] == self.kernel_choice and plan[2] is w and codes.shape[0] > 0 and codes.is_cpu:
             if plan[0] == "torch._int_mm":
-                return torch._int_mm(qx, plan[3])
+                return torch._int_mm(codes.to(torch.int8), plan[3])
             if fp32_matmul_is_ieee():  # FP32_EXACT: exact only with IEEE float32 matmuls
-                return qx.float() @ self._float_codes()
+                return codes @ self._float_codes()
+        qx = codes.to(torch.int8)
         acc, self.kernel = _int8_matmul(qx, w.t(), self.kernel_choice, out_float=True)
         cpu_direct = qx.is_cpu and w.is_cpu and self.kernel in ("torch._int_mm", FP32_EXACT)
         self._plan = (self.kernel, self.kernel_choice, w, w.t()) if cpu_direct else None
@@ -253,14 +256,14 @@ class Int8Linear(Int8WeightLinear):
         """x: [..., in] float -> [..., out] float32."""
         x2 = self._flat_input(x)
         if self.activations == "dynamic":
-            qx, sx = per_token_int8(x2)
+            codes, sx = per_token_codes(x2)
         else:
             sx = self.x_scale
-            qx = round_clamp(x2, sx, 0, -127, 127).to(torch.int8)
+            codes = round_clamp(x2.detach(), sx, 0, -127, 127)
         # Epilogue y = acc · s_x · s_w + b in two passes: the first product gives the
         # float32 output (int32 * float32 promotes; float sums are scaled in place),
         # addcmul finishes it in place.
-        acc = self._gemm(qx)
+        acc = self._gemm(codes)
         y = acc.mul_(sx) if acc.dtype == torch.float32 else acc.mul(sx)
         if self.bias is not None:
             y = torch.addcmul(self.bias, y, self.w_scale, out=y)

@@ -63,6 +63,7 @@ __all__ = [
     "quant_error",
     "quantize_per_token",
     "per_token_int8",
+    "per_token_codes",
     "per_channel_weight",
 ]
 
@@ -363,6 +364,18 @@ def quant_error(
 def per_token_int8(x: Tensor) -> tuple[Tensor, Tensor]:
     """The hot path of the int8 layers: x [M, K] float32 -> (q [M, K] int8, scale [M, 1] float32).
 
+    :func:`per_token_codes` followed by the cast to int8.
+    """
+    codes, scale = per_token_codes(x)
+    return codes.to(torch.int8), scale
+
+
+def per_token_codes(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-token int8 codes held in float32: x [M, K] float32 -> (codes [M, K], scale [M, 1]).
+
+    The codes are whole numbers in [-127, 127], exact in float32, so the fp32-exact GEMM
+    can use them without a round trip through int8 (two passes fewer).
+
     Symmetric int8 with one scale per row, ``scale = max(absmax / 127, eps)`` and
     ``q = round(x * (1/scale))`` (half to even), the arithmetic of :func:`round_clamp`
     without its clamp and without input checks. The clamp is redundant here:
@@ -375,7 +388,7 @@ def per_token_int8(x: Tensor) -> tuple[Tensor, Tensor]:
     x = x.detach()
     buf = x.abs()  # [M, K]; reused below for x * (1/scale)
     scale = buf.amax(dim=-1, keepdim=True).div_(127.0).clamp_(min=EPS)
-    return torch.mul(x, scale.reciprocal(), out=buf).round_().to(torch.int8), scale
+    return torch.mul(x, scale.reciprocal(), out=buf).round_(), scale
 
 
 def quantize_per_token(x: Tensor, bits: int = 8) -> tuple[Tensor, Tensor]:

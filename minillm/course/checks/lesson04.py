@@ -284,6 +284,7 @@ def _reference_int8_linear(x, q_weight, w_scale, bias):
         "minillm.compress.int8_linear.llm_int8_matmul",
         "minillm.compress.quant_core.quantize_per_token",
         "minillm.compress.quant_core.per_token_int8",
+        "minillm.compress.quant_core.per_token_codes",
         "minillm.compress.quant_core.quantize",
         "torch.ao.nn.quantized.dynamic.Linear.forward",
     ),
