@@ -139,7 +139,7 @@ def teacher_rows(quick: bool) -> list[dict]:
             "target": "report",
             "passed": None,
             "note": "a report, not a target: the teacher's 128-wide GEMMs are too small for int8 to pay "
-            "(bench_int8 compares at 1024 wide); ours: kernel {kernel}, per-token activations; torch.ao: fbgemm/onednn; batch 2x{T}, 1 thread; {_cpu_note()}",
+            f"(bench_int8 compares at 1024 wide); ours: kernel {kernel}, per-token activations; torch.ao: fbgemm/onednn; batch 2x{T}, 1 thread; {_cpu_note()}",
         },
         {
             "name": "float32 teacher (minillm) / float32 torch.nn copy: forward latency (peer)",
