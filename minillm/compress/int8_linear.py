@@ -253,23 +253,46 @@ class Int8Linear(Int8WeightLinear):
         return acc
 
     def forward(self, x: Tensor) -> Tensor:
-        """x: [..., in] float -> [..., out] float32."""
+        """x: [..., in] float -> [..., out] float32.
+
+        The direct path: once the first call has picked torch._int_mm on the CPU, a float32
+        [M, in] input with dynamic scales goes straight to per-token codes, the GEMM and the
+        epilogue, after checks that cost no pass over x. Everything else (other shapes and
+        dtypes, static scales, other kernels and devices) takes the general path below.
+        """
+        plan, buffers = self._plan, self._buffers  # nn.Module.__getattr__ is slow on a hot path
+        if (
+            plan is not None
+            and plan[0] == "torch._int_mm"
+            and plan[1] == self.kernel_choice
+            and plan[2] is buffers["q_weight"]
+            and self.activations == "dynamic"
+            and isinstance(x, Tensor)
+            and x.dtype == torch.float32
+            and x.dim() == 2
+            and x.shape[1] == self.in_features
+            and x.shape[0] > 0
+            and x.is_cpu
+        ):
+            codes, sx = per_token_codes(x)
+            return self._epilogue(torch._int_mm(codes.to(torch.int8), plan[3]), sx, buffers)
         x2 = self._flat_input(x)
         if self.activations == "dynamic":
             codes, sx = per_token_codes(x2)
         else:
             sx = self.x_scale
             codes = round_clamp(x2.detach(), sx, 0, -127, 127)
-        # Epilogue y = acc · s_x · s_w + b in two passes: the first product gives the
-        # float32 output (int32 * float32 promotes; float sums are scaled in place),
-        # addcmul finishes it in place.
-        acc = self._gemm(codes)
-        y = acc.mul_(sx) if acc.dtype == torch.float32 else acc.mul(sx)
-        if self.bias is not None:
-            y = torch.addcmul(self.bias, y, self.w_scale, out=y)
-        else:
-            y = y.mul_(self.w_scale)
+        y = self._epilogue(self._gemm(codes), sx, buffers)
         return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out_features)
+
+    @staticmethod
+    def _epilogue(acc: Tensor, sx: Tensor, buffers: dict) -> Tensor:
+        """y = acc · s_x · s_w + b in two passes: acc [M, out] (int32, or float32 sums scaled in
+        place) times s_x [M, 1] gives the float32 output (int32 * float32 promotes), and
+        addcmul finishes it in place."""
+        y = acc.mul_(sx) if acc.dtype == torch.float32 else acc.mul(sx)
+        bias = buffers["bias"]
+        return torch.addcmul(bias, y, buffers["w_scale"], out=y) if bias is not None else y.mul_(buffers["w_scale"])
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, activations={self.activations!r}, kernel={self.kernel!r}"
