@@ -12,8 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from minillm.compress.int8_ops import check_weight
-from minillm.compress.quantize import check_bits, quantize
+from minillm.compress.quant_core import check_bits, check_weight, quantize
 
 __all__ = ["pack_int4", "unpack_int4", "WeightOnlyLinear"]
 

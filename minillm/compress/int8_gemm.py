@@ -3,7 +3,7 @@
 - :func:`int8_matmul`: the public product, exact for every shape;
 - :func:`int8_kernel`: which kernel "auto" picks here; :func:`cpu_int8_features`: what the CPU offers.
 
-The layers built on it (Int8Linear, LLM.int8()) are in int8_ops.py.
+The layers built on it (Int8Linear, LLM.int8()) are in int8_linear.py.
 
 Why the integer accumulator must be int32: one int8 x int8 product reaches
 (-128)·(-128) = 2^14, so a dot product over K terms needs 15 + log2(K) bits with
@@ -45,12 +45,42 @@ import platform
 import torch
 from torch import Tensor
 
-__all__ = ["cpu_int8_features", "int8_matmul", "int8_kernel", "fp32_matmul_is_ieee", "fp32_exact_applies"]
+from minillm.validate import check_int
+
+__all__ = [
+    "cpu_int8_features",
+    "int8_matmul",
+    "int8_kernel",
+    "fp32_matmul_is_ieee",
+    "fp32_exact_applies",
+    "fp32_exact_max_k",
+]
+
+
+def fp32_exact_max_k(a_bits: int = 8, b_bits: int = 8, symmetric: bool = False, significand_bits: int = 24) -> int:
+    """Largest inner size K for which a float GEMM of signed integer codes is exact, for every input.
+
+    a_bits, b_bits: the codes' widths. ``symmetric=False`` allows the whole two's-complement
+    range (largest magnitude ``2**(bits-1)``, e.g. -128); ``True`` the course's symmetric
+    grid (``2**(bits-1) - 1``, e.g. 127). significand_bits: 24 for float32, 53 for float64,
+    11 for float16, 8 for bfloat16. A float with a p-bit significand holds every integer of
+    magnitude <= 2**p; every partial sum of a K-term dot product is at most K·|a|max·|b|max
+    (module docstring), so K = floor(2**p / (|a|max·|b|max)); 0 when a single product
+    does not fit. int8 x int8 in float32: 1024 (1040 on the symmetric grid).
+    """
+    for name, v in (("a_bits", a_bits), ("b_bits", b_bits)):
+        check_int(name, v, minimum=2)
+    check_int("significand_bits", significand_bits, minimum=1)
+    if not isinstance(symmetric, bool):
+        raise ValueError(f"symmetric={symmetric!r} must be True or False")
+    largest = [2 ** (b - 1) - (1 if symmetric else 0) for b in (a_bits, b_bits)]
+    return 2**significand_bits // (largest[0] * largest[1])
+
 
 MAX_EXACT_K = (2**31 - 1) // (128 * 128)  # 131071: beyond this even int32 can overflow
 # float32 holds every integer up to 2^24 exactly; a K-term int8 dot product stays
 # within K·2^14 (module docstring, steps 1-3), so K <= 2^24 / 2^14 = 1024 is exact.
-FP32_EXACT_MAX_K = 2**24 // (128 * 128)  # 1024
+FP32_EXACT_MAX_K = fp32_exact_max_k(8, 8)  # 1024
 FP32_EXACT = f"fp32-exact (K<={FP32_EXACT_MAX_K})"
 KERNELS = ("auto", "torch._int_mm", "fp32-exact", "fallback")
 

@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from minillm.compress.int4 import WeightOnlyLinear
-from minillm.compress.qmodel import linear_sites
-from minillm.compress.quantize import EPS, check_bits, qrange
+from minillm.compress.model_quant import linear_sites
+from minillm.compress.quant_core import EPS, check_bits, qrange
 
 __all__ = ["fake_quantize", "fake_quant_weight", "FakeQuantLinear", "qat_prepare", "qat_convert"]
 

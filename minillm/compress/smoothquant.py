@@ -23,7 +23,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
-from minillm.compress.quantize import check_float_tensor
+from minillm.compress.quant_core import check_float_tensor
+from minillm.validate import is_int, is_number
 from minillm.model import Linear
 
 __all__ = ["smoothquant_scales", "collect_act_absmax", "smooth_pairs", "smooth_model", "inject_outliers"]
@@ -53,7 +54,7 @@ def smoothquant_scales(act_absmax: Tensor, weight_absmax: Tensor, alpha: float =
         )
     if bool((act_absmax < 0).any()) or bool((weight_absmax < 0).any()):
         raise ValueError("act_absmax and weight_absmax are maxima of |values| and must be >= 0; take .abs() first")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+    if not is_number(alpha) or not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha={alpha!r} must be a number in [0, 1]; 0.5 is the paper's default")
     a = act_absmax.float().clamp(min=MIN_STAT)
     w = weight_absmax.float().clamp(min=MIN_STAT)
@@ -166,14 +167,14 @@ def inject_outliers(
     ``channels`` defaults to ``n_channels`` picked with ``seed``; the copy records
     them in ``.outlier_channels``.
     """
-    if not isinstance(factor, (int, float)) or isinstance(factor, bool) or not factor > 0:
+    if not is_number(factor) or not factor > 0:
         raise ValueError(f"factor={factor!r} must be a positive number, e.g. 20.0")
     pairs = smooth_pairs(model)
     if not pairs:
         raise ValueError("model has no LayerNorm -> Linear pairs (minillm Blocks); pass a minillm GPT")
     dim = pairs[0][3].in_features
     if channels is None:
-        if isinstance(n_channels, bool) or not isinstance(n_channels, int) or not 0 < n_channels <= dim:
+        if not is_int(n_channels) or not 0 < n_channels <= dim:
             raise ValueError(f"n_channels={n_channels!r} must be an int in 1..{dim}")
         g = torch.Generator().manual_seed(seed)
         channels = sorted(torch.randperm(dim, generator=g)[:n_channels].tolist())

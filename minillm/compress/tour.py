@@ -6,7 +6,7 @@ costs and gains on this machine, and returns a markdown section. The helpers
 :func:`plot_error_histograms`) are pure data-in/data-out so the lesson and the
 benchmark reuse them.
 
-Timing on a shared machine: :func:`minillm.hardware.measure.interleaved_best` calls
+Timing on a shared machine: :func:`minillm.timing.interleaved_best` calls
 every candidate once per round, in turn, and keeps each one's fastest call, so a burst
 of load from another process slows all candidates alike instead of whichever happened
 to run during it, and no candidate is the cold first one.
@@ -14,6 +14,7 @@ to run during it, and no candidate is the cold first one.
 
 from __future__ import annotations
 
+import statistics
 import time
 import warnings
 from pathlib import Path
@@ -21,18 +22,23 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from minillm.compress.int8_gemm import cpu_int8_features
-from minillm.compress.int8_ops import Int8Linear
-from minillm.compress.qmodel import quantize_model, size_report
+from minillm.compress.int4 import WeightOnlyLinear
+from minillm.compress.int8_gemm import cpu_int8_features, int8_kernel
+from minillm.compress.int8_linear import Int8Linear
+from minillm.compress.model_quant import quantize_model, size_report
+from minillm.compress.qat import FakeQuantLinear
+from minillm.compress.quant_core import quant_error
 from minillm.evaluate import evaluate_loss
-from minillm.compress.quantize import quant_error
 from minillm.timing import interleaved_best
 from minillm.threads import num_threads
+from minillm.units import MB
+from minillm.validate import check_int
 
 __all__ = [
     "load_teacher_and_data",
     "time_forward",
     "time_forwards",
+    "speedup_runs",
     "kernel_speed_table",
     "measure_configs",
     "plot_error_histograms",
@@ -80,6 +86,29 @@ def time_forwards(models: dict[str, nn.Module], idx: Tensor, rounds: int = 5) ->
     return interleaved_best({name: (lambda m=m: m(idx)) for name, m in models.items()}, rounds)
 
 
+def speedup_runs(models: dict[str, nn.Module], idx: Tensor, rounds: int = 5, runs: int = 3) -> dict[str, dict]:
+    """How fast each model's forward on idx [B, T] is against the first one, and how noisy that is.
+
+    ``runs`` independent :func:`time_forwards` measurements of ``rounds`` interleaved
+    rounds each. Returns {name: {"seconds": median best seconds, "speedup": median of
+    the per-run speed-ups against the first model, "low"/"high": the smallest and
+    largest per-run speed-up}}. The lesson and the tour both report this, so their
+    figures are measured the same way.
+    """
+    per_run = [time_forwards(models, idx, rounds) for _ in range(check_int("runs", runs))]
+    first = next(iter(models))
+    out = {}
+    for name in models:
+        ratios = sorted(t[first] / t[name] for t in per_run)
+        out[name] = {
+            "seconds": statistics.median(t[name] for t in per_run),
+            "speedup": statistics.median(ratios),
+            "low": ratios[0],
+            "high": ratios[-1],
+        }
+    return out
+
+
 def time_forward(model: nn.Module, idx: Tensor, repeats: int = 3) -> float:
     """Best-of-``repeats`` seconds for one forward pass on idx [B, T] (after a warm-up).
 
@@ -111,7 +140,7 @@ def kernel_speed_table(
     x: float32 input [M, K]. Candidates, in this order: the float layer itself
     ("float32 Linear"); :class:`~minillm.compress.qat.FakeQuantLinear` at 8 bits per
     channel (what QAT runs); :class:`~minillm.compress.int4.WeightOnlyLinear` int4 with
-    ``group_size``; :class:`~minillm.compress.int8_ops.Int8Linear` with each exact kernel
+    ``group_size``; :class:`~minillm.compress.int8_linear.Int8Linear` with each exact kernel
     forced ("fp32-exact", "fallback", "torch._int_mm"; one that cannot run here is left
     out); and torch's own dynamic int8 ``nn.Linear`` (``torch.ao`` ``quantize_dynamic``,
     fbgemm/oneDNN kernels) as a peer. All are timed by :func:`interleaved_best` on
@@ -123,10 +152,6 @@ def kernel_speed_table(
     row whose kernel ``int8_matmul`` picks by itself for this K)}. The float32 row
     comes first, with speedup 1.
     """
-    from minillm.compress.int4 import WeightOnlyLinear
-    from minillm.compress.int8_gemm import int8_kernel
-    from minillm.compress.qat import FakeQuantLinear
-
     weight = layer.weight.detach().float()
     bias = None if getattr(layer, "bias", None) is None else layer.bias.detach().float()
     if x.dim() != 2 or x.shape[1] != weight.shape[1]:
@@ -176,6 +201,9 @@ def _torch_ao_linear(weight: Tensor, bias: Tensor | None) -> nn.Module | None:
         ref.weight.copy_(weight)
         if bias is not None:
             ref.bias.copy_(bias)
+    # A genuine capability check, not a guard around our own code: torch.ao's quantized
+    # engines (fbgemm, x86, qnnpack) are build options of torch, and the deprecated
+    # torch.ao.quantization may be absent from a future torch.
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated in favour of torchao
@@ -195,17 +223,19 @@ def measure_configs(
     configs: dict = TOUR_CONFIGS,
     max_batches: int = 1,
     timing_batch: tuple[int, int] = (2, 256),
-    repeats: int = 2,
+    repeats: int = 5,
     progress: bool = True,
     threads: int | None = 1,
+    runs: int = 3,
 ) -> list[dict]:
     """Size, validation loss and forward latency of the float model and each quantized copy.
 
-    Loss: ``max_batches`` batches of 8 validation blocks. Latency: best of ``repeats``
-    forwards of a ``timing_batch`` on ``threads`` CPU threads, all models timed in
-    interleaved rounds (:func:`time_forwards`). Returns rows {name, linear_MB,
-    total_MB (MB = 1e6 bytes), linear_ratio, val_loss, rel_loss, latency_s,
-    speedup (float latency / this latency), kernel}.
+    Loss: ``max_batches`` batches of 8 validation blocks. Latency: ``runs`` times the
+    best of ``repeats`` forwards of a ``timing_batch`` on ``threads`` CPU threads, all
+    models timed in interleaved rounds (:func:`speedup_runs`, as lesson 04 does).
+    Returns rows {name, linear_MB, total_MB (MB = 1e6 bytes), linear_ratio, val_loss,
+    rel_loss, latency_s (median over runs), speedup (median float latency / this
+    latency over runs), speedup_low, speedup_high (its range over runs), kernel}.
     """
     from tqdm.auto import tqdm
 
@@ -218,15 +248,15 @@ def measure_configs(
         for name, kw in tqdm(items, desc="  quantize, evaluate", leave=False, disable=not progress):
             models[name] = m = _quantized(model, kw, calibration)
             rows.append(_measure_one(m, name, val_ids, max_batches))
-        latency = time_forwards(models, idx, repeats)
+        timing = speedup_runs(models, idx, repeats, runs)
     for r in rows:
-        r["latency_s"] = latency[r["name"]]
+        t = timing[r["name"]]
+        r["latency_s"], r["speedup"], r["speedup_low"], r["speedup_high"] = t["seconds"], t["speedup"], t["low"], t["high"]
         kernels = {mod.kernel for mod in models[r["name"]].modules() if isinstance(mod, Int8Linear)}
         r["kernel"] = ", ".join(sorted(kernels)) if kernels else "float32 matmul"
     base = rows[0]
     for r in rows:
         r["rel_loss"] = (r["val_loss"] - base["val_loss"]) / base["val_loss"]
-        r["speedup"] = base["latency_s"] / r["latency_s"]
     return rows
 
 
@@ -243,8 +273,8 @@ def _measure_one(m: nn.Module, name: str, val_ids: Tensor, max_batches: int) -> 
     size = size_report(m)
     return {
         "name": name,
-        "linear_MB": size["linear_weight_bytes"] / 1e6,
-        "total_MB": size["total_bytes"] / 1e6,
+        "linear_MB": size["linear_weight_bytes"] / MB,
+        "total_MB": size["total_bytes"] / MB,
         "linear_ratio": size["linear_weight_ratio"],
         "val_loss": evaluate_loss(m, val_ids, batch_size=8, n_batches=max_batches),
     }
@@ -301,18 +331,18 @@ def tour_step(out_dir: Path) -> str:
         f"int8 GEMM kernel: {int8['kernel']}; {_cpu_line()}",
         f"int8 linear weights: {int8['linear_ratio']:.3f}x of float32; "
         f"val loss {rows[0]['val_loss']:.3f} -> {int8['val_loss']:.3f} ({int8['rel_loss']:+.1%}); "
-        f"forward {int8['speedup']:.2f}x the float speed",
+        f"forward {int8['speedup']:.2f}x the float speed (3 runs: {int8['speedup_low']:.2f}-{int8['speedup_high']:.2f}x)",
     ]
     for line in lines:
         print("  " + line)
     table = [
-        "| model | linear weights (MB) | total (MB) | val loss | change | forward (ms) | speed vs fp32 |",
+        "| model | linear weights (MB) | total (MB) | val loss | change | forward (ms) | speed vs fp32 (range of 3 runs) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         table.append(
             f"| {r['name']} | {r['linear_MB']:.2f} | {r['total_MB']:.2f} | {r['val_loss']:.3f} | "
-            f"{r['rel_loss']:+.1%} | {1e3 * r['latency_s']:.0f} | {r['speedup']:.2f}x |"
+            f"{r['rel_loss']:+.1%} | {1e3 * r['latency_s']:.0f} | {r['speedup']:.2f}x ({r['speedup_low']:.2f}-{r['speedup_high']:.2f}) |"
         )
     why = (
         "Smaller is not automatically faster. int8 arithmetic pays off most on int8 dot-product hardware "
@@ -331,9 +361,10 @@ def tour_step(out_dir: Path) -> str:
         *table,
         "",
         "MB = 1e6 bytes. Embeddings, LayerNorms and the tied output layer stay float32. "
-        f"Loss over 8 validation blocks of {model.config.block_size} tokens; latency is the best of 2 forwards "
+        f"Loss over 8 validation blocks of {model.config.block_size} tokens; latency is the best of 5 forwards "
         f"of a 2x{model.config.block_size} batch on one CPU thread (a core-for-core comparison), the models "
-        "timed in interleaved rounds.",
+        "timed in interleaved rounds; the speed-up is the median of 3 such runs, its range in brackets "
+        "(lesson 04, section 10, measures it the same way).",
         "",
         why,
         "",

@@ -279,3 +279,33 @@ def test_no_warnings_from_our_own_code():
         warnings.simplefilter("error")
         quantize(torch.randn(8, 8), 4, "affine", "group", group_size=4).dequantize()
     assert math.isfinite(quant_error(torch.randn(10))["sqnr_db"])
+
+
+def _imports(path) -> set[str]:
+    """Every module a source file imports, at the top or inside functions."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+def test_core_imports_no_sibling_and_nothing_imports_the_facade():
+    from pathlib import Path
+
+    import minillm
+
+    root = Path(minillm.__file__).parent
+    core = _imports(root / "compress" / "quant_core.py")
+    assert not {m for m in core if m.startswith("minillm.compress")}, core
+    users = [
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if p.name != "quantize.py" and "minillm.compress.quantize" in _imports(p)
+    ]
+    assert users == []  # the façade is for learners and lessons only: importing it inside would bring back the cycle

@@ -246,3 +246,112 @@ def test_weight_only_linear_dequantizes_like_quantize(bits, group):
     torch.testing.assert_close(m(x), x @ deq.t() + b, rtol=1e-6, atol=1e-6)  # same float ops
     if bits == 4:
         assert m.q_weight.dtype == torch.uint8 and m.q_weight.shape == (16, 32)  # two per byte
+
+
+# --------------------------------------------------------------------------- the lean forward
+
+
+def test_per_token_hot_path_equals_the_checked_quantizer():
+    from minillm.compress.quant_core import per_token_int8
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(33, 70, generator=g) * torch.logspace(-6, 3, 33)[:, None]
+    x[3] = 0.0  # an all-zero row: scale clamps at eps, codes 0
+    x[4, :] = 0.0
+    x[4, 7] = -2.5  # a row with one value: it maps to -127 exactly
+    q_fast, s_fast = per_token_int8(x)
+    q_ref, s_ref = quantize_per_token(x)
+    assert torch.equal(q_fast, q_ref) and torch.equal(s_fast, s_ref)  # bit for bit, without the clamp
+    assert int(q_fast[4, 7]) == -127 and int(q_fast.abs().max()) == 127
+
+
+@pytest.mark.parametrize("choice", KERNELS)
+def test_int8_linear_fast_path_equals_the_checked_first_call(choice):
+    torch.manual_seed(6)
+    w, b = torch.randn(48, 64), torch.randn(48)
+    layer = Int8Linear.from_float(w, b)
+    layer.kernel_choice = choice
+    x1, x2 = torch.randn(5, 64), torch.randn(3, 7, 64)
+    try:
+        first = layer(x1)  # checked dispatch through int8_matmul; records the kernel
+    except (ValueError, RuntimeError):
+        pytest.skip(f"kernel {choice} cannot run on this machine")
+    kernel = layer.kernel
+    assert torch.equal(layer(x1), first) and layer.kernel == kernel  # the direct call gives the same floats
+    ref = Int8Linear.from_float(w, b)
+    ref.kernel_choice = choice
+    ref._plan = None
+    expect = torch.stack([ref(t)[None] for t in x2.reshape(21, 1, 64)]).reshape(3, 7, 48)
+    torch.testing.assert_close(layer(x2), expect, rtol=0, atol=0)  # row by row, through the checked path
+    # changing the weight in place or replacing it must not leave a stale kernel plan or float copy
+    layer.q_weight.zero_()
+    torch.testing.assert_close(layer(x1), b.expand(5, 48), rtol=0, atol=0)
+    layer.q_weight = torch.ones(48, 64, dtype=torch.int8)
+    layer.w_scale = torch.ones(48)
+    sx = x1.abs().amax(-1, keepdim=True) / 127
+    expect = torch.round(x1 / sx).sum(-1, keepdim=True) * sx + b
+    torch.testing.assert_close(layer(x1), expect, rtol=1e-5, atol=1e-5)  # float32 epilogue rounding
+
+
+def test_cpu_without_int8_instructions_takes_the_exact_float32_path(monkeypatch):
+    import minillm.compress.int8_gemm as gemm
+
+    torch.manual_seed(7)
+    w, b, x = torch.randn(32, 1024), torch.randn(32), torch.randn(9, 1024)
+    native = Int8Linear.from_float(w, b)
+    y_native = native(x)
+    monkeypatch.setattr(gemm, "cpu_int8_features", lambda: {"known": True, "vnni": False, "amx": False, "avx2": True})
+    avx2 = Int8Linear.from_float(w, b)
+    y1, y2 = avx2(x), avx2(x)
+    assert avx2.kernel == gemm.FP32_EXACT and avx2._codes_f32 is not None
+    assert torch.equal(y1, y2)
+    # same exact integer sums, same epilogue: identical floats whichever kernel ran natively
+    assert torch.equal(y1, y_native)
+    wide = Int8Linear.from_float(torch.randn(8, 1040), None)  # K > 1024: float32 is not exact
+    wide(torch.randn(2, 1040))
+    assert wide.kernel.startswith("fallback")
+
+
+def test_int8_layers_share_one_base():
+    from minillm.compress.int8_linear import Int8WeightLinear
+
+    torch.manual_seed(8)
+    w, b = torch.randn(6, 10), torch.randn(6)
+    layers = [Int8Linear.from_float(w, b), LLMInt8Linear.from_float(w, b, threshold=3.0)]
+    for layer in layers:
+        assert isinstance(layer, Int8WeightLinear)
+        assert layer.weight_nbytes == 6 * 10 + 4 * 6 and layer.format_bits == 8 * 60 + 32 * 6
+        assert torch.equal(layer.q_weight, layers[0].q_weight)
+        assert "in_features=10, out_features=6, bias=True" in repr(layer)
+        with pytest.raises(ValueError, match=r"\[\.\.\., 10\]"):
+            layer(torch.randn(2, 11))
+        with pytest.raises(ValueError, match="floating-point"):
+            layer(torch.ones(2, 10, dtype=torch.long))
+    assert "threshold=3.0" in repr(layers[1]) and "activations='dynamic'" in repr(layers[0])
+
+
+def test_fp32_exact_max_k_derivation():
+    from minillm.compress.int8_gemm import FP32_EXACT_MAX_K, fp32_exact_max_k
+
+    assert fp32_exact_max_k() == FP32_EXACT_MAX_K == 1024  # 2^24 / 128^2
+    assert fp32_exact_max_k(8, 8, symmetric=True) == 1040  # floor(2^24 / 127^2)
+    assert fp32_exact_max_k(4, 8) == 2**24 // (8 * 128) == 16384
+    assert fp32_exact_max_k(8, 8, significand_bits=8) == 0  # bfloat16: one product already does not fit
+    assert fp32_exact_max_k(16, 16, significand_bits=53) == 2**23  # int16 in float64
+    # the symmetric bound is tight: 1041 products of 127 x 127 sum to an odd number above 2^24
+    K = fp32_exact_max_k(8, 8, symmetric=True) + 1
+    a = torch.full((1, K), 127.0)
+    assert int((a @ a.t()).item()) != K * 127 * 127
+    with pytest.raises(ValueError, match="a_bits"):
+        fp32_exact_max_k(1, 8)
+
+
+def test_int8_layers_run_outside_no_grad():
+    # a quantized model called as a learner would, without torch.no_grad(): inputs that require grad
+    torch.manual_seed(9)
+    x = torch.randn(3, 32, requires_grad=True)
+    w = torch.randn(8, 32)
+    for layer in (Int8Linear.from_float(w), LLMInt8Linear.from_float(w)):
+        with torch.no_grad():
+            expect = layer(x)
+        assert torch.equal(layer(x), expect)

@@ -41,13 +41,27 @@ def test_measure_configs_and_plot_on_a_tiny_model():
     torch.manual_seed(0)
     m = GPT(GPTConfig(vocab_size=32, block_size=16, n_layer=1, n_head=2, n_embd=32)).eval()
     val = torch.randint(0, 32, (400,), generator=torch.Generator().manual_seed(0))
-    rows = measure_configs(m, val, val[:64].view(4, 16), timing_batch=(2, 16), repeats=1, progress=False)
+    rows = measure_configs(m, val, val[:64].view(4, 16), timing_batch=(2, 16), repeats=1, progress=False, runs=3)
     assert [r["name"] for r in rows][0] == "float32" and len(rows) == 4
     assert rows[0]["speedup"] == 1.0 and rows[0]["rel_loss"] == 0.0
+    assert rows[0]["speedup_low"] == rows[0]["speedup_high"] == 1.0  # the baseline against itself, every run
+    assert all(r["speedup_low"] <= r["speedup"] <= r["speedup_high"] for r in rows)
     assert rows[3]["linear_ratio"] == pytest.approx(5 / 32)  # int4 group 32: 5 bits per weight
     assert all(r["latency_s"] > 0 for r in rows) and torch.get_num_threads() >= 1
-    fig = plot_error_histograms({"a": torch.randn(100), "b": torch.randn(100) * 0.1})
-    assert len(fig.axes) == 1
+
+
+def test_error_histograms_draw_each_error_tensor():
+    a, b = torch.randn(100), torch.randn(100) * 0.1
+    fig = plot_error_histograms({"a": a, "b": b}, "my title")
+    (ax,) = fig.axes
+    assert ax.get_title() == "my title" and ax.get_xlabel() == "dequantized - original"
+    assert ax.get_ylabel() == "density" and ax.get_yscale() == "log"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a", "b"]
+    # one step outline per tensor, spanning its data: the narrow one ends inside the wide one
+    xs = [p.get_xy()[:, 0] for p in ax.patches]
+    assert len(xs) == 2
+    assert xs[0].min() == pytest.approx(float(a.min()), abs=1e-6) and xs[0].max() == pytest.approx(float(a.max()), abs=1e-6)
+    assert xs[1].max() - xs[1].min() < xs[0].max() - xs[0].min()
 
 
 def test_time_forwards_times_every_model():
@@ -90,3 +104,17 @@ def test_tour_step_writes_markdown_and_plot(tmp_path):
     md = tour_step(tmp_path)
     assert md.startswith("## Quantization") and "| float32 |" in md and "W8A8" in md
     assert (tmp_path / "quantization_error.png").stat().st_size > 0
+
+
+def test_speedup_runs_reports_median_and_range():
+    from minillm.compress.tour import speedup_runs
+
+    torch.manual_seed(0)
+    small = GPT(GPTConfig(vocab_size=32, block_size=16, n_layer=1, n_head=2, n_embd=32))
+    big = GPT(GPTConfig(vocab_size=32, block_size=16, n_layer=4, n_head=2, n_embd=256))
+    out = speedup_runs({"small": small, "big": big}, torch.zeros(2, 16, dtype=torch.long), rounds=2, runs=3)
+    assert out["small"]["speedup"] == out["small"]["low"] == out["small"]["high"] == 1.0
+    b = out["big"]
+    assert b["low"] <= b["speedup"] <= b["high"]
+    # about 50x the arithmetic of the small model: well below 1x whatever the load
+    assert b["high"] < 0.8 and b["seconds"] > out["small"]["seconds"]

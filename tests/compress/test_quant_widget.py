@@ -76,9 +76,29 @@ def test_quant_view_bad_input(gpt, batch, kwargs, word):
     assert word in str(info.value)
 
 
-def test_plot_quant_view_has_two_panels(gpt, batch):
-    fig = plot_quant_view(quant_view(gpt, batch, 3, "tensor", "affine"))
-    assert len(fig.axes) == 2 and "SQNR" in fig.axes[0].get_title()
+def test_plot_quant_view_draws_the_view(gpt, batch):
+    view = quant_view(gpt, batch, 3, "tensor", "affine")
+    fig = plot_quant_view(view)
+    hist, bars = fig.axes
+    assert f"SQNR {view['sqnr_db']:.1f} dB" in hist.get_title() and "h.0.mlp.c_fc.weight" in hist.get_xlabel()
+    # the histogram counts every error value once (60 bins, exact counts)
+    assert len(hist.patches) == 60 and sum(p.get_height() for p in hist.patches) == view["error"].numel()
+    # the bars are the float and quantized losses, labelled
+    assert [t.get_text() for t in bars.get_xticklabels()] == ["float32", "int3"]
+    heights = [p.get_height() for p in bars.patches]
+    assert heights == pytest.approx([view["float_loss"], view["loss"]], rel=1e-6)
+    assert f"{view['agreement']:.1%}" in bars.get_title() and "bits per weight" in bars.get_title()
+
+
+def test_widget_descriptions_are_not_cut_off(gpt, batch):
+    from ipywidgets import Widget
+
+    try:
+        w = quant_widget(gpt, batch, show=False)
+        for control in w.children[:3]:  # the default 80-px description width cuts "granularity" off
+            assert control.style.description_width == "initial", control.description
+    finally:
+        Widget.close_all()
 
 
 def test_widget_controls_sweep_their_range(gpt, batch):

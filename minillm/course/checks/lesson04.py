@@ -2,7 +2,7 @@
 
 Every check runs the learner's function on several seeded random cases and edge
 cases (all-zero rows, ties at .5, all-positive data, dead channels) and compares
-with minillm's reference in :mod:`minillm.compress.quantize`. Rounding is the only
+with minillm's reference in :mod:`minillm.compress` (quant_core, int8_linear, ...). Rounding is the only
 place where two correct implementations may legitimately differ: ``x / scale`` and
 ``x * (1 / scale)`` can disagree in the last bit, which flips a value sitting
 within one float32 ulp of a .5 tie. The checks therefore accept either rounding
@@ -65,17 +65,17 @@ def _codes(x: torch.Tensor, scale: float, zp: int, qmin: int, qmax: int) -> tupl
     "04.quantize_tensor",
     points=3,
     references=(
-        "minillm.compress.quantize.quantize",
-        "minillm.compress.quantize.quantize_with",
-        "minillm.compress.quantize.round_clamp",
-        "minillm.compress.quantize.quant_error",
+        "minillm.compress.quant_core.quantize",
+        "minillm.compress.quant_core.quantize_with",
+        "minillm.compress.quant_core.round_clamp",
+        "minillm.compress.quant_core.quant_error",
         "torch.quantize_per_tensor",
         "torch.fake_quantize_per_tensor_affine",
     ),
 )
 def check_quantize_tensor(fn) -> None:
     """quantize_tensor(x, bits, scheme) -> (q, scale, zero_point), one scale for the whole tensor."""
-    from minillm.compress.quantize import quantize as reference
+    from minillm.compress.quant_core import quantize as reference
 
     g = _gen(40)
     general = "symmetric: scale = absmax / (2^(b-1) - 1), zero point 0; affine: the range [min', max'] must contain 0"
@@ -154,8 +154,8 @@ def check_quantize_tensor(fn) -> None:
     "04.dequantize",
     points=1,
     references=(
-        "minillm.compress.quantize.dequantize",
-        "minillm.compress.quantize.QTensor.dequantize",
+        "minillm.compress.quant_core.dequantize",
+        "minillm.compress.quant_core.QTensor.dequantize",
         "torch.dequantize",
     ),
 )
@@ -196,16 +196,16 @@ def check_dequantize(fn) -> None:
     "04.per_channel_scales",
     points=2,
     references=(
-        "minillm.compress.quantize.quantize",
-        "minillm.compress.quantize.quant_error",
-        "minillm.compress.int8_ops._per_row_weight",
+        "minillm.compress.quant_core.quantize",
+        "minillm.compress.quant_core.quant_error",
+        "minillm.compress.quant_core.per_channel_weight",
         "minillm.compress.qat.fake_quant_weight",
         "torch.ao.quantization.PerChannelMinMaxObserver.forward",
     ),
 )
 def check_per_channel_scales(fn) -> None:
     """per_channel_scales(w, bits, group_size=None): symmetric scales per output row [out] or per group [out, in/g]."""
-    from minillm.compress.quantize import quantize as reference
+    from minillm.compress.quant_core import quantize as reference
 
     g = _gen(42)
     w1 = torch.randn(6, 64, generator=g) * torch.logspace(-2, 0, 6)[:, None]  # rows of very different ranges
@@ -265,7 +265,7 @@ def _grid_inputs(g: torch.Generator, shape: tuple[int, ...], step_scale: torch.T
 
 
 def _reference_int8_linear(x, q_weight, w_scale, bias):
-    from minillm.compress.quantize import Int8Linear
+    from minillm.compress.int8_linear import Int8Linear
 
     m = Int8Linear(q_weight.shape[1], q_weight.shape[0], bias is not None)
     m.q_weight, m.w_scale = q_weight.clone(), w_scale.clone()
@@ -279,12 +279,13 @@ def _reference_int8_linear(x, q_weight, w_scale, bias):
     "04.int8_linear",
     points=3,
     references=(
-        "minillm.compress.quantize.Int8Linear.forward",
-        "minillm.compress.quantize.vectorwise_int8_matmul",
-        "minillm.compress.quantize.llm_int8_matmul",
-        "minillm.compress.quantize.quantize_per_token",
-        "minillm.compress.int8_ops._per_token",
-        "minillm.compress.quantize.quantize",
+        "minillm.compress.int8_linear.Int8Linear.forward",
+        "minillm.compress.int8_linear.vectorwise_int8_matmul",
+        "minillm.compress.int8_linear.llm_int8_matmul",
+        "minillm.compress.quant_core.quantize_per_token",
+        "minillm.compress.quant_core.per_token_int8",
+        "minillm.compress.quant_core.per_token_codes",
+        "minillm.compress.quant_core.quantize",
         "torch.ao.nn.quantized.dynamic.Linear.forward",
     ),
 )
@@ -348,7 +349,6 @@ def check_int8_linear(fn) -> None:
     "04.smoothquant_scales",
     points=2,
     references=(
-        "minillm.compress.quantize.smoothquant_scales",
         "minillm.compress.smoothquant.smoothquant_scales",
         "minillm.compress.smoothquant.smooth_model",
     ),
@@ -396,7 +396,7 @@ def check_smoothquant_scales(fn) -> None:
 # --------------------------------------------------------------------------- 04.pack_int4
 
 
-@register("04.pack_int4", points=2, references=("minillm.compress.quantize.pack_int4", "minillm.compress.int4.pack_int4"))
+@register("04.pack_int4", points=2, references=("minillm.compress.int4.pack_int4",))
 def check_pack_int4(fn) -> None:
     """pack_int4(q [..., 2n] in [-8, 7]) -> uint8 [..., n]: element 2i in the low nibble, 2i+1 in the high one."""
     from minillm.compress.int4 import pack_int4 as reference
@@ -434,3 +434,57 @@ def check_pack_int4(fn) -> None:
             raise CheckFailure(f"byte {i}{where} is", got=int(got.flatten()[i]), expected=int(expected.flatten()[i]), hint=hint)
         if not torch.equal(unpack_int4(got), q):  # exact round trip
             raise CheckFailure("unpack_int4(pack_int4(q)) does not give q back" + where, hint=case_hint)
+
+
+# --------------------------------------------------------------------------- 04.fp32_exact_max_k (stretch)
+
+
+def _exact_k_hint(got: int, a: int, b: int, symmetric: bool, p: int) -> str:
+    """Name the usual derivation mistake whose result equals ``got``."""
+    full = [2 ** (n - 1) for n in (a, b)]
+    sym = [2 ** (n - 1) - 1 for n in (a, b)]
+    right = sym if symmetric else full
+    other = full if symmetric else sym
+    if got == 2**p // (other[0] * other[1]):
+        return ("the full int range reaches -2^(bits-1) (e.g. -128: 128 x 128 = 2^14); only the symmetric grid "
+                "stops at 2^(bits-1) - 1" if not symmetric else
+                "on the symmetric grid the largest code is 2^(bits-1) - 1 (127), not 2^(bits-1)")
+    if got == 2 ** (p - 1) // (right[0] * right[1]):
+        return "a p-bit significand (the implicit leading 1 included) holds every integer up to 2^p, not 2^(p-1)"
+    if got == 2**p // (right[0] * right[1]) - 1 or got == (2**p - 1) // (right[0] * right[1]):
+        return "2^p itself is representable: the bound is K * |a|max * |b|max <= 2^p, with <=, not <"
+    if got == 2**p // (2 ** (a + b)) or got == 2**p // ((2**a - 1) * (2**b - 1)):
+        return "the codes are signed: the largest magnitude is 2^(bits-1), not 2^bits or 2^bits - 1"
+    if got == 2**p // (right[0] * right[1]) ** 2 or got == int(math.sqrt(2**p / (right[0] * right[1]))):
+        return "every partial sum is at most K times the largest product: K * |a|max * |b|max <= 2^p"
+    return "the bound is floor(2^p / (largest |a| x largest |b|)): every partial sum must stay a representable integer"
+
+
+@register(
+    "04.fp32_exact_max_k",
+    points=2,
+    references=("minillm.compress.int8_gemm.fp32_exact_max_k",),
+)
+def check_fp32_exact_max_k(fn) -> None:
+    """fp32_exact_max_k(a_bits, b_bits, symmetric, significand_bits) -> the largest exact K (an int)."""
+    from minillm.compress.int8_gemm import fp32_exact_max_k as reference
+
+    g = _gen(46)
+    cases = [(8, 8, False, 24), (8, 8, True, 24), (4, 8, False, 24), (4, 4, True, 24), (8, 8, False, 8),
+             (16, 16, False, 53), (2, 8, True, 24), (8, 8, False, 11)]
+    for _ in range(6):  # fresh combinations, so that no table of the cases above can pass
+        a, b = (int(v) for v in torch.randint(2, 17, (2,), generator=g))
+        cases.append((a, b, bool(torch.randint(0, 2, (), generator=g)), int((8, 11, 24, 53)[int(torch.randint(0, 4, (), generator=g))])))
+    for a, b, symmetric, p in cases:
+        expected = reference(a, b, symmetric, p)
+        got = fn(a, b, symmetric, p)
+        where = f"fp32_exact_max_k({a}, {b}, symmetric={symmetric}, significand_bits={p})"
+        if isinstance(got, torch.Tensor) and got.numel() == 1:
+            got = got.item()
+        if isinstance(got, float) and got.is_integer():
+            got = int(got)
+        if isinstance(got, bool) or not isinstance(got, int):
+            raise CheckFailure(f"{where} returned", got=describe(got), expected="a Python int",
+                               hint="K counts terms: return a whole number, e.g. with // or int(...)")
+        if got != expected:
+            raise CheckFailure(where, got=got, expected=expected, hint=_exact_k_hint(got, a, b, symmetric, p))

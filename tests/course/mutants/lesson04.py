@@ -252,3 +252,33 @@ MUTANTS = {
     ],
     "04.pack_int4": [pack_high_nibble_first, pack_offset_binary, pack_no_mask, pack_int8_dtype],
 }
+
+
+# --------------------------------------------------------------------------- fp32_exact_max_k (stretch)
+
+
+def _largest(bits, symmetric):
+    return 2 ** (bits - 1) - (1 if symmetric else 0)
+
+
+def exact_k_always_symmetric(a_bits, b_bits, symmetric=False, significand_bits=24):
+    """Takes 2^(bits-1) - 1 as the largest code even for the full range (forgets -128)."""
+    return 2**significand_bits // (_largest(a_bits, True) * _largest(b_bits, True))
+
+
+def exact_k_mantissa_field(a_bits, b_bits, symmetric=False, significand_bits=24):
+    """Uses 2^(p-1): forgets the implicit leading bit of the significand."""
+    return 2 ** (significand_bits - 1) // (_largest(a_bits, symmetric) * _largest(b_bits, symmetric))
+
+
+def exact_k_strict(a_bits, b_bits, symmetric=False, significand_bits=24):
+    """Requires K * |a| * |b| < 2^p strictly: one short whenever the product divides 2^p."""
+    return (2**significand_bits - 1) // (_largest(a_bits, symmetric) * _largest(b_bits, symmetric))
+
+
+def exact_k_unsigned(a_bits, b_bits, symmetric=False, significand_bits=24):
+    """Treats the codes as unsigned: largest magnitude 2^bits - 1."""
+    return 2**significand_bits // ((2**a_bits - 1) * (2**b_bits - 1))
+
+
+MUTANTS["04.fp32_exact_max_k"] = [exact_k_always_symmetric, exact_k_mantissa_field, exact_k_strict, exact_k_unsigned]

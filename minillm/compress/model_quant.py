@@ -31,10 +31,11 @@ import torch
 from torch import Tensor, nn
 
 from minillm.compress.int4 import WeightOnlyLinear
-from minillm.compress.int8_ops import Int8Linear, LLMInt8Linear
+from minillm.compress.int8_linear import Int8Linear, Int8WeightLinear, LLMInt8Linear
 from minillm.compress.smoothquant import collect_act_absmax, smooth_model
 from minillm.evaluate import evaluate_loss
 from minillm.model import Linear
+from minillm.validate import is_int
 
 __all__ = ["linear_sites", "quantize_model", "size_report", "quality_table"]
 
@@ -83,7 +84,7 @@ def _check_args(weights, activations, method, calibration, group_size) -> None:
             f"group_size={group_size} only applies to weight-only quantization; W8A8 uses one scale per "
             "output channel, so drop group_size or set activations=None"
         )
-    if group_size not in ("auto", None) and (isinstance(group_size, bool) or not isinstance(group_size, int) or group_size <= 0):
+    if group_size not in ("auto", None) and (not is_int(group_size) or group_size <= 0):
         raise ValueError(f"group_size={group_size!r} must be a positive int (e.g. 32), None (per channel) or 'auto'")
 
 
@@ -137,8 +138,8 @@ def quantize_model(
 
 def _format_bits(mod: nn.Module) -> float | None:
     """Bits a packed file format needs for this layer's weight, scales included (b + 32/g)."""
-    if isinstance(mod, (Int8Linear, LLMInt8Linear)):
-        return 8 * mod.in_features * mod.out_features + 32 * mod.w_scale.numel()
+    if isinstance(mod, Int8WeightLinear):
+        return mod.format_bits
     if isinstance(mod, WeightOnlyLinear):
         return mod.bits * mod.in_features * mod.out_features + 32 * mod.scale.numel()
     return None
@@ -146,8 +147,8 @@ def _format_bits(mod: nn.Module) -> float | None:
 
 def _linear_weight_bytes(mod: nn.Module) -> tuple[int, int] | None:
     """(stored bytes of the weight incl. scales, float32 bytes of the same weight) for linear-like layers."""
-    if isinstance(mod, (Int8Linear, LLMInt8Linear)):
-        stored = mod.q_weight.numel() * mod.q_weight.element_size() + mod.w_scale.numel() * 4
+    if isinstance(mod, Int8WeightLinear):
+        stored = mod.weight_nbytes
     elif isinstance(mod, WeightOnlyLinear):
         stored = mod.q_weight.numel() * mod.q_weight.element_size() + mod.scale.numel() * 4
     elif isinstance(getattr(mod, "weight", None), Tensor) and hasattr(mod, "in_features") and hasattr(mod, "out_features"):
@@ -169,7 +170,7 @@ def size_report(model: nn.Module) -> dict:
     modules (a tied output layer) count once. The linear totals cover the weights
     (with their scales) of the layers :func:`quantize_model` replaces, not biases,
     embeddings or a tied output layer, so they compare like with like.
-    Divide by 1e9 for GB (the course uses GB = 1e9 bytes).
+    Divide by :data:`minillm.units.GB` for GB (the course uses GB = 1e9 bytes).
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")

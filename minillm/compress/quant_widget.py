@@ -23,15 +23,15 @@ import math
 import torch
 from torch import Tensor, nn
 
-from minillm.compress.qmodel import linear_sites
-from minillm.compress.quantize import GRANULARITIES, SCHEMES, check_bits, quantize
+from minillm.compress.model_quant import linear_sites
+from minillm.compress.quant_core import GRANULARITIES, SCHEMES, check_bits, quantize
+from minillm.validate import check_choice
 
 __all__ = ["fake_quant_weights", "quant_view", "plot_quant_view", "quant_widget"]
 
 
 def _layout(granularity: str, group_size: int) -> tuple[str, int | None]:
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"granularity={granularity!r} is unknown; use one of {', '.join(map(repr, GRANULARITIES))}")
+    check_choice("granularity", granularity, GRANULARITIES)
     return granularity, (group_size if granularity == "group" else None)
 
 
@@ -47,8 +47,7 @@ def fake_quant_weights(
     row for ``"group"``. Returns (the copy, {layer name: its QTensor}).
     """
     check_bits(bits)
-    if scheme not in SCHEMES:
-        raise ValueError(f"scheme={scheme!r} is unknown; use one of {', '.join(map(repr, SCHEMES))}")
+    check_choice("scheme", scheme, SCHEMES)
     granularity, g = _layout(granularity, group_size)
     new = copy.deepcopy(model)
     qts = {}
@@ -147,7 +146,7 @@ def plot_quant_view(view: dict):
     ax2.bar(["float32", f"int{view['bits']}"], [view["float_loss"], view["loss"]], color=["gray", "tab:orange"])
     ax2.set_ylabel("loss on the batch (nats/token)")
     ax2.set_title(
-        f"loss {view['rel_change']:+.1%}, same top-1 token {view['agreement']:.0%}\n"
+        f"loss {view['rel_change']:+.1%}, same top-1 token {view['agreement']:.1%}\n"
         f"{view['bits_per_weight']:.2f} bits per weight",
         fontsize=10,
     )
@@ -176,9 +175,10 @@ def quant_widget(model: nn.Module, batch: Tensor, layer: str = "h.0.mlp.c_fc", s
             )
         return view
 
+    style = {"description_width": "initial"}  # the default width cuts "granularity" off in JupyterLab
     return interactive(
         update,
-        bits=IntSlider(value=4, min=2, max=8, step=1, description="bits"),
-        granularity=Dropdown(options=list(GRANULARITIES), value="channel", description="granularity"),
-        scheme=Dropdown(options=list(SCHEMES), value="symmetric", description="scheme"),
+        bits=IntSlider(value=4, min=2, max=8, step=1, description="bits", style=style),
+        granularity=Dropdown(options=list(GRANULARITIES), value="channel", description="granularity", style=style),
+        scheme=Dropdown(options=list(SCHEMES), value="symmetric", description="scheme", style=style),
     )
