@@ -167,9 +167,9 @@ def test_busbw_sweep_rises_towards_the_link_bandwidth():
         (lambda: collective_time("allreduce", 1, 2, 1.0), "op='allreduce' is unknown"),
         (lambda: collective_time("all_reduce", -1, 2, 1.0), "nbytes=-1"),
         (lambda: collective_time("all_reduce", 1, 0, 1.0), "world_size=0"),
-        (lambda: collective_time("all_reduce", 1, 2, 0.0), "bandwidth=0.0"),
+        (lambda: collective_time("all_reduce", 1, 2, 0.0), "bandwidth=0 must be > 0"),
         (lambda: collective_time("all_reduce", 1, 2, 1.0, latency=-1), "latency=-1"),
-        (lambda: bus_bandwidth("all_reduce", 1, 2, 0.0), "seconds=0.0"),
+        (lambda: bus_bandwidth("all_reduce", 1, 2, 0.0), "seconds=0 must be > 0"),
         (lambda: chunk_sizes(5, 0), "world_size=0"),
     ],
 )

@@ -13,6 +13,7 @@ from minillm.parallel import (
     ClusterSpec,
     Event,
     ZeroOptimizer,
+    allreduce_gradients,
     bytes_sent_per_rank,
     comm_summary,
     run,
@@ -144,6 +145,8 @@ def _traffic(comm, model, data, stage):
     comm.trace.clear()
     _, loss = m(x.chunk(p)[comm.rank], y.chunk(p)[comm.rank])
     loss.backward()
+    if not opt.syncs_gradients:  # stage 0 leaves the gradient all-reduce to the DP step
+        allreduce_gradients(m.parameters(), comm)
     opt.step()
     return sum(bytes_sent_per_rank(e.op, e.nbytes, p) for e in comm.trace if e.kind == "comm")
 

@@ -32,7 +32,7 @@ from minillm.parallel import (
     collective_time,
     run,
 )
-from minillm.parallel.sim import ClusterSpec
+from minillm.parallel.cluster import ClusterSpec
 from minillm.threads import one_thread
 
 #: Wall seconds a rank may wait in one communication call during a check.
@@ -46,7 +46,7 @@ CHECK_CLUSTER = ClusterSpec(name="check cluster", peak_flops=1e12, mem_bw=1e11, 
 # through DistComm, and the library's ring implementations).
 _NATIVE = tuple(
     f"minillm.parallel.{cls}.{m}"
-    for cls in ("sim.SimComm", "launch.DistComm")
+    for cls in ("sim.SimComm", "distcomm.DistComm")
     for m in ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
 ) + ("minillm.parallel.comm.Comm.all_gather_into_tensor", "minillm.parallel.comm.Comm.reduce_scatter_tensor")
 _RINGS = tuple(f"minillm.parallel.collectives.{f}" for f in ("ring_all_gather", "ring_reduce_scatter", "ring_all_reduce", "tree_broadcast"))
@@ -359,7 +359,7 @@ def _time_variants(op, nbytes, p, bw, lat) -> dict[str, float]:
     }
 
 
-@register("10.ring_time", points=2, references=("minillm.parallel.collectives.collective_time",))
+@register("10.ring_time", points=2, references=("minillm.parallel.costs.collective_time",))
 def check_ring_time(fn) -> None:
     """ring_time(op, nbytes, world_size, bandwidth, latency) -> seconds under the α-β model."""
     gen = torch.Generator().manual_seed(10)

@@ -66,7 +66,7 @@ def _memory_variants(psi, nd, stage, k) -> dict[str, dict[str, float]]:
     }
 
 
-@register("11.zero_memory", points=2, references=("minillm.parallel.zero.zero_memory_bytes", "minillm.parallel.zero.zero_step_estimate"))
+@register("11.zero_memory", points=2, references=("minillm.parallel.costs.zero_memory_bytes", "minillm.parallel.costs.zero_step_estimate"))
 def check_zero_memory(fn) -> None:
     """zero_memory(n_params, world_size, stage, k=12) -> {"parameters", "gradients", "optimizer"} bytes per device."""
     gen = torch.Generator().manual_seed(11)
@@ -286,7 +286,7 @@ def _zero1_rank(comm, fn, seed, n, step, hyper):
 
 
 @register("11.zero1_step", points=3, references=(
-    "minillm.parallel.zero.zero1_step", "minillm.parallel.zero.ZeroOptimizer.step", "minillm.parallel.zero.ZeroOptimizer._adamw"))
+    "minillm.parallel.zero.zero1_step", "minillm.parallel.zero.ZeroStage1.step", "minillm.parallel.zero.ZeroStage2.step", "minillm.parallel.zero.ZeroOptimizer._adamw"))
 @one_thread()
 def check_zero1_step(fn) -> None:
     """zero1_step(comm, param, grad, m, v, step, lr, betas, eps, weight_decay) -> the new full parameter."""
