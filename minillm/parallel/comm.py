@@ -166,6 +166,29 @@ def check_peer(name: str, peer: Any, rank: int, world_size: int, allow_self: boo
     return peer
 
 
+def _spec(t: Tensor) -> str:
+    return f"{list(t.shape)} {str(t.dtype).replace('torch.', '')}"
+
+
+def mismatched_message(src: int, dst: int, sent: Tensor, into: Tensor, group: str = "world") -> str:
+    """The error for a send whose receiver posted a buffer of another shape or dtype.
+
+    Short enough (about 130 characters) that a one-line verdict never cuts it off.
+    """
+    return (f"rank {src} sent {_spec(sent)} to rank {dst}, which receives into {_spec(into)} ({group}). "
+            f"Receive into a tensor of the sender's shape and dtype.")
+
+
+def who_has(values: Sequence[Any], ranks: Sequence[int], verb: str = "has") -> str:
+    """"rank 0 has [4]; ranks 1, 2, 3 have [5]": ranks grouped by value, so a message stays short on many ranks."""
+    groups: dict[str, list[int]] = {}
+    for g, v in zip(ranks, values):
+        groups.setdefault(str(v), []).append(g)
+    plural = {"has": "have", "called": "called"}.get(verb, verb)
+    return "; ".join(f"rank {rs[0]} {verb} {v}" if len(rs) == 1 else f"ranks {', '.join(map(str, rs))} {plural} {v}"
+                     for v, rs in groups.items())
+
+
 def check_tensor_list(name: str, lst: Any, n: int, like: Tensor) -> None:
     """``lst`` must be a list of ``n`` tensors with ``like``'s shape and dtype (a collective's buffers)."""
     if not isinstance(lst, (list, tuple)) or len(lst) != n:

@@ -31,6 +31,7 @@ from .comm import (
     check_tensor,
     check_tensor_list,
     normalize_op,
+    who_has,
 )
 
 __all__ = ["DistComm"]
@@ -183,8 +184,8 @@ class DistComm(Comm):
         g = self.ranks
         where = f"collective #{seq} on {self.group_name}"
         if len({r[0] for r in rows}) > 1:
-            who = ", ".join(f"rank {g[i]} called {_KINDS[r[0]]}" for i, r in enumerate(rows))
-            raise CollectiveMismatchError(f"{where}: {who}; every rank of a group must call the same collectives in the same order")
+            who = who_has([_KINDS[r[0]] for r in rows], g, "called")
+            raise CollectiveMismatchError(f"{where}: {who}. Every rank of a group must call the same collectives in the same order.")
 
         def shape(r):
             return str(r[5 : 5 + min(r[2], _MAX_DIMS)]) if r[2] >= 0 else "-"
@@ -199,9 +200,9 @@ class DistComm(Comm):
             if len(set(vals)) > 1:
                 if name == "op":
                     vals = [REDUCE_OPS[r[4]] for r in rows]
-                who = ", ".join(f"rank {g[i]} has {v}" for i, v in enumerate(vals))
+                who = who_has(vals, g)
                 raise CollectiveMismatchError(
-                    f"{kind} ({where}): the {name} differs across ranks: {who}; every rank must pass the same {name}"
+                    f"{kind} ({where}): the {name} differs across ranks: {who}. Every rank must pass the same {name}."
                 )
         raise CollectiveMismatchError(f"{kind} ({where}): the ranks' arguments differ: {rows}")
 

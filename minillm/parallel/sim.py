@@ -53,6 +53,8 @@ from .comm import (
     check_peer,
     check_tensor,
     check_tensor_list,
+    mismatched_message,
+    who_has,
     normalize_op,
     reduce_tensors,
 )
@@ -141,17 +143,17 @@ class SimComm(Comm):
         kinds = {a[0] for a in arr}
         try:
             if len(kinds) > 1:
-                who = ", ".join(f"rank {g[r]} called {a[0]}" for r, a in enumerate(arr))
+                who = who_has([a[0] for a in arr], g, "called")
                 raise CollectiveMismatchError(
-                    f"{where}: {who}; every rank of a group must call the same collectives in the same order"
+                    f"{where}: {who}. Every rank of a group must call the same collectives in the same order."
                 )
             for field in arr[0][1]:
                 values = [a[1][field] for a in arr]
                 if any(v != values[0] for v in values):
-                    who = ", ".join(f"rank {g[r]} has {_fmt(v)}" for r, v in enumerate(values))
+                    who = who_has([_fmt(v) for v in values], g)
                     raise CollectiveMismatchError(
-                        f"{kind} ({where}): the {field} differs across ranks: {who}; "
-                        f"every rank must pass the same {field}"
+                        f"{kind} ({where}): the {field} differs across ranks: {who}. "
+                        f"Every rank must pass the same {field}."
                     )
             slot.outputs = combine([a[2] for a in arr])
         except Exception as e:  # a mismatch, or bad input found while combining
@@ -246,11 +248,7 @@ class SimComm(Comm):
     def _match(self, s: _P2P, r: _P2P, key: tuple) -> None:
         _, src, dst = key
         if (s.tensor.shape, s.tensor.dtype) != (r.tensor.shape, r.tensor.dtype):
-            err = CollectiveMismatchError(
-                f"send from rank {src} to rank {dst} on {self.group_name}: the sender has shape "
-                f"{tuple(s.tensor.shape)} {s.tensor.dtype} but the receiver expects {tuple(r.tensor.shape)} "
-                f"{r.tensor.dtype}; recv into a tensor of the sender's shape and dtype"
-            )
+            err = CollectiveMismatchError(mismatched_message(src, dst, s.tensor, r.tensor, self.group_name))
             s.error = r.error = err
         else:
             r.data = s.data

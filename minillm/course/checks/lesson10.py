@@ -17,13 +17,15 @@ both, and any error of the learner's code inside a rank, into a one-line verdict
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 import sys
 from typing import Any, Callable
 
 import torch
 
-from minillm.course.checks import CheckFailure, describe, expect_close, register
+from minillm.course.checks import CheckFailure, describe, expect_close, register, run_check
 from minillm.parallel import (
     CollectiveMismatchError,
     CommTimeoutError,
@@ -174,6 +176,60 @@ def _check_ring_pattern(logs: list[P2POnly], sizes: list[int], task: str) -> Non
             )
 
 
+DIRECTION_HINT = (
+    "rank r must send to its right neighbour (r + 1) % p and receive from its left neighbour (r - 1) % p; "
+    "the chunk indices of the task assume that direction"
+)
+
+
+def _direction_mistake(logs: dict[int, "P2POnly"], p: int) -> str | None:
+    """Name a ring that runs the wrong way (from the message logs), or None.
+
+    With p = 2 both neighbours are the same rank, so direction cannot be told apart.
+    """
+    if p < 3:
+        return None
+    for r, log in sorted(logs.items()):
+        right, left = (r + 1) % p, (r - 1) % p
+        dsts = {d for d, _ in log.sent}
+        srcs = {s for s, _ in log.received}
+        if dsts and srcs and dsts <= {left} and srcs <= {right}:
+            return (f"your ring runs backwards: rank {r} sends to rank {left} (r - 1) and receives from rank {right} "
+                    "(r + 1)")
+        if dsts and srcs and dsts == srcs and len(dsts) == 1:
+            peer = next(iter(dsts))
+            return (f"rank {r} sends to rank {peer} and also receives from rank {peer}: one of the two goes the wrong "
+                    "way round the ring")
+    return None
+
+
+def _ring_run(rank_fn: Callable, p: int, fn: Callable, *args: Any):
+    """:func:`run_ranks` for a ring task, with a direction hint when a failure comes from a reversed ring.
+
+    Returns the RunResult; the rank code stores its :class:`P2POnly` log in ``logs[rank]``.
+    """
+    logs: dict[int, P2POnly] = {}
+    try:
+        return run_ranks(rank_fn, p, fn, *args, logs), logs
+    except Exception as e:  # a hang, a mismatch or an error of the learner's code (already a verdict)
+        mistake = _direction_mistake(logs, p)
+        if mistake is None:
+            raise
+        what = e.what if isinstance(e, CheckFailure) else f"with world_size={p} your ring failed ({str(e).split(': ', 1)[0]})"
+        raise CheckFailure(f"{what}: {mistake}", hint=DIRECTION_HINT) from None
+
+
+def _with_direction(logs: dict, p: int, check: Callable[[], None]) -> None:
+    """Run the value checks; if they fail and the ring ran backwards, say so instead."""
+    try:
+        check()
+    except CheckFailure as e:
+        mistake = _direction_mistake(logs, p)
+        if mistake is None:
+            raise
+        raise CheckFailure(f"{e.what}: {mistake}", hint=DIRECTION_HINT) from None
+
+
 def _check_time(measured: float, op: str, n: int, p: int, task: str) -> None:
     """The simulated time of the learner's collective against the α-β ring formula."""
     c = CHECK_CLUSTER
@@ -198,12 +254,12 @@ RING_CASES = [(1, 6), (2, 8), (3, 10), (4, 12), (4, 10), (5, 23), (3, 2), (8, 40
 # --------------------------------------------------------------------------- ring all-gather
 
 
-def _all_gather_rank(comm, fn, seed: int, n: int):
+def _all_gather_rank(comm, fn, seed: int, n: int, logs: dict):
     p, r = comm.world_size, comm.rank
     sizes = chunk_sizes(n, p)
     mine = _rank_data(seed, r, sizes[r])
     chunks = [mine.clone() if i == r else torch.full((s,), float("nan")) for i, s in enumerate(sizes)]
-    log = P2POnly(comm)
+    log = logs[r] = P2POnly(comm)
     t0 = comm.clock
     out = fn(log, chunks)
     elapsed = comm.clock - t0
@@ -217,21 +273,25 @@ def _all_gather_rank(comm, fn, seed: int, n: int):
 def check_ring_all_gather(fn) -> None:
     """ring_all_gather(comm, chunks): fill every rank's list of chunks in place from send/recv."""
     for seed, (p, n) in enumerate(RING_CASES):
-        res = run_ranks(_all_gather_rank, p, fn, seed, n)
+        res, logs = _ring_run(_all_gather_rank, p, fn, seed, n)
         sizes = chunk_sizes(n, p)
-        for r, d in enumerate(res.results):
-            out = d["out"]
-            if out is not d["chunks"] and not (isinstance(out, (list, tuple)) and len(out) == p):
-                raise CheckFailure("ring_all_gather returned", got=describe(out), expected="the list chunks, filled in place")
-            for i in range(p):
-                expect_close(
-                    d["chunks"][i],
-                    d["native"][i],
-                    atol=0,
-                    rtol=0,  # copying moves bits: exact
-                    what=f"with world_size={p} and {n} elements, rank {r}'s chunks[{i}]",
-                    hint="fill the buffers in place (comm.recv(chunks[j], left)); after step s rank r holds chunk (r - s - 1) % p",
-                )
+
+        def values(res=res, p=p, n=n) -> None:
+            for r, d in enumerate(res.results):
+                out = d["out"]
+                if out is not d["chunks"] and not (isinstance(out, (list, tuple)) and len(out) == p):
+                    raise CheckFailure("ring_all_gather returned", got=describe(out), expected="the list chunks, filled in place")
+                for i in range(p):
+                    expect_close(
+                        d["chunks"][i],
+                        d["native"][i],
+                        atol=0,
+                        rtol=0,  # copying moves bits: exact
+                        what=f"with world_size={p} and {n} elements, rank {r}'s chunks[{i}]",
+                        hint="fill the buffers in place (comm.recv(chunks[j], left)); after step s rank r holds chunk (r - s - 1) % p",
+                    )
+
+        _with_direction(logs, p, values)
         _check_ring_pattern([d["log"] for d in res.results], sizes, "all-gather")
         if n % p == 0:
             _check_time(max(d["elapsed"] for d in res.results), "all_gather", n, p, "all-gather")
@@ -240,12 +300,12 @@ def check_ring_all_gather(fn) -> None:
 # --------------------------------------------------------------------------- ring reduce-scatter
 
 
-def _reduce_scatter_rank(comm, fn, seed: int, n: int):
+def _reduce_scatter_rank(comm, fn, seed: int, n: int, logs: dict):
     p, r = comm.world_size, comm.rank
     sizes = chunk_sizes(n, p)
     data = _rank_data(seed, r, n)
     chunks = [c.clone() for c in data.split(sizes)]
-    log = P2POnly(comm)
+    log = logs[r] = P2POnly(comm)
     t0 = comm.clock
     out = fn(log, chunks)
     elapsed = comm.clock - t0
@@ -271,28 +331,32 @@ def _partial_sums(seed: int, n: int, p: int, r: int) -> dict[str, torch.Tensor]:
 def check_ring_reduce_scatter(fn) -> None:
     """ring_reduce_scatter(comm, chunks) -> chunks[rank], now the sum over ranks of that chunk."""
     for seed, (p, n) in enumerate(RING_CASES):
-        res = run_ranks(_reduce_scatter_rank, p, fn, seed, n)
+        res, logs = _ring_run(_reduce_scatter_rank, p, fn, seed, n)
         sizes = chunk_sizes(n, p)
-        for r, d in enumerate(res.results):
-            what = f"with world_size={p} and {n} elements, rank {r}'s chunk {r}"
-            # Sums of p <= 8 float32 values of size O(1) in another order than the
-            # native rank-order sum: a few ulps, so 1e-5 absolute and relative.
-            tol = dict(atol=1e-5, rtol=1e-5)
-            expect_close(
-                d["out"],
-                d["native"],
-                **tol,
-                what=what + " (returned)",
-                hint="after p-1 steps of send (r - s - 1) % p / receive-and-add (r - s - 2) % p, chunk r is complete on rank r",
-                diagnose=_partial_sums(seed, n, p, r),
-            )
-            expect_close(
-                d["mine"],
-                d["native"],
-                **tol,
-                what=what + " (chunks[rank], in place)",
-                hint="add into the chunks in place (chunks[i] += incoming) and return chunks[comm.rank]",
-            )
+
+        def values(res=res, p=p, n=n, seed=seed) -> None:
+            for r, d in enumerate(res.results):
+                what = f"with world_size={p} and {n} elements, rank {r}'s chunk {r}"
+                # Sums of p <= 8 float32 values of size O(1) in another order than the
+                # native rank-order sum: a few ulps, so 1e-5 absolute and relative.
+                tol = dict(atol=1e-5, rtol=1e-5)
+                expect_close(
+                    d["out"],
+                    d["native"],
+                    **tol,
+                    what=what + " (returned)",
+                    hint="after p-1 steps of send (r - s - 1) % p / receive-and-add (r - s - 2) % p, chunk r is complete on rank r",
+                    diagnose=_partial_sums(seed, n, p, r),
+                )
+                expect_close(
+                    d["mine"],
+                    d["native"],
+                    **tol,
+                    what=what + " (chunks[rank], in place)",
+                    hint="add into the chunks in place (chunks[i] += incoming) and return chunks[comm.rank]",
+                )
+
+        _with_direction(logs, p, values)
         _check_ring_pattern([d["log"] for d in res.results], sizes, "reduce-scatter")
         if n % p == 0:
             _check_time(max(d["elapsed"] for d in res.results), "reduce_scatter", n, p, "reduce-scatter")
@@ -312,12 +376,85 @@ def _all_reduce_rank(comm, fn, seed: int, shape: tuple[int, ...]):
     return {"out": out, "tensor": tensor, "native": native, "elapsed": elapsed}
 
 
+#: The tasks ring_all_reduce builds on: the learner's own functions, called by these names.
+_DEPENDENCIES = {"ring_reduce_scatter": "10.ring_reduce_scatter", "ring_all_gather": "10.ring_all_gather"}
+
+
+def _learner_dependencies(fn: Callable) -> dict[str, Callable]:
+    """The learner's own earlier-task functions that ``fn`` calls by name (not minillm's)."""
+    raw = getattr(fn, "fn", fn)  # the runner hands checks a wrapper around the learner's function
+    names = getattr(getattr(raw, "__code__", None), "co_names", ())
+    found = {}
+    for name in _DEPENDENCIES:
+        dep = getattr(raw, "__globals__", {}).get(name)
+        if name in names and callable(dep) and not getattr(dep, "__module__", "").startswith("minillm"):
+            found[name] = dep
+    return found
+
+
+def _check_dependencies(deps: dict[str, Callable]) -> None:
+    """Run the earlier tasks' checks first: a bug there must not be blamed on the all-reduce."""
+    for name, dep in deps.items():
+        task = _DEPENDENCIES[name]
+        res = run_check(task, dep)
+        if not res.passed:
+            state = "is not written yet" if res.status == "not attempted" else f"fails its own check ({res.message})"
+            raise CheckFailure(f"your ring_all_reduce calls your {name}, which {state}",
+                               hint=f"fix {task} first, then run this check again")
+
+
+@contextlib.contextmanager
+def _blaming(fn: Callable, deps: dict[str, Callable], blamed: list):
+    """While the check runs, wrap the learner's earlier-task functions so an exception inside one names its task."""
+    g = getattr(getattr(fn, "fn", fn), "__globals__", {})
+
+    def wrap(name: str, dep: Callable) -> Callable:
+        @functools.wraps(dep)
+        def wrapper(*args, **kwargs):
+            try:
+                return dep(*args, **kwargs)
+            except (CollectiveMismatchError, CommTimeoutError):
+                raise
+            except Exception as e:
+                blamed.append((name, e))
+                raise
+
+        return wrapper
+
+    try:
+        for name, dep in deps.items():
+            g[name] = wrap(name, dep)
+        yield
+    finally:
+        for name, dep in deps.items():
+            g[name] = dep
+
+
 @register("10.ring_all_reduce", points=3, references=_NATIVE + _RINGS)
 def check_ring_all_reduce(fn) -> None:
     """ring_all_reduce(comm, tensor) -> tensor, summed over ranks in place with a ring."""
+    deps = _learner_dependencies(fn)
+    _check_dependencies(deps)
+    blamed: list = []
+    with _blaming(fn, deps, blamed):
+        _check_all_reduce_cases(fn, blamed)
+
+
+def _check_all_reduce_cases(fn, blamed: list) -> None:
     cases = [(1, (5,)), (2, (8,)), (3, (4, 3)), (4, (16,)), (4, (2, 5)), (5, (23,)), (3, (2,)), (8, (4, 8))]
     for seed, (p, shape) in enumerate(cases):
-        res = run_ranks(_all_reduce_rank, p, fn, seed, shape)
+        try:
+            res = run_ranks(_all_reduce_rank, p, fn, seed, shape)
+        except Exception:
+            if not blamed:
+                raise
+            name, err = blamed[0]
+            raise CheckFailure(
+                f"with world_size={p}, your {name} (task {_DEPENDENCIES[name]}) raised {type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''} when your ring_all_reduce called it",
+                hint=f"{name} passes its own check, so look at what ring_all_reduce hands it: a list of "
+                "comm.world_size chunks, views of tensor.view(-1) (tensor_split(comm.world_size))",
+            ) from None
         n = math.prod(shape)
         first = None
         for r, d in enumerate(res.results):

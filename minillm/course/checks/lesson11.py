@@ -116,8 +116,10 @@ def _grad_rank(comm, fn, model, x, y, frozen):
         m.get_parameter(name).requires_grad_(False)
     _, loss = m(_local(x, comm), _local(y, comm))
     loss.backward()
+    local = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
     out = fn(comm, m)
-    return {"out": out, "grads": {n: None if p.grad is None else p.grad.clone() for n, p in m.named_parameters()}}
+    return {"out": out, "local": local,
+            "grads": {n: None if p.grad is None else p.grad.clone() for n, p in m.named_parameters()}}
 
 
 @register("11.allreduce_gradients", points=2, references=(
@@ -146,8 +148,13 @@ def check_allreduce_gradients(fn) -> None:
                 # O(1e-2..1), so 1e-6 absolute and 1e-4 relative.
                 expect_close(g, ref[name], atol=1e-6, rtol=1e-4, what=f"with world_size={p}, rank {r}'s {name}.grad",
                              hint="comm.all_reduce(p.grad) sums over the ranks; divide by comm.world_size (or use op='avg')",
-                             diagnose={"divide the sum by the number of ranks: the full-batch loss is a mean": ref[name] * p,
-                                       "divide once: op='avg' already divides by the world size": ref[name] / p} if p > 1 else None)
+                             diagnose={
+                                 # Checked first: an untouched gradient is the usual sign of averaging a copy.
+                                 "p.grad still holds this rank's own gradient: comm.all_reduce works in place on the "
+                                 "tensor you pass, so an averaged copy (p.grad.clone(), torch.cat(...)) must be copied "
+                                 "back, or pass p.grad itself": d["local"][name],
+                                 "divide the sum by the number of ranks: the full-batch loss is a mean": ref[name] * p,
+                                 "divide once: op='avg' already divides by the world size": ref[name] / p} if p > 1 else None)
             if first is None:
                 first = d["grads"]
             elif any(g is not None and not torch.equal(g, first[n]) for n, g in d["grads"].items()):
@@ -275,6 +282,19 @@ def _zero1_state(seed: int, n: int, p: int):
     return param, grads, m, v
 
 
+def _mirrored_shards(param, mean_g, m_full, v_full, n: int, p: int, step: int, hyper: dict) -> torch.Tensor:
+    """The parameter a ZeRO-1 step returns when rank r updates parameter shard p-1-r with gradient shard r
+    (a reversed shard index; used only to name the mistake)."""
+    s = math.ceil(n / p)
+    pad = lambda t: torch.cat([t, t.new_zeros(s * p - n)])  # noqa: E731
+    w, g = pad(param), pad(mean_g)
+    parts = []
+    for q in range(p):
+        mine, theirs = slice(q * s, (q + 1) * s), slice((p - 1 - q) * s, (p - q) * s)
+        parts.append(adamw_update(w[theirs], g[mine], m_full[mine], v_full[mine], step, **hyper)[0])
+    return torch.cat(parts)[:n]
+
+
 def _zero1_rank(comm, fn, seed, n, step, hyper):
     p, r = comm.world_size, comm.rank
     s = math.ceil(n / p)
@@ -302,6 +322,7 @@ def check_zero1_step(fn) -> None:
         want_p, want_m, want_v = adamw_update(param, mean_g, m_full[:n], v_full[:n], step, **hyper)
         res = run_ranks(_zero1_rank, p, fn, seed, n, step, hyper)
         where = f"with world_size={p}, {n} elements, step={step}"
+        mirrored = _mirrored_shards(param, mean_g, m_full, v_full, n, p, step, hyper)
         for r, d in enumerate(res.results):
             lo, hi = min(r * s, n), min((r + 1) * s, n)
             # AdamW in float32 on a mean gradient summed in another order: 1e-6 absolute
@@ -314,7 +335,10 @@ def check_zero1_step(fn) -> None:
                          diagnose={"average the gradients: reduce-scatter with op='avg' (or divide the sum by world_size)":
                                    adamw_update(param, mean_g * p, m_full[:n], v_full[:n], step, **hyper)[0],
                                    "use every rank's gradient: reduce-scatter them, do not keep your own":
-                                   adamw_update(param, grads[r], m_full[:n], v_full[:n], step, **hyper)[0]} if p > 1 else None)
+                                   adamw_update(param, grads[r], m_full[:n], v_full[:n], step, **hyper)[0],
+                                   "your shard index is reversed: the reduce-scatter hands rank r elements "
+                                   "[r·s, (r+1)·s) of the gradient, so rank r updates the parameter's elements "
+                                   "[r·s, (r+1)·s), not those of shard world_size - 1 - r": mirrored} if p > 1 else None)
             expect_close(d["m"][: hi - lo], want_m[lo:hi], **tol, what=f"{where}, rank {r}'s m shard",
                          hint="update m and v in place (m.copy_(new_m)): the optimizer keeps them for the next step")
             expect_close(d["v"][: hi - lo], want_v[lo:hi], **tol, what=f"{where}, rank {r}'s v shard",
