@@ -21,7 +21,7 @@ Rank code is written once, as ``fn(comm, *args)``, and runs on a simulated clust
 """
 
 from .cluster import CPU_ETHERNET, DEFAULT_LATENCY, ClusterSpec
-from .collectives import ring_all_gather, ring_all_reduce, ring_reduce_scatter, tree_broadcast
+from .collectives import ring_all_gather, ring_all_reduce, ring_reduce_scatter, tree_all_reduce, tree_broadcast
 from .comm import (
     CATEGORIES,
     CollectiveMismatchError,
@@ -45,6 +45,8 @@ from .costs import (
     comm_summary,
     one_root_all_reduce_time,
     ring_steps,
+    tree_all_reduce_time,
+    zero_fewest_devices,
     zero_comm_volume,
     zero_memory_bytes,
     zero_step_estimate,
@@ -86,9 +88,9 @@ __all__ = [
     # errors, traces, memory
     "RankError", "CollectiveMismatchError", "CommTimeoutError", "Event", "MemoryLedger", "CATEGORIES",
     # collectives and their cost
-    "ring_reduce_scatter", "ring_all_gather", "ring_all_reduce", "tree_broadcast", "chunk_sizes",
+    "ring_reduce_scatter", "ring_all_gather", "ring_all_reduce", "tree_broadcast", "tree_all_reduce", "chunk_sizes",
     "collective_time", "bus_bandwidth", "bytes_sent_per_rank", "busbw_sweep", "COLLECTIVE_OPS",
-    "comm_summary", "ring_steps", "one_root_all_reduce_time", "DEFAULT_LATENCY",
+    "comm_summary", "ring_steps", "one_root_all_reduce_time", "tree_all_reduce_time", "zero_fewest_devices", "DEFAULT_LATENCY",
     # data parallelism and ZeRO
     "dp_train_step", "allreduce_gradients", "bucket_parameters", "broadcast_parameters", "shard_batch",
     "micro_batches", "saved_activation_bytes", "train_replica", "train_single", "max_abs_diff",

@@ -42,6 +42,7 @@ __all__ = [
     "ring_all_gather",
     "ring_all_reduce",
     "tree_broadcast",
+    "tree_all_reduce",
     "collective_time",
     "bus_bandwidth",
     "bytes_sent_per_rank",
@@ -151,3 +152,28 @@ def tree_broadcast(comm: Comm, tensor: Tensor, src: int = 0) -> Tensor:
             comm.recv(tensor, (v - mask + src) % p)
         mask *= 2
     return tensor
+
+
+def tree_all_reduce(comm: Comm, tensor: Tensor) -> Tensor:
+    """Sum ``tensor`` over ranks in place with binomial trees: reduce to rank 0, then :func:`tree_broadcast`.
+
+    Reduce, round k (mask = 2^k): a rank whose number has bit k as its lowest set bit
+    sends its partial sum to rank - mask and drops out; rank + mask's partner (if it
+    exists) receives it and adds. After ⌈log2 p⌉ rounds rank 0 holds the total, which
+    the broadcast copies back out in ⌈log2 p⌉ more: 2⌈log2 p⌉·(α + n/B)
+    (:func:`~minillm.parallel.costs.tree_all_reduce_time`). Returns ``tensor``.
+    """
+    check_tensor("tensor", tensor)
+    p, r = comm.world_size, comm.rank
+    incoming = torch.empty_like(tensor)
+    mask = 1
+    while mask < p:
+        if r % (2 * mask) == mask:  # my lowest set bit is this round's: hand my partial sum down
+            comm.send(tensor, r - mask)
+            break
+        if r % (2 * mask) == 0 and r + mask < p:
+            comm.recv(incoming, r + mask)
+            with torch.no_grad():
+                tensor += incoming
+        mask *= 2
+    return tree_broadcast(comm, tensor, src=0)

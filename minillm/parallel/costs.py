@@ -43,6 +43,8 @@ __all__ = [
     "RING_OPS",
     "ring_steps",
     "one_root_all_reduce_time",
+    "tree_all_reduce_time",
+    "zero_fewest_devices",
     "STAGES",
     "ModelStateBytes",
     "zero_memory_bytes",
@@ -197,6 +199,19 @@ def one_root_all_reduce_time(nbytes: float, world_size: int, bandwidth: float, l
     return 2 * (world_size - 1) * collective_time("send", nbytes, 2, bandwidth, latency)
 
 
+def tree_all_reduce_time(nbytes: float, world_size: int, bandwidth: float, latency: float = 0.0) -> float:
+    """All-reduce as a binomial-tree reduce to rank 0, then a binomial-tree broadcast: 2⌈log2 p⌉·(α + n/B).
+
+    Each round halves the ranks that still hold a partial sum (reduce), then doubles
+    the ranks that hold the total (broadcast); every round moves the whole buffer.
+    Fewer latency terms than the ring's 2(p-1), but the bandwidth term grows with
+    log2 p instead of staying near 2n/B: the tree wins for small messages on many ranks.
+    """
+    check_number("nbytes", nbytes)
+    check_int("world_size", world_size)
+    return 2 * math.ceil(math.log2(world_size)) * (latency + nbytes / bandwidth) if world_size > 1 else 0.0
+
+
 # --------------------------------------------------------------------------- ZeRO
 
 
@@ -333,3 +348,24 @@ def zero_ownership(stage: int, world_size: int) -> dict[str, list[list[bool]]]:
         c: [[stage < first or j == r for j in range(p)] for r in range(p)]
         for c, first in SHARDED_FROM_STAGE.items()
     }
+
+
+def zero_fewest_devices(n_params: float, capacity: float, stage: int, k: float = 12, bytes_param: float = 2,
+                        bytes_grad: float = 2) -> int | None:
+    """The fewest data-parallel ranks N_d whose per-device model states fit in ``capacity`` bytes; None if none do.
+
+    Invert :func:`zero_memory_bytes`: the replicated part R and the sharded part S
+    (bytes) must satisfy R + S / N_d <= capacity, so N_d = ⌈S / (capacity - R)⌉ when
+    R < capacity (at least 1), and no N_d at all otherwise. Stage 0 shards nothing
+    (fits on 1 rank or never); stage 3 replicates nothing (⌈16Ψ / capacity⌉ for K = 12).
+    """
+    _check_common(n_params, 1, stage)
+    check_number("capacity", capacity, strict=True)
+    per = {"parameters": bytes_param, "gradients": bytes_grad, "optimizer": k}
+    replicated = sum(b * n_params for c, b in per.items() if stage < SHARDED_FROM_STAGE[c])
+    sharded = sum(b * n_params for c, b in per.items() if stage >= SHARDED_FROM_STAGE[c])
+    if replicated > capacity or (replicated == capacity and sharded > 0):
+        return None
+    if sharded == 0:
+        return 1
+    return max(1, math.ceil(sharded / (capacity - replicated)))

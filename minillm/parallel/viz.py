@@ -22,8 +22,8 @@ from minillm.units import GB, KB, MB, TB
 from .comm import CATEGORIES, Event, MemoryLedger, RunResult
 from .costs import SHARDED_FROM_STAGE, STAGES, zero_ownership
 
-__all__ = ["plot_timeline", "plot_memory", "plot_memory_timeline", "plot_busbw", "plot_zero_shards", "KIND_COLORS",
-           "CATEGORY_COLORS"]
+__all__ = ["plot_timeline", "plot_memory", "plot_memory_timeline", "memory_phases", "plot_busbw", "plot_zero_shards",
+           "KIND_COLORS", "CATEGORY_COLORS", "PHASE_COLORS"]
 
 KIND_COLORS = {"compute": "#4c72b0", "comm": "#dd8452", "idle": "#d9d9d9"}
 CATEGORY_COLORS = {"parameters": "#4c72b0", "gradients": "#55a868", "optimizer": "#c44e52",
@@ -104,8 +104,39 @@ def plot_memory(data: Mapping[str, Mapping[str, float]], title: str | None = Non
     return fig
 
 
-def plot_memory_timeline(ledger: MemoryLedger, title: str | None = None, ax=None) -> Figure:
-    """Bytes held over (simulated) time, stacked by category, from a :class:`MemoryLedger`."""
+PHASE_COLORS = {"forward": "#c6dbef", "backward": "#c7e9c0", "forward+backward": "#d9d9d9", "optimizer step": "#fcbba1"}
+
+
+def memory_phases(ledger: MemoryLedger, trace: Sequence[Event] = ()) -> list[tuple[str, float, float]]:
+    """The phases of a training run on one rank, as ``(label, start, end)`` in simulated seconds.
+
+    From the ledger: 'forward' runs from the end of the previous phase to the moment the
+    activations are saved (the ledger's 'forward' allocation), 'backward' from there to
+    their release ('backward done'). From the trace: every compute event
+    ('forward+backward', the compute the DP step charges in one block after backward,
+    and 'optimizer step'). Sorted by start time.
+    """
+    phases = [(e.op, e.start, e.end) for e in trace if e.kind == "compute" and e.op in PHASE_COLORS]
+    saved_at = None
+    for t, cat, label, delta, *_ in ledger.timeline:
+        if cat != "activations":
+            continue
+        if label == "forward" and delta > 0:
+            start = max([0.0] + [end for _, _, end in phases if end <= t])  # where the step before ended
+            phases.append(("forward", start, t))
+            saved_at = t
+        elif label == "backward done" and saved_at is not None:
+            phases.append(("backward", saved_at, t))
+            saved_at = None
+    return sorted(phases, key=lambda ph: (ph[1], ph[2]))
+
+
+def plot_memory_timeline(ledger: MemoryLedger, title: str | None = None, ax=None, trace: Sequence[Event] = ()) -> Figure:
+    """Bytes held over (simulated) time, stacked by category, from a :class:`MemoryLedger`.
+
+    With the rank's ``trace`` (``RunResult.traces[r]``) the phases of
+    :func:`memory_phases` are shaded behind the data and named above the axes.
+    """
     if not ledger.timeline:
         raise ValueError("the ledger recorded nothing; allocate with comm.memory.alloc(...) first")
     times = [t for t, *_ in ledger.timeline]
@@ -115,15 +146,27 @@ def plot_memory_timeline(ledger: MemoryLedger, title: str | None = None, ax=None
         cur[cat] = cat_total
         for c in CATEGORIES:
             series[c].append(cur[c])
+    phases = memory_phases(ledger, trace) if trace else []
+    end = max([max(times)] + [b for _, _, b in phases])
     scale, unit = _byte_unit(max(ledger.peak, 1))
-    tscale, tunit = _time_unit(max(times) or 1.0)
-    fig, ax = _new_axes(ax, (9, 3.5))
+    tscale, tunit = _time_unit(end or 1.0)
+    fig, ax = _new_axes(ax, (10, 3.8))
     used = [c for c in CATEGORIES if any(series[c])]
     ax.stackplot([t / tscale for t in times], *[[v / scale for v in series[c]] for c in used],
                  labels=used, colors=[CATEGORY_COLORS[c] for c in used], step="post")
+    for label, a, b in phases:
+        span = ax.axvspan(a / tscale, b / tscale, color=PHASE_COLORS[label], alpha=0.5, zorder=0, lw=0)
+        span.set_gid(f"phase|{label}")
+        if b - a >= 0.03 * end:  # name the phases wide enough to read; a thin compute block stays a shade
+            ax.text((a + b) / 2 / tscale, 1.01, label, transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+                    fontsize=8)
+    if phases and end - phases[-1][2] >= 0.03 * end:
+        ax.text((phases[-1][2] + end) / 2 / tscale, 1.01, "after the last step", transform=ax.get_xaxis_transform(),
+                ha="center", va="bottom", fontsize=8)
+    ax.set_xlim(0, end / tscale)
     ax.set_xlabel(f"simulated time ({tunit})")
     ax.set_ylabel(f"memory ({unit})")
-    ax.set_title(title or f"Memory over time (peak {ledger.peak / scale:.3g} {unit})")
+    ax.set_title(title or f"Memory over time (peak {ledger.peak / scale:.3g} {unit})", pad=16 if phases else 6)
     ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig

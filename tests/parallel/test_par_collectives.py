@@ -21,6 +21,8 @@ from minillm.parallel import (
     ring_all_reduce,
     ring_reduce_scatter,
     run,
+    tree_all_reduce,
+    tree_all_reduce_time,
     tree_broadcast,
 )
 
@@ -183,3 +185,21 @@ def test_chunk_sizes_match_torch_tensor_split():
         for p in range(1, 6):
             assert chunk_sizes(n, p) == [len(c) for c in torch.arange(n).tensor_split(p)]
     assert math.fsum(chunk_sizes(10, 4)) == 10 and chunk_sizes(10, 4) == [3, 3, 2, 2]
+
+
+@pytest.mark.parametrize("p", [1, 2, 3, 5, 8, 13])
+def test_tree_all_reduce_sums_and_takes_two_log_p_rounds(p):
+    # Values: small integers, so every summation order gives the exact sum (float32 holds them).
+    spec = ClusterSpec(link_bw=1e9, latency=1e-5)
+
+    def rank(comm):
+        x = torch.arange(12, dtype=torch.float32) * (comm.rank + 1)
+        tree_all_reduce(comm, x)
+        return x
+
+    res = run(rank, p, cluster=spec)
+    want = torch.arange(12, dtype=torch.float32) * (p * (p + 1) / 2)
+    assert all(torch.equal(x, want) for x in res.results)
+    # Logical clocks add exact α + n/B terms: only float rounding differs (rel 1e-12).
+    assert res.makespan == pytest.approx(tree_all_reduce_time(48, p, 1e9, 1e-5), rel=1e-12)
+    assert tree_all_reduce_time(48, p, 1e9, 1e-5) == pytest.approx(2 * math.ceil(math.log2(p)) * (1e-5 + 48 / 1e9) if p > 1 else 0)

@@ -90,3 +90,25 @@ def test_zero_shards_draws_who_holds_what(p):
                 xs = sorted(round(path.vertices[:, 0].min()) for path in cells)
                 assert xs == ([r] if stage >= s0 else list(range(p))), (stage, cat, r)
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [f"rank {r}" for r in range(p)]
+
+
+@pytest.mark.lesson11
+def test_memory_timeline_names_forward_and_backward():
+    # A 2-rank DP step with activations: the ledger and the trace give the phases.
+    from minillm.parallel import train_replica
+    from minillm.parallel.viz import memory_phases
+    from _parallel_helpers import HYPER, tiny_data, tiny_model
+
+    res = run(train_replica, 2, tiny_model(), tiny_data(2), 3, **HYPER)
+    led, trace = res.memory[0], res.traces[0]
+    phases = memory_phases(led, trace)
+    labels = [ph[0] for ph in phases]
+    assert labels == ["forward", "backward", "forward+backward", "optimizer step"] * 2
+    # Phases follow each other without overlap, from time 0.
+    assert phases[0][1] == 0.0 and all(a[2] <= b[1] + 1e-15 for a, b in zip(phases, phases[1:]))
+    fig = plot_memory_timeline(led, trace=trace)
+    ax = fig.axes[0]
+    spans = [p for p in ax.patches if (p.get_gid() or "").startswith("phase|")]
+    assert [p.get_gid() for p in spans] == [f"phase|{lab}" for lab in labels]
+    names = [t.get_text() for t in ax.texts]
+    assert names.count("forward") == 2 and names.count("backward") == 2

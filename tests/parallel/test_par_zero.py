@@ -21,6 +21,7 @@ from minillm.parallel import (
     zero1_step,
     zero_comm_volume,
     zero_memory_bytes,
+    zero_fewest_devices,
     zero_step_estimate,
 )
 
@@ -236,3 +237,11 @@ def test_zero_optimizer_validates_its_arguments():
 
     with pytest.raises(Exception, match="stage=5 is not a ZeRO stage"):
         run(bad_stage, 1)
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+@pytest.mark.parametrize("n_params, capacity", [(70e9, 80e9), (7.5e9, 80e9), (1.3e9, 16e9), (175e9, 141e9), (1e9, 16e9)])
+def test_zero_fewest_devices_inverts_the_memory_formula(n_params, capacity, stage):
+    # Against a brute-force search over N_d = 1..10,000 with zero_memory_bytes: exact integers.
+    fits = [nd for nd in range(1, 10_001) if zero_memory_bytes(n_params, nd, stage).total <= capacity]
+    assert zero_fewest_devices(n_params, capacity, stage) == (fits[0] if fits else None)

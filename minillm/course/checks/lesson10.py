@@ -32,7 +32,9 @@ from minillm.parallel import (
     RankError,
     chunk_sizes,
     collective_time,
+    one_root_all_reduce_time,
     run,
+    tree_all_reduce_time,
 )
 from minillm.parallel.cluster import ClusterSpec
 from minillm.threads import one_thread
@@ -475,6 +477,57 @@ def _check_all_reduce_cases(fn, blamed: list) -> None:
                 )
         if n % p == 0:
             _check_time(max(d["elapsed"] for d in res.results), "all_reduce", n, p, "all-reduce")
+
+
+# --------------------------------------------------------------------------- stretch: a tree all-reduce
+
+
+def _tree_rank(comm, fn, seed: int, n: int):
+    data = _rank_data(seed, comm.rank, n)
+    tensor = data.clone()
+    log = P2POnly(comm)
+    t0 = comm.clock
+    out = fn(log, tensor)
+    elapsed = comm.clock - t0
+    native = data.clone()
+    comm.all_reduce(native)
+    return {"out": out, "tensor": tensor, "native": native, "elapsed": elapsed, "sent": len(log.sent)}
+
+
+@register("10.tree_all_reduce", points=2, references=_NATIVE + _RINGS[:3] + ("minillm.parallel.collectives.tree_all_reduce",))
+def check_tree_all_reduce(fn) -> None:
+    """tree_all_reduce(comm, tensor) -> tensor, summed in place in 2⌈log2 p⌉ rounds of whole messages."""
+    cases = [(1, 5), (2, 8), (3, 6), (4, 16), (5, 7), (8, 32), (16, 4), (13, 9)]
+    for seed, (p, n) in enumerate(cases):
+        res = run_ranks(_tree_rank, p, fn, seed, n)
+        first = None
+        for r, d in enumerate(res.results):
+            if not isinstance(d["out"], torch.Tensor):
+                raise CheckFailure("tree_all_reduce returned", got=describe(d["out"]), expected="the tensor, summed in place")
+            # Sums of p <= 16 float32 values O(1) in tree order against rank order: a few ulps.
+            expect_close(d["tensor"], d["native"], atol=1e-5, rtol=1e-5, what=f"with world_size={p}, rank {r}'s tensor",
+                         hint="reduce to rank 0 first (each round, half of the ranks that still hold a partial sum send it "
+                         "to a partner and drop out), then send the total back out the same tree",
+                         diagnose={"a sum, not an average": d["native"] / p} if p > 1 else None)
+            if first is None:
+                first = d["tensor"]
+            elif not torch.equal(first, d["tensor"]):
+                raise CheckFailure(f"with world_size={p} the ranks end with different bits",
+                                   hint="sum once, at the root, then only copy: broadcast the root's total")
+        measured = max(d["elapsed"] for d in res.results)
+        c = CHECK_CLUSTER
+        want = tree_all_reduce_time(4 * n, p, c.link_bw, c.latency)
+        # Logical clocks add exact α + n/B terms: only float rounding differs, 1e-9 relative.
+        if not math.isclose(measured, want, rel_tol=1e-9, abs_tol=1e-15):
+            rounds = 2 * math.ceil(math.log2(p)) if p > 1 else 0
+            through_root = one_root_all_reduce_time(4 * n, p, c.link_bw, c.latency)
+            hint = ("that is the time of the all-reduce through one root (p-1 messages in turn, each way): pair the ranks "
+                    "up so that the number holding a partial sum halves every round"
+                    if math.isclose(measured, through_root, rel_tol=1e-9) else
+                    "every round moves the whole tensor once between partners that both take part; a rank that has sent "
+                    "its partial sum waits for the total")
+            raise CheckFailure(f"with world_size={p}, your tree all-reduce of {4 * n} bytes took {measured * 1e6:.4g} µs",
+                               expected=f"{want * 1e6:.4g} µs, {rounds} rounds of α + n/B", hint=hint)
 
 
 # --------------------------------------------------------------------------- the α-β cost

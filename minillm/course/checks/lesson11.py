@@ -25,7 +25,7 @@ import torch
 from minillm.course.checks import CheckFailure, describe, expect_close, register
 from minillm.course.checks.lesson10 import one_thread, run_ranks
 from minillm.model import GPT, GPTConfig
-from minillm.parallel import bytes_sent_per_rank, zero_memory_bytes
+from minillm.parallel import bytes_sent_per_rank, zero_fewest_devices, zero_memory_bytes
 from minillm.train import adamw_update
 
 TINY = GPTConfig(vocab_size=32, block_size=8, n_layer=1, n_head=2, n_embd=16)
@@ -349,3 +349,42 @@ def check_zero1_step(fn) -> None:
                     f"{where}, rank {r} sent {d['sent']:,.0f} bytes", expected=f"at most {budget:,.0f} (2Ψ: one reduce-scatter and one all-gather)",
                     hint="ZeRO-1 needs only this rank's shard of the averaged gradient: reduce-scatter it instead of all-reducing it "
                     "(ZeRO, Sec. 7.2.1)")
+
+
+# --------------------------------------------------------------------------- stretch: invert the memory formula
+
+
+@register("11.fewest_devices", points=2, references=("minillm.parallel.costs.zero_fewest_devices",
+                                                      "minillm.parallel.costs.zero_memory_bytes"))
+def check_fewest_devices(fn) -> None:
+    """fewest_devices(n_params, capacity, stage, k=12) -> the fewest N_d whose model states fit, or None."""
+    gen = torch.Generator().manual_seed(111)
+    # The lesson's 70B on 80 GB, ZeRO's 7.5B, exact boundaries (16Ψ = capacity; 4Ψ + 12Ψ/N_d = capacity
+    # at N_d = 3), a model whose unsharded part alone is the capacity, and seeded random jobs.
+    cases = [(70e9, 80e9, s) for s in range(4)] + [(7.5e9, 80e9, s) for s in range(4)]
+    cases += [(5e9, 80e9, 3), (10e9, 80e9, 1), (40e9, 80e9, 2), (20e9, 80e9, 1), (1e9, 16e9, 0)]
+    for _ in range(12):
+        cases.append((float(torch.randint(1, 400, (1,), generator=gen)) * 1e9,
+                      float(torch.randint(8, 200, (1,), generator=gen)) * 1e9, int(torch.randint(0, 4, (1,), generator=gen))))
+    for psi, cap, stage in cases:
+        want = zero_fewest_devices(psi, cap, stage)
+        got = fn(psi, cap, stage)
+        where = f"fewest_devices(n_params={psi:g}, capacity={cap:g}, stage={stage})"
+        if isinstance(got, float) and got.is_integer():
+            raise CheckFailure(where + " returned", got=f"{got!r}, a float", expected=f"an int ({want}): a number of devices",
+                               hint="round up with math.ceil, which returns an int")
+        if got is not None and (isinstance(got, bool) or not isinstance(got, int)):
+            raise CheckFailure(where + " returned", got=describe(got), expected=f"an int or None ({want})")
+        if got == want:
+            continue
+        hint = "the states that stay whole on every rank (R bytes) plus the sharded ones divided by N_d (S / N_d) must fit"
+        all_sharded = max(1, math.ceil(zero_memory_bytes(psi, 1, stage).total / cap))
+        if got is not None and stage < 3 and got == all_sharded:
+            hint = (f"at stage {stage} some states are not sharded (they stay whole on every rank): only the sharded part "
+                    "shrinks with N_d")
+        elif want is None:
+            hint = (f"no N_d is enough: at stage {stage} the unsharded states alone need more than the capacity, whatever "
+                    "N_d is; return None")
+        elif got is not None and got == want - 1:
+            hint = "round up: a fraction of a device is not enough, so take the ceiling of S / (capacity - R)"
+        raise CheckFailure(where + " is", got=repr(got), expected=repr(want), hint=hint)

@@ -238,6 +238,64 @@ all_reduce_wrong_split = _with_globals(_all_reduce_wrong_split, ring_reduce_scat
 all_reduce_wrong_split.__name__ = "all_reduce_wrong_split"
 
 
+# --------------------------------------------------------------------------- stretch: tree all-reduce
+
+
+def _tree_broadcast(comm, tensor):
+    p, r = comm.world_size, comm.rank
+    mask = 1
+    while mask < p:
+        if r < mask and r + mask < p:
+            comm.send(tensor, r + mask)
+        elif mask <= r < 2 * mask:
+            comm.recv(tensor, r - mask)
+        mask *= 2
+    return tensor
+
+
+def tree_through_root(comm, tensor):
+    """Every rank sends to rank 0 in turn, rank 0 sends the total back: right sum, 2(p-1) rounds, not 2⌈log2 p⌉."""
+    p, r = comm.world_size, comm.rank
+    if r == 0:
+        buf = torch.empty_like(tensor)
+        for q in range(1, p):
+            comm.recv(buf, q)
+            tensor += buf
+        for q in range(1, p):
+            comm.send(tensor, q)
+    else:
+        comm.send(tensor, 0)
+        comm.recv(tensor, 0)
+    return tensor
+
+
+def _tree_reduce(comm, tensor):
+    p, r = comm.world_size, comm.rank
+    buf = torch.empty_like(tensor)
+    mask = 1
+    while mask < p:
+        if r % (2 * mask) == mask:
+            comm.send(tensor, r - mask)
+            break
+        if r % (2 * mask) == 0 and r + mask < p:
+            comm.recv(buf, r + mask)
+            tensor += buf
+        mask *= 2
+    return tensor
+
+
+def tree_no_broadcast(comm, tensor):
+    """Reduces to rank 0 down the tree and stops: only rank 0 holds the sum."""
+    return _tree_reduce(comm, tensor)
+
+
+def tree_average(comm, tensor):
+    """Divides the total by the number of ranks."""
+    _tree_broadcast(comm, _tree_reduce(comm, tensor))
+    tensor /= comm.world_size
+    return tensor
+
+
 # --------------------------------------------------------------------------- α-β time
 
 
@@ -267,6 +325,7 @@ MUTANTS = {
                                reduce_scatter_whole_buffer, reduce_scatter_mirror],
     "10.ring_all_reduce": [all_reduce_through_root, all_reduce_no_all_gather, all_reduce_copies, all_reduce_average,
                            all_reduce_buggy_reduce_scatter, all_reduce_all_gather_not_written, all_reduce_wrong_split],
+    "10.tree_all_reduce": [tree_through_root, tree_no_broadcast, tree_average],
     "10.ring_time": [ring_time_no_fraction, ring_time_one_pass, ring_time_latency_once],
 }
 
@@ -277,4 +336,5 @@ HINTS = {
     "all_reduce_buggy_reduce_scatter": "fix 10.ring_reduce_scatter first",
     "all_reduce_all_gather_not_written": "fix 10.ring_all_gather first",
     "all_reduce_wrong_split": "your ring_reduce_scatter (task 10.ring_reduce_scatter) raised IndexError",
+    "tree_through_root": "all-reduce through one root",
 }
