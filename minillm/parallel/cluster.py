@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from minillm.units import GB
+from minillm.units import GB, GiB
 from minillm.validate import is_number
 
 __all__ = ["ClusterSpec", "DEFAULT_LATENCY", "CPU_ETHERNET"]
@@ -30,13 +30,14 @@ class ClusterSpec:
     The defaults are one A100 80GB SXM per rank (NVIDIA A100 datasheet: 312 TFLOP/s
     BF16 dense, 2.039 TB/s HBM2e, 80 GB; NVLink 3 at 600 GB/s total, so 300 GB/s per
     direction) and an assumed link latency of :data:`DEFAULT_LATENCY`.
-    Units: FLOP/s, bytes, bytes/s, seconds; GB = 1e9 bytes.
+    Units: FLOP/s, bytes, bytes/s, seconds. Bandwidths are decimal (GB = 1e9 bytes);
+    the memory size is binary, as NVIDIA's "80 GB" is: 80 GiB = 85.9e9 bytes.
     """
 
     name: str = "a100-80gb-sxm (bf16)"
     peak_flops: float = 312e12
     mem_bw: float = 2.039e12
-    mem_bytes: float = 80 * GB
+    mem_bytes: float = 80 * GiB
     link_bw: float = 300 * GB
     latency: float = DEFAULT_LATENCY
 

@@ -406,3 +406,10 @@ def test_cluster_spec_from_the_device_catalog():
     assert spec.link_bw == pytest.approx(450e9)  # 900 GB/s total NVLink 4, per direction
     with pytest.raises(ValueError, match="link_bw=0"):
         ClusterSpec(link_bw=0)
+
+
+def test_default_cluster_is_an_a100_80gb_with_binary_memory():
+    # NVIDIA's "80 GB" is 80 GiB (an A100 80GB reports 81,920 MiB); link bandwidths stay decimal:
+    # NVLink 3's 600 GB/s total is 300e9 bytes/s per direction (A100 datasheet).
+    spec = ClusterSpec()
+    assert spec.mem_bytes == 80 * 2**30 and spec.link_bw == 300e9 and spec.peak_flops == 312e12
