@@ -12,7 +12,7 @@ all-gather (2Ψ, ZeRO Sec. 7.2.1).
 
 Models are a tiny minillm GPT (about 5k parameters), so a check takes well under
 a second. Errors, deadlocks and timeouts inside ranks become one-line verdicts
-through :func:`minillm.course.checks.lesson10.run_ranks`.
+through :func:`minillm.course.checks.rankcode.run_ranks`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import math
 import torch
 
 from minillm.course.checks import CheckFailure, describe, expect_close, register
-from minillm.course.checks.lesson10 import one_thread, run_ranks
+from minillm.course.checks.rankcode import one_thread, run_ranks
 from minillm.model import GPT, GPTConfig
 from minillm.parallel import bytes_sent_per_rank, zero_fewest_devices, zero_memory_bytes
 from minillm.train import adamw_update
