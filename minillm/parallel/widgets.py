@@ -1,9 +1,10 @@
 """The data behind lessons 10 and 11's widgets, and their plots.
 
-Each widget is ``ipywidgets.interactive`` over a *pure* function that returns plain
-data (:func:`collective_view`, :func:`zero_view`), with plotting split out
-(:func:`plot_collective_view`, :func:`plot_zero_view`), so tests can sweep the
-controls without a browser. The controls' options live here too, so the lessons
+Each widget (:func:`collective_widget`, :func:`zero_widget`) is ``ipywidgets.interactive``
+over a *pure* function that returns plain data (:func:`collective_view`, :func:`zero_view`),
+with plotting split out (:func:`plot_collective_view`, :func:`plot_zero_view`, Figures built
+without pyplot), so tests can sweep the controls without a browser. Both widgets share
+one control layout (:data:`CONTROL_STYLE`), wide enough that no description is cut off. The controls' options live here too, so the lessons
 and ``tests/parallel/test_par_widgets.py`` use the very same ranges.
 
 Units: seconds, bytes, bytes/s; GB = 1e9 bytes.
