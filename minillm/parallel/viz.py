@@ -96,7 +96,7 @@ def plot_memory(data: Mapping[str, Mapping[str, float]], title: str | None = Non
             bottom = [b + v for b, v in zip(bottom, vals)]
     if capacity is not None:
         ax.axhline(capacity / scale, color="black", linestyle="--", linewidth=1, label="device memory")
-    ax.set_ylabel(f"memory per device ({unit}; 1 {unit} = {scale:,.0f} bytes)" if unit != "bytes" else "memory per device (bytes)")
+    ax.set_ylabel(f"memory per device ({unit} = {scale:.0e} bytes)".replace("e+", "e") if unit != "bytes" else "memory per device (bytes)")
     ax.set_title(title or "Memory per device by category")
     # Right of the bars, outside the axes: stacked bars fill the plot's top-left corner.
     ax.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))

@@ -187,7 +187,8 @@ def plot_zero_view(view: Mapping) -> Figure:
     fig = Figure(figsize=(11, 4.2))
     ax0, ax1 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.4]})
     plot_memory(view["by_stage"], capacity=view["capacity"], ax=ax0,
-                title=f"{view['n_params'] / 1e9:.3g}B parameters, {view['world_size']} ranks (this job: stage {view['stage']})")
+                title=f"{view['n_params'] / 1e9:.3g}B parameters on {view['world_size']} ranks")
+    ax0.title.set_fontsize(10)
     rows = view["sweep"]
     w = [r["world_size"] for r in rows]
     ax1.plot(w, [r["step_s"] for r in rows], "k-", lw=2, label="step = compute + communication")
