@@ -255,18 +255,7 @@ def _tree_broadcast(comm, tensor):
 
 def tree_through_root(comm, tensor):
     """Every rank sends to rank 0 in turn, rank 0 sends the total back: right sum, 2(p-1) rounds, not 2⌈log2 p⌉."""
-    p, r = comm.world_size, comm.rank
-    if r == 0:
-        buf = torch.empty_like(tensor)
-        for q in range(1, p):
-            comm.recv(buf, q)
-            tensor += buf
-        for q in range(1, p):
-            comm.send(tensor, q)
-    else:
-        comm.send(tensor, 0)
-        comm.recv(tensor, 0)
-    return tensor
+    return all_reduce_through_root(comm, tensor)
 
 
 def _tree_reduce(comm, tensor):
