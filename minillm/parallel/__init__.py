@@ -4,29 +4,24 @@ Rank code is written once, as ``fn(comm, *args)``, and runs on a simulated clust
 (``run(fn, 4)``), on real processes (``run(fn, 2, backend="gloo")``) or under
 ``torchrun`` (``torchrun_main(fn)``). One concept per file:
 
-- :mod:`.comm`           the ``Comm`` interface, errors, memory ledger, ``RunResult``
-- :mod:`.sim`            the simulated cluster (logical clocks, traces, ledgers)
-- :mod:`.launch`         ``run``, the gloo backend, the torchrun entry point
-- :mod:`.collectives`    ring reduce-scatter/all-gather/all-reduce, tree broadcast, α-β costs, busbw
+- :mod:`.comm`           the ``Comm`` interface, errors, the reduce ops, memory ledger, ``RunResult``
+- :mod:`.cluster`        ``ClusterSpec``: each device's speed and memory, and the links
+- :mod:`.costs`          cost models: α-β collective times, busbw, ZeRO memory and communication
+- :mod:`.sim`            the simulated cluster's communicator and ``run_sim``
+- :mod:`.simworld`       its shared state: logical clocks, traces, ledgers, hang detection
+- :mod:`.distcomm`       ``DistComm``: the ``Comm`` interface over real ``torch.distributed``
+- :mod:`.launch`         ``run``, the gloo launcher, the torchrun entry point
+- :mod:`.collectives`    ring reduce-scatter/all-gather/all-reduce, tree broadcast (from send/recv)
 - :mod:`.grid`           ``ProcessGrid``: named DP/TP/PP sub-groups
 - :mod:`.data_parallel`  the DP training step: naive and bucketed all-reduce, accumulation;
                          whole runs (``train_replica``, ``train_single``) for comparisons
-- :mod:`.zero`           ``ZeroOptimizer`` (ZeRO stages 1-3) and the ZeRO memory/communication model
-- :mod:`.viz`            timelines, memory by category, busbw plots
+- :mod:`.zero`           ZeRO: ``zero1_step`` and one optimizer class per stage (``ZeroOptimizer(stage=s)``)
+- :mod:`.viz`            timelines, memory by category, ZeRO shard ownership, busbw plots
+- :mod:`.widgets`        the data behind lessons 10 and 11's widgets, their plots and the widgets
 """
 
-from .collectives import (
-    COLLECTIVE_OPS,
-    bus_bandwidth,
-    busbw_sweep,
-    bytes_sent_per_rank,
-    collective_time,
-    comm_summary,
-    ring_all_gather,
-    ring_all_reduce,
-    ring_reduce_scatter,
-    tree_broadcast,
-)
+from .cluster import CPU_ETHERNET, DEFAULT_LATENCY, ClusterSpec
+from .collectives import ring_all_gather, ring_all_reduce, ring_reduce_scatter, tree_all_reduce, tree_broadcast
 from .comm import (
     CATEGORIES,
     CollectiveMismatchError,
@@ -39,8 +34,26 @@ from .comm import (
     Work,
     chunk_sizes,
 )
-from .launch import BACKENDS, DistComm, init_torchrun, run, torchrun_main
-from .sim import CPU_ETHERNET, ClusterSpec, SimComm
+from .costs import (
+    COLLECTIVE_OPS,
+    STAGES,
+    ModelStateBytes,
+    bus_bandwidth,
+    busbw_sweep,
+    bytes_sent_per_rank,
+    collective_time,
+    comm_summary,
+    one_root_all_reduce_time,
+    ring_steps,
+    tree_all_reduce_time,
+    zero_fewest_devices,
+    zero_comm_volume,
+    zero_memory_bytes,
+    zero_step_estimate,
+)
+from .distcomm import DistComm
+from .launch import BACKENDS, init_torchrun, run, torchrun_main
+from .sim import SimComm
 from .data_parallel import (
     allreduce_gradients,
     broadcast_parameters,
@@ -54,10 +67,10 @@ from .data_parallel import (
     train_single,
 )
 from .grid import ProcessGrid, grid_groups
-from .zero import STAGES, ModelStateBytes, ZeroOptimizer, zero1_step, zero_comm_volume, zero_memory_bytes, zero_step_estimate
+from .zero import ReplicatedAdamW, ZeroOptimizer, ZeroStage1, ZeroStage2, ZeroStage3, zero1_step
 
 # The plotting helpers import matplotlib, so they load on first use.
-_VIZ = ("plot_timeline", "plot_memory", "plot_memory_timeline", "plot_busbw")
+_VIZ = ("plot_timeline", "plot_memory", "plot_memory_timeline", "plot_busbw", "plot_zero_shards")
 
 
 def __getattr__(name: str):
@@ -75,13 +88,13 @@ __all__ = [
     # errors, traces, memory
     "RankError", "CollectiveMismatchError", "CommTimeoutError", "Event", "MemoryLedger", "CATEGORIES",
     # collectives and their cost
-    "ring_reduce_scatter", "ring_all_gather", "ring_all_reduce", "tree_broadcast", "chunk_sizes",
+    "ring_reduce_scatter", "ring_all_gather", "ring_all_reduce", "tree_broadcast", "tree_all_reduce", "chunk_sizes",
     "collective_time", "bus_bandwidth", "bytes_sent_per_rank", "busbw_sweep", "COLLECTIVE_OPS",
-    "comm_summary",
+    "comm_summary", "ring_steps", "one_root_all_reduce_time", "tree_all_reduce_time", "zero_fewest_devices", "DEFAULT_LATENCY",
     # data parallelism and ZeRO
     "dp_train_step", "allreduce_gradients", "bucket_parameters", "broadcast_parameters", "shard_batch",
     "micro_batches", "saved_activation_bytes", "train_replica", "train_single", "max_abs_diff",
-    "ZeroOptimizer", "zero_memory_bytes", "zero_comm_volume", "zero_step_estimate", "zero1_step", "ModelStateBytes", "STAGES",
+    "ZeroOptimizer", "ReplicatedAdamW", "ZeroStage1", "ZeroStage2", "ZeroStage3", "zero_memory_bytes", "zero_comm_volume", "zero_step_estimate", "zero1_step", "ModelStateBytes", "STAGES",
     # pictures
     *_VIZ,
 ]

@@ -26,19 +26,23 @@ arithmetic is not charged: it overlaps with the transfers on real hardware.
 
 from __future__ import annotations
 
-import math
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from .comm import Comm, Event, chunk_sizes, check_peer, check_tensor, normalize_op
+from minillm.validate import is_int
+
+from .comm import Comm, chunk_sizes, check_peer, check_tensor, normalize_op, reduce_into_
+# The α-β cost model moved to .costs; these names stay importable from here.
+from .costs import COLLECTIVE_OPS, bus_bandwidth, busbw_sweep, bytes_sent_per_rank, collective_time, comm_summary
 
 __all__ = [
     "ring_reduce_scatter",
     "ring_all_gather",
     "ring_all_reduce",
     "tree_broadcast",
+    "tree_all_reduce",
     "collective_time",
     "bus_bandwidth",
     "bytes_sent_per_rank",
@@ -47,20 +51,7 @@ __all__ = [
     "COLLECTIVE_OPS",
 ]
 
-COLLECTIVE_OPS = ("all_reduce", "reduce_scatter", "all_gather", "broadcast", "send", "recv", "barrier")
-
-
 # --------------------------------------------------------------------------- the ring algorithms
-
-
-def _combine_(acc: Tensor, incoming: Tensor, op: str) -> None:
-    """acc <- acc (op) incoming, in place. 'avg' sums here; the caller divides once at the end."""
-    if op in ("sum", "avg"):
-        acc += incoming
-    elif op == "max":
-        torch.maximum(acc, incoming, out=acc)
-    else:
-        torch.minimum(acc, incoming, out=acc)
 
 
 def ring_reduce_scatter(comm: Comm, tensor: Tensor, op: str = "sum") -> Tensor:
@@ -88,7 +79,7 @@ def ring_reduce_scatter(comm: Comm, tensor: Tensor, op: str = "sum") -> Tensor:
         req = comm.isend(chunks[send_idx], right)  # isend, then recv: no rank waits for a send first
         comm.recv(incoming, left)
         req.wait()
-        _combine_(chunks[recv_idx], incoming, op)
+        reduce_into_(chunks[recv_idx], incoming, op)
     out = chunks[r]
     if op == "avg":
         out /= p
@@ -112,7 +103,7 @@ def ring_all_gather(comm: Comm, chunk: Tensor, sizes: Sequence[int] | None = Non
         shapes = [tuple(chunk.shape)] * p
     else:
         sizes = list(sizes)
-        if len(sizes) != p or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in sizes):
+        if len(sizes) != p or any(not is_int(s) or s < 0 for s in sizes):
             raise ValueError(f"sizes={sizes} must list world_size={p} non-negative ints, one per rank")
         if chunk.dim() != 1 or chunk.numel() != sizes[r]:
             raise ValueError(f"chunk has shape {tuple(chunk.shape)} but sizes[{r}]={sizes[r]}; pass a 1-D chunk of that length")
@@ -163,120 +154,26 @@ def tree_broadcast(comm: Comm, tensor: Tensor, src: int = 0) -> Tensor:
     return tensor
 
 
-# --------------------------------------------------------------------------- cost model
+def tree_all_reduce(comm: Comm, tensor: Tensor) -> Tensor:
+    """Sum ``tensor`` over ranks in place with binomial trees: reduce to rank 0, then :func:`tree_broadcast`.
 
-
-def _check_cost_args(op: str, nbytes, world_size, what: str = "collective_time") -> None:
-    if op not in COLLECTIVE_OPS:
-        raise ValueError(f"{what}: op={op!r} is unknown; use one of {COLLECTIVE_OPS}")
-    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, float)) or nbytes < 0 or not math.isfinite(nbytes):
-        raise ValueError(f"{what}: nbytes={nbytes!r} must be a non-negative number of bytes")
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"{what}: world_size={world_size!r} must be a positive int")
-
-
-def bytes_sent_per_rank(op: str, nbytes: float, world_size: int) -> float:
-    """Bytes each rank sends in the ring algorithm for a buffer of ``nbytes`` (NCCL-tests sizes).
-
-    all-reduce sends ``2(p-1)/p · n``; reduce-scatter and all-gather ``(p-1)/p · n``
-    (n is the whole buffer: the input of a reduce-scatter, the output of an
-    all-gather); a send or a tree broadcast's root sends n per message.
+    Reduce, round k (mask = 2^k): a rank whose number has bit k as its lowest set bit
+    sends its partial sum to rank - mask and drops out; rank + mask's partner (if it
+    exists) receives it and adds. After ⌈log2 p⌉ rounds rank 0 holds the total, which
+    the broadcast copies back out in ⌈log2 p⌉ more: 2⌈log2 p⌉·(α + n/B)
+    (:func:`~minillm.parallel.costs.tree_all_reduce_time`). Returns ``tensor``.
     """
-    _check_cost_args(op, nbytes, world_size, "bytes_sent_per_rank")
-    p = world_size
-    if op == "all_reduce":
-        return 2 * (p - 1) / p * nbytes
-    if op in ("reduce_scatter", "all_gather"):
-        return (p - 1) / p * nbytes
-    if op in ("barrier", "recv"):  # a receive sends nothing
-        return 0.0
-    return float(nbytes) if p > 1 else 0.0
-
-
-def comm_summary(events: Iterable[Event], world_size: int, min_bytes: int = 0) -> dict[str, float]:
-    """What one rank's trace says about its communication: bytes sent, calls and seconds.
-
-    events: a rank's trace (``RunResult.traces[r]`` from the simulator), all in one
-    group of ``world_size`` ranks. Only 'comm' events with ``nbytes >= min_bytes``
-    count (e.g. ``min_bytes=9`` leaves out the 8-byte loss that
-    :func:`~minillm.parallel.data_parallel.dp_train_step` averages).
-    Returns ``bytes_sent`` (the sum of :func:`bytes_sent_per_rank` over those
-    events: what the ring algorithms send), ``calls`` (their number) and
-    ``seconds`` (their total duration). Summaries subtract: the traffic of one
-    training step is ``summary(2 steps) - summary(1 step)``, whatever the runs do
-    before their first and after their last step.
-    """
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"comm_summary: world_size={world_size!r} must be a positive int")
-    out = {"bytes_sent": 0.0, "calls": 0, "seconds": 0.0}
-    for e in events:
-        if e.kind == "comm" and e.nbytes >= min_bytes:
-            out["bytes_sent"] += bytes_sent_per_rank(e.op, e.nbytes, world_size)
-            out["calls"] += 1
-            out["seconds"] += e.duration
-    return out
-
-
-def collective_time(op: str, nbytes: float, world_size: int, bandwidth: float, latency: float = 0.0) -> float:
-    """Seconds a collective takes under the α-β model (see the module docstring).
-
-    op: 'all_reduce' | 'reduce_scatter' | 'all_gather' | 'broadcast' | 'send' | 'recv' | 'barrier'.
-    nbytes: the buffer size (NCCL-tests convention: the full buffer on each rank).
-    bandwidth: bytes/s per direction of one link (B); latency: seconds per message (α).
-
-    Worked example: all-reduce of 1 GB (GB = 1e9 bytes) over 8 GPUs at 300 GB/s
-    takes 2·7/8 · 1e9 / 300e9 = 5.83 ms, ignoring latency.
-    """
-    _check_cost_args(op, nbytes, world_size)
-    if isinstance(bandwidth, bool) or not isinstance(bandwidth, (int, float)) or not bandwidth > 0:
-        raise ValueError(f"collective_time: bandwidth={bandwidth!r} must be positive (bytes/s)")
-    if isinstance(latency, bool) or not isinstance(latency, (int, float)) or latency < 0:
-        raise ValueError(f"collective_time: latency={latency!r} must be >= 0 (seconds)")
-    p = world_size
-    if p == 1:
-        return 0.0
-    if op == "all_reduce":  # reduce-scatter + all-gather: 2(p-1) steps
-        return 2 * (p - 1) * latency + bytes_sent_per_rank(op, nbytes, p) / bandwidth
-    if op in ("reduce_scatter", "all_gather"):  # p-1 steps of n/p bytes
-        return (p - 1) * latency + bytes_sent_per_rank(op, nbytes, p) / bandwidth
-    if op == "broadcast":  # binomial tree: ⌈log2 p⌉ rounds of one whole message
-        return math.ceil(math.log2(p)) * (latency + nbytes / bandwidth)
-    if op == "barrier":  # dissemination barrier: ⌈log2 p⌉ rounds of empty messages (Hensgen et al. 1988)
-        return math.ceil(math.log2(p)) * latency
-    return latency + nbytes / bandwidth  # send or recv: one message
-
-
-def bus_bandwidth(op: str, nbytes: float, world_size: int, seconds: float) -> float:
-    """The NCCL-tests "busbw" of a measured collective, bytes/s.
-
-    algbw = nbytes / seconds; busbw = algbw × factor, with factor 2(p-1)/p for
-    all-reduce, (p-1)/p for reduce-scatter and all-gather, and 1 for broadcast and
-    send (NVIDIA nccl-tests, doc/PERFORMANCE.md). The factor makes busbw comparable
-    to the link's bandwidth whatever p is: for the ring algorithms with α = 0,
-    ``bus_bandwidth(op, n, p, collective_time(op, n, p, B)) == B``.
-    """
-    _check_cost_args(op, nbytes, world_size, "bus_bandwidth")
-    if op == "barrier":
-        raise ValueError("bus_bandwidth: a barrier moves no data; pick a data-moving op")
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds > 0:
-        raise ValueError(f"bus_bandwidth: seconds={seconds!r} must be a positive duration")
-    p = world_size
-    algbw = nbytes / seconds
-    factor = {"all_reduce": 2 * (p - 1) / p, "reduce_scatter": (p - 1) / p, "all_gather": (p - 1) / p}.get(op, 1.0)
-    return algbw * factor
-
-
-def busbw_sweep(
-    op: str, sizes: Sequence[float], world_size: int, bandwidth: float, latency: float
-) -> list[dict[str, float]]:
-    """Predicted time, algbw and busbw for each message size (bytes): the data behind a busbw plot.
-
-    Small messages are latency-bound (busbw far below the link); large ones approach
-    the link bandwidth, which is why DP frameworks bucket their gradients.
-    """
-    rows = []
-    for n in sizes:
-        t = collective_time(op, n, world_size, bandwidth, latency)
-        rows.append({"nbytes": float(n), "seconds": t, "algbw": n / t if t > 0 else float("nan"),
-                     "busbw": bus_bandwidth(op, n, world_size, t) if t > 0 and n > 0 else float("nan")})
-    return rows
+    check_tensor("tensor", tensor)
+    p, r = comm.world_size, comm.rank
+    incoming = torch.empty_like(tensor)
+    mask = 1
+    while mask < p:
+        if r % (2 * mask) == mask:  # my lowest set bit is this round's: hand my partial sum down
+            comm.send(tensor, r - mask)
+            break
+        if r % (2 * mask) == 0 and r + mask < p:
+            comm.recv(incoming, r + mask)
+            with torch.no_grad():
+                tensor += incoming
+        mask *= 2
+    return tree_broadcast(comm, tensor, src=0)

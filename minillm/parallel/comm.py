@@ -31,6 +31,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
+from minillm.validate import check_int, is_int, is_number
+
 __all__ = [
     "Comm",
     "Work",
@@ -39,6 +41,9 @@ __all__ = [
     "MemoryLedger",
     "CATEGORIES",
     "REDUCE_OPS",
+    "normalize_op",
+    "reduce_into_",
+    "reduce_tensors",
     "RankError",
     "CollectiveMismatchError",
     "CommTimeoutError",
@@ -97,12 +102,13 @@ def chunk_sizes(n: int, world_size: int) -> list[int]:
     The first ``n % world_size`` chunks get one extra element, so sizes differ by at
     most one (``np.array_split`` does the same). Example: ``chunk_sizes(10, 4) == [3, 3, 2, 2]``.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n={n!r} must be a non-negative int (a number of elements)")
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"world_size={world_size!r} must be a positive int")
+    n = check_int("n", n, minimum=0)
+    world_size = check_int("world_size", world_size)
     q, r = divmod(n, world_size)
     return [q + (1 if i < r else 0) for i in range(world_size)]
+
+
+# --------------------------------------------------------------------------- reductions (the one dispatch)
 
 
 def normalize_op(op: Any) -> str:
@@ -114,6 +120,38 @@ def normalize_op(op: Any) -> str:
     return name
 
 
+def reduce_into_(acc: Tensor, incoming: Tensor, op: str) -> Tensor:
+    """``acc <- acc (op) incoming`` in place; returns ``acc``.
+
+    'avg' *adds* here: whoever combines all p contributions divides once at the end
+    (:func:`reduce_tensors` does; a ring reduce-scatter does after its last step).
+    """
+    if op in ("sum", "avg"):
+        acc += incoming
+    elif op == "max":
+        torch.maximum(acc, incoming, out=acc)
+    elif op == "min":
+        torch.minimum(acc, incoming, out=acc)
+    else:
+        raise ValueError(f"op={op!r} is not one of {REDUCE_OPS}; pass it through normalize_op first")
+    return acc
+
+
+def reduce_tensors(tensors: Sequence[Tensor], op: str) -> Tensor:
+    """The reduction of p same-shaped tensors, added in list (rank) order, so every run gives the same bits."""
+    if op == "avg" and not (tensors[0].is_floating_point() or tensors[0].is_complex()):
+        raise ValueError(f"op='avg' needs a floating-point tensor, got {tensors[0].dtype}; use op='sum' and divide")
+    acc = tensors[0].clone()
+    for t in tensors[1:]:
+        reduce_into_(acc, t, op)
+    if op == "avg":
+        acc /= len(tensors)
+    return acc
+
+
+# --------------------------------------------------------------------------- argument checks shared by the backends
+
+
 def check_tensor(name: str, t: Any) -> Tensor:
     if not isinstance(t, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}; wrap data with torch.tensor(...)")
@@ -121,15 +159,61 @@ def check_tensor(name: str, t: Any) -> Tensor:
 
 
 def check_peer(name: str, peer: Any, rank: int, world_size: int, allow_self: bool = False) -> int:
-    if isinstance(peer, bool) or not isinstance(peer, int) or not 0 <= peer < world_size:
+    if not is_int(peer) or not 0 <= peer < world_size:
         raise ValueError(f"{name}={peer!r} is not a rank of this group; use an int in 0..{world_size - 1}")
     if peer == rank and not allow_self:
         raise ValueError(f"{name}={peer} is this rank itself; a rank cannot send to or receive from itself")
     return peer
 
 
-def tensor_meta(t: Tensor) -> tuple[tuple[int, ...], torch.dtype]:
-    return tuple(t.shape), t.dtype
+def _spec(t: Tensor) -> str:
+    return f"{list(t.shape)} {str(t.dtype).replace('torch.', '')}"
+
+
+def mismatched_message(src: int, dst: int, sent: Tensor, into: Tensor, group: str = "world") -> str:
+    """The error for a send whose receiver posted a buffer of another shape or dtype.
+
+    Short enough (about 130 characters) that a one-line verdict never cuts it off.
+    """
+    return (f"rank {src} sent {_spec(sent)} to rank {dst}, which receives into {_spec(into)} ({group}). "
+            f"Receive into a tensor of the sender's shape and dtype.")
+
+
+def who_has(values: Sequence[Any], ranks: Sequence[int], verb: str = "has") -> str:
+    """"rank 0 has [4]; ranks 1, 2, 3 have [5]": ranks grouped by value, so a message stays short on many ranks."""
+    groups: dict[str, list[int]] = {}
+    for g, v in zip(ranks, values):
+        groups.setdefault(str(v), []).append(g)
+    plural = {"has": "have", "called": "called"}.get(verb, verb)
+    return "; ".join(f"rank {rs[0]} {verb} {v}" if len(rs) == 1 else f"ranks {', '.join(map(str, rs))} {plural} {v}"
+                     for v, rs in groups.items())
+
+
+def check_tensor_list(name: str, lst: Any, n: int, like: Tensor) -> None:
+    """``lst`` must be a list of ``n`` tensors with ``like``'s shape and dtype (a collective's buffers)."""
+    if not isinstance(lst, (list, tuple)) or len(lst) != n:
+        got = len(lst) if isinstance(lst, (list, tuple)) else type(lst).__name__
+        raise ValueError(f"{name} must be a list of world_size={n} tensors, got {got}")
+    for i, t in enumerate(lst):
+        check_tensor(f"{name}[{i}]", t)
+        if t.shape != like.shape or t.dtype != like.dtype:
+            raise ValueError(
+                f"{name}[{i}] has shape {tuple(t.shape)} {t.dtype}; every entry must match "
+                f"{tuple(like.shape)} {like.dtype}"
+            )
+
+
+def check_group_ranks(ranks: Any, world_size: int) -> tuple[int, ...]:
+    """``ranks`` of a ``new_group`` call: a non-empty list of distinct ranks of this group; returns a tuple."""
+    try:
+        ranks = tuple(ranks)
+    except TypeError:
+        raise ValueError(f"ranks={ranks!r} must be a list of ints, e.g. [0, 1]") from None
+    if not ranks or any(not is_int(r) or not 0 <= r < world_size for r in ranks):
+        raise ValueError(f"ranks={list(ranks)} must be a non-empty list of ranks in 0..{world_size - 1}")
+    if len(set(ranks)) != len(ranks):
+        raise ValueError(f"ranks={list(ranks)} lists a rank twice; list each rank once")
+    return ranks
 
 
 # --------------------------------------------------------------------------- trace and memory
@@ -178,7 +262,7 @@ class MemoryLedger:
     def _check(self, category: str, nbytes: Any) -> int:
         if category not in CATEGORIES:
             raise ValueError(f"category={category!r} is unknown; use one of {CATEGORIES}")
-        if isinstance(nbytes, bool) or not isinstance(nbytes, (int, float)) or nbytes < 0:
+        if not is_number(nbytes) or nbytes < 0:
             raise ValueError(f"nbytes={nbytes!r} must be a non-negative number of bytes")
         return int(nbytes)
 

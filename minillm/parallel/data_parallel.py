@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from minillm.train import AdamW
+from minillm.validate import check_int, check_number
 
 from .comm import Comm
 from .zero import ZeroOptimizer
@@ -67,8 +68,7 @@ def bucket_parameters(params: Iterable[nn.Parameter], bucket_bytes: int) -> list
     first), so a real DDP can start all-reducing a full bucket while backward goes
     on. A parameter larger than ``bucket_bytes`` gets a bucket of its own.
     """
-    if isinstance(bucket_bytes, bool) or not isinstance(bucket_bytes, (int, float)) or bucket_bytes <= 0:
-        raise ValueError(f"bucket_bytes={bucket_bytes!r} must be a positive number of bytes, e.g. 25e6 (DDP's default)")
+    check_number("bucket_bytes", bucket_bytes, strict=True)
     buckets: list[list[nn.Parameter]] = []
     current: list[nn.Parameter] = []
     size = 0
@@ -128,8 +128,7 @@ def shard_batch(x: Tensor, comm: Comm) -> Tensor:
 
 def micro_batches(x: Tensor, y: Tensor, accum_steps: int) -> list[tuple[Tensor, Tensor]]:
     """Split a local batch x, y [B, T] into ``accum_steps`` equal micro-batches [B / accum_steps, T]."""
-    if isinstance(accum_steps, bool) or not isinstance(accum_steps, int) or accum_steps < 1:
-        raise ValueError(f"accum_steps={accum_steps!r} must be a positive int")
+    check_int("accum_steps", accum_steps)
     if x.shape[0] % accum_steps:
         raise ValueError(
             f"a local batch of {x.shape[0]} sequences does not split into accum_steps={accum_steps} equal "

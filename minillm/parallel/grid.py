@@ -13,6 +13,8 @@ the communicators from it, so rank code can say ``grid.dp`` or ``grid.tp``.
 
 from __future__ import annotations
 
+from minillm.validate import check_int
+
 from .comm import Comm
 
 __all__ = ["grid_groups", "ProcessGrid"]
@@ -20,14 +22,12 @@ __all__ = ["grid_groups", "ProcessGrid"]
 
 def _check_sizes(world_size: int, tp: int, dp: int | None, pp: int) -> int:
     for name, v in (("world_size", world_size), ("tp", tp), ("pp", pp)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}={v!r} must be a positive int")
+        check_int(name, v)
     if dp is None:
         if world_size % (tp * pp):
             raise ValueError(f"world_size={world_size} is not divisible by tp·pp = {tp}·{pp}; pick sizes that multiply to it")
         dp = world_size // (tp * pp)
-    if isinstance(dp, bool) or not isinstance(dp, int) or dp < 1:
-        raise ValueError(f"dp={dp!r} must be a positive int")
+    check_int("dp", dp)
     if tp * dp * pp != world_size:
         raise ValueError(f"tp·dp·pp = {tp}·{dp}·{pp} = {tp * dp * pp} must equal world_size={world_size}")
     return dp

@@ -29,259 +29,40 @@ interrupted), ranks still busy in code of their own are stopped, not left runnin
 from __future__ import annotations
 
 import ctypes
-import math
 import sys
 import threading
 import time
 import traceback
-from collections import defaultdict, deque
-from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from .collectives import collective_time
+from minillm.validate import check_number
+
+from .cluster import CPU_ETHERNET, DEFAULT_LATENCY, ClusterSpec
 from .comm import (
     Comm,
     CollectiveMismatchError,
     CommTimeoutError,
     Event,
-    MemoryLedger,
     RankError,
     RunResult,
     Work,
+    check_group_ranks,
     check_peer,
     check_tensor,
+    check_tensor_list,
+    mismatched_message,
+    who_has,
     normalize_op,
+    reduce_tensors,
 )
+from .costs import collective_time
+from .simworld import _Aborted, _P2P, _Slot, _World, _fresh
 
-__all__ = ["ClusterSpec", "SimComm", "run_sim", "DEFAULT_LATENCY", "CPU_ETHERNET"]
-
-GB = 1e9  # bytes
-
-#: α, the per-message latency we assume for a GPU link when nothing better is known.
-#: An order-of-magnitude assumption (NCCL small-message all-reduce latencies are
-#: tens of µs over 8 GPUs, a few µs per hop), not a datasheet figure.
-DEFAULT_LATENCY = 5e-6
-
-
-@dataclass(frozen=True)
-class ClusterSpec:
-    """What the simulator needs to know about each device and the links between them.
-
-    The defaults are one A100 80GB SXM per rank (NVIDIA A100 datasheet: 312 TFLOP/s
-    BF16 dense, 2.039 TB/s HBM2e, 80 GB; NVLink 3 at 600 GB/s total, so 300 GB/s per
-    direction) and an assumed link latency of :data:`DEFAULT_LATENCY`.
-    Units: FLOP/s, bytes, bytes/s, seconds; GB = 1e9 bytes.
-    """
-
-    name: str = "a100-80gb-sxm (bf16)"
-    peak_flops: float = 312e12
-    mem_bw: float = 2.039e12
-    mem_bytes: float = 80 * GB
-    link_bw: float = 300 * GB
-    latency: float = DEFAULT_LATENCY
-
-    def __post_init__(self) -> None:
-        for f in ("peak_flops", "mem_bw", "mem_bytes", "link_bw"):
-            v = getattr(self, f)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-                raise ValueError(f"ClusterSpec.{f}={v!r} must be a positive finite number")
-        if not isinstance(self.latency, (int, float)) or not math.isfinite(self.latency) or self.latency < 0:
-            raise ValueError(f"ClusterSpec.latency={self.latency!r} must be >= 0 seconds")
-
-    def compute_time(self, flops: float = 0.0, nbytes: float = 0.0) -> float:
-        """Roofline time of a kernel: ``max(flops / peak_flops, nbytes / mem_bw)`` seconds."""
-        return max(flops / self.peak_flops, nbytes / self.mem_bw)
-
-    @classmethod
-    def from_device(cls, device: Any = "a100", dtype: str | None = None, latency: float = DEFAULT_LATENCY) -> "ClusterSpec":
-        """Build a spec from a :class:`minillm.hardware.devices.DeviceSpec` (or its catalog name).
-
-        ``dtype`` picks the peak (default: the device's own default, bf16 on GPUs).
-        """
-        if isinstance(device, str):
-            from minillm.hardware.devices import get_device
-
-            device = get_device(device)
-        dtype = dtype or device.default_dtype()
-        if device.link_bw is None:
-            raise ValueError(f"device {device.name!r} has no published link bandwidth; build ClusterSpec(link_bw=...) by hand")
-        return cls(
-            name=f"{device.name} ({dtype})",
-            peak_flops=device.peak(dtype),
-            mem_bw=device.mem_bw,
-            mem_bytes=device.mem_bytes,
-            link_bw=device.link_bw,
-            latency=latency,
-        )
-
-
-#: A small teaching cluster where compute and communication are both visible for a
-#: tiny model: CPU-class devices on 10 Gb/s Ethernet. Illustrative round numbers, not
-#: a datasheet: 100 GFLOP/s (a few AVX2 cores in fp32), 50 GB/s memory, 16 GB;
-#: 10 Gb/s = 1.25 GB/s per direction (IEEE 802.3ae); 50 µs per message, the order
-#: of a TCP round trip through a kernel network stack.
-CPU_ETHERNET = ClusterSpec(
-    name="cpu-ethernet (illustrative)", peak_flops=100e9, mem_bw=50e9, mem_bytes=16 * GB, link_bw=1.25e9, latency=50e-6
-)
-
-
-# --------------------------------------------------------------------------- shared state
-
-
-class _Aborted(BaseException):
-    """Raised in a rank's thread when another rank failed; a BaseException so `except Exception` can't swallow it."""
-
-
-class _RankState:
-    def __init__(self, rank: int, spec: ClusterSpec) -> None:
-        self.clock = 0.0
-        self.trace: list[Event] = []
-        self.memory = MemoryLedger(clock=lambda: self.clock, capacity=spec.mem_bytes)
-        self.status = "starting"
-        self.last_op = "none"
-        self.finished = False
-        self.waiting_epoch: int | None = None
-
-    def advance(self, kind: str, start: float, end: float, op: str, nbytes: int = 0, group: str = "") -> None:
-        if end > start:
-            self.trace.append(Event(kind, start, end, op, nbytes, group))
-        self.clock = max(self.clock, end)
-
-
-class _Slot:
-    """One collective call of one group, filled as ranks arrive."""
-
-    def __init__(self, seq: int, n: int) -> None:
-        self.seq = seq
-        self.n = n
-        self.arrivals: dict[int, tuple[str, dict, Any, float]] = {}
-        self.done = False
-        self.outputs: Any = None
-        self.error: BaseException | None = None
-        self.start = self.end = 0.0
-        self.taken = 0
-
-
-class _P2P:
-    """One posted send or receive; a send and a receive are matched in posting order."""
-
-    def __init__(self, tensor: Tensor, post: float) -> None:
-        self.tensor = tensor
-        self.post = post
-        self.matched = False
-        self.error: BaseException | None = None
-        self.data: Tensor | None = None
-        self.start = self.end = 0.0
-
-
-class _World:
-    def __init__(self, world_size: int, spec: ClusterSpec, timeout: float) -> None:
-        self.world_size = world_size
-        self.spec = spec
-        self.timeout = timeout
-        self.cond = threading.Condition()
-        self.states = [_RankState(r, spec) for r in range(world_size)]
-        self.slots: dict[tuple[str, int], _Slot] = {}
-        self.group_names: dict[str, str] = {"w": "world"}
-        self.group_ranks: dict[str, tuple[int, ...]] = {"w": tuple(range(world_size))}
-        self.sends: dict[tuple, deque] = defaultdict(deque)
-        self.recvs: dict[tuple, deque] = defaultdict(deque)
-        self.failure: BaseException | None = None
-        self.failure_rank = -1
-        self.failure_tb = ""
-        self.epoch = 0
-
-    # Every change that could let a waiter proceed bumps the epoch and wakes everyone.
-    def bump(self) -> None:
-        self.epoch += 1
-        self.cond.notify_all()
-
-    def fail(self, rank: int, exc: BaseException, tb: str = "") -> None:
-        if self.failure is None:
-            self.failure, self.failure_rank, self.failure_tb = exc, rank, tb
-        self.bump()
-
-    def everyone_stuck(self) -> bool:
-        # A waiter whose epoch is current has seen the latest state and still cannot
-        # proceed; when that holds for every unfinished rank, nothing can ever change.
-        return all(s.finished or s.waiting_epoch == self.epoch for s in self.states)
-
-    def diagnose(self) -> str:
-        lines = []
-        for (gid, seq), slot in sorted(self.slots.items()):
-            if slot.done:
-                continue
-            members = self.group_ranks[gid]
-            arrived = sorted(members[r] for r in slot.arrivals)
-            missing = [g for g in members if g not in arrived]
-            kind = next(iter(slot.arrivals.values()))[0]
-            lines.append(
-                f"  {kind} #{seq} on {self.group_names[gid]}: ranks {arrived} arrived, ranks {missing} never arrived"
-            )
-        for r, s in enumerate(self.states):
-            what = "finished (its function returned)" if s.finished else s.status
-            lines.append(f"  rank {r}: {what}; last completed comm op: {s.last_op}")
-        return "\n".join(lines)
-
-    def wait_for(self, rank: int, ready: Callable[[], bool], what: str) -> None:
-        """Block (holding ``cond``) until ``ready()``; abort, detect a hang, or time out."""
-        st = self.states[rank]
-        st.status = what
-        deadline = time.monotonic() + self.timeout
-        try:
-            while True:
-                if self.failure is not None:
-                    raise _Aborted()
-                if ready():
-                    return
-                st.waiting_epoch = self.epoch
-                if self.everyone_stuck():
-                    err = CommTimeoutError(
-                        f"the run would hang: rank {rank} is {what}, and no rank can make progress.\n{self.diagnose()}"
-                    )
-                    self.fail(rank, err)
-                    raise err
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    err = CommTimeoutError(
-                        f"timed out after {self.timeout:g} s: rank {rank} is {what}.\n{self.diagnose()}\n"
-                        f"A rank that never arrives is either slow (raise timeout=) or skipped the call."
-                    )
-                    self.fail(rank, err)
-                    raise err
-                self.cond.wait(remaining)
-        finally:
-            st.waiting_epoch = None
-            st.status = "running its own code"
-
-
-def _reduce(tensors: list[Tensor], op: str) -> Tensor:
-    """Reduce in rank order, so the result is the same on every run."""
-    if op == "avg" and not (tensors[0].is_floating_point() or tensors[0].is_complex()):
-        raise ValueError(f"op='avg' needs a floating-point tensor, got {tensors[0].dtype}; use op='sum' and divide")
-    acc = tensors[0].clone()
-    for t in tensors[1:]:
-        if op in ("sum", "avg"):
-            acc += t
-        elif op == "max":
-            torch.maximum(acc, t, out=acc)
-        else:
-            torch.minimum(acc, t, out=acc)
-    if op == "avg":
-        acc /= len(tensors)
-    return acc
-
-
-def _fresh(err: BaseException) -> BaseException:
-    """A copy of a shared error, so each rank's thread raises its own object."""
-    try:
-        return type(err)(*err.args)
-    except Exception:
-        return err
-
+# ClusterSpec, DEFAULT_LATENCY and CPU_ETHERNET live in .cluster; importable from here as before.
+__all__ = ["SimComm", "run_sim", "ClusterSpec", "DEFAULT_LATENCY", "CPU_ETHERNET"]
 
 # --------------------------------------------------------------------------- the communicator
 
@@ -317,8 +98,7 @@ class SimComm(Comm):
 
     def compute(self, flops: float = 0.0, nbytes: float = 0.0, label: str = "compute", seconds: float | None = None) -> float:
         for name, v in (("flops", flops), ("nbytes", nbytes), ("seconds", 0.0 if seconds is None else seconds)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or not math.isfinite(v):
-                raise ValueError(f"compute({name}={v!r}): must be a non-negative finite number")
+            check_number(f"compute: {name}", v)
         dt = float(seconds) if seconds is not None else self.spec.compute_time(flops, nbytes)
         t0 = self._state.clock
         self._state.advance("compute", t0, t0 + dt, label)
@@ -363,17 +143,17 @@ class SimComm(Comm):
         kinds = {a[0] for a in arr}
         try:
             if len(kinds) > 1:
-                who = ", ".join(f"rank {g[r]} called {a[0]}" for r, a in enumerate(arr))
+                who = who_has([a[0] for a in arr], g, "called")
                 raise CollectiveMismatchError(
-                    f"{where}: {who}; every rank of a group must call the same collectives in the same order"
+                    f"{where}: {who}. Every rank of a group must call the same collectives in the same order."
                 )
             for field in arr[0][1]:
                 values = [a[1][field] for a in arr]
                 if any(v != values[0] for v in values):
-                    who = ", ".join(f"rank {g[r]} has {_fmt(v)}" for r, v in enumerate(values))
+                    who = who_has([_fmt(v) for v in values], g)
                     raise CollectiveMismatchError(
-                        f"{kind} ({where}): the {field} differs across ranks: {who}; "
-                        f"every rank must pass the same {field}"
+                        f"{kind} ({where}): the {field} differs across ranks: {who}. "
+                        f"Every rank must pass the same {field}."
                     )
             slot.outputs = combine([a[2] for a in arr])
         except Exception as e:  # a mismatch, or bad input found while combining
@@ -387,14 +167,14 @@ class SimComm(Comm):
         check_tensor("tensor", tensor)
         op = normalize_op(op)
         meta = {"shape": tuple(tensor.shape), "dtype": tensor.dtype, "op": op}
-        result = self._collective("all_reduce", meta, tensor, lambda ts: _reduce(ts, op), tensor.numel() * tensor.element_size())
+        result = self._collective("all_reduce", meta, tensor, lambda ts: reduce_tensors(ts, op), tensor.numel() * tensor.element_size())
         with torch.no_grad():
             tensor.copy_(result)
         return tensor
 
     def all_gather(self, tensor_list: list[Tensor], tensor: Tensor) -> list[Tensor]:
         check_tensor("tensor", tensor)
-        _check_list("tensor_list", tensor_list, self.world_size, tensor)
+        check_tensor_list("tensor_list", tensor_list, self.world_size, tensor)
         meta = {"shape": tuple(tensor.shape), "dtype": tensor.dtype}
         nbytes = tensor.numel() * tensor.element_size() * self.world_size  # the gathered buffer (NCCL-tests)
         gathered = self._collective("all_gather", meta, tensor, lambda ts: [t.clone() for t in ts], nbytes)
@@ -405,12 +185,12 @@ class SimComm(Comm):
 
     def reduce_scatter(self, output: Tensor, input_list: list[Tensor], op: str = "sum") -> Tensor:
         check_tensor("output", output)
-        _check_list("input_list", input_list, self.world_size, output)
+        check_tensor_list("input_list", input_list, self.world_size, output)
         op = normalize_op(op)
         meta = {"shape": tuple(output.shape), "dtype": output.dtype, "op": op}
         nbytes = output.numel() * output.element_size() * self.world_size  # the input buffer (NCCL-tests)
         n = self.world_size
-        combine = lambda lists: [_reduce([lists[q][r] for q in range(n)], op) for r in range(n)]  # noqa: E731
+        combine = lambda lists: [reduce_tensors([lists[q][r] for q in range(n)], op) for r in range(n)]  # noqa: E731
         outs = self._collective("reduce_scatter", meta, input_list, combine, nbytes)
         with torch.no_grad():
             output.copy_(outs[self.rank])
@@ -430,7 +210,7 @@ class SimComm(Comm):
         self._collective("barrier", {}, None, lambda _: None, 0)
 
     def new_group(self, ranks: Sequence[int]) -> "SimComm | None":
-        ranks = _check_group_ranks(ranks, self.world_size)
+        ranks = check_group_ranks(ranks, self.world_size)
         self._collective("new_group", {"ranks": ranks}, None, lambda _: None, 0, timed=False)
         k = self._n_subgroups
         self._n_subgroups += 1
@@ -468,11 +248,7 @@ class SimComm(Comm):
     def _match(self, s: _P2P, r: _P2P, key: tuple) -> None:
         _, src, dst = key
         if (s.tensor.shape, s.tensor.dtype) != (r.tensor.shape, r.tensor.dtype):
-            err = CollectiveMismatchError(
-                f"send from rank {src} to rank {dst} on {self.group_name}: the sender has shape "
-                f"{tuple(s.tensor.shape)} {s.tensor.dtype} but the receiver expects {tuple(r.tensor.shape)} "
-                f"{r.tensor.dtype}; recv into a tensor of the sender's shape and dtype"
-            )
+            err = CollectiveMismatchError(mismatched_message(src, dst, s.tensor, r.tensor, self.group_name))
             s.error = r.error = err
         else:
             r.data = s.data
@@ -522,31 +298,6 @@ def _fmt(v: Any) -> str:
     if isinstance(v, tuple) and all(isinstance(i, int) for i in v):
         return str(list(v))
     return str(v)
-
-
-def _check_list(name: str, lst: Any, n: int, like: Tensor) -> None:
-    if not isinstance(lst, (list, tuple)) or len(lst) != n:
-        got = len(lst) if isinstance(lst, (list, tuple)) else type(lst).__name__
-        raise ValueError(f"{name} must be a list of world_size={n} tensors, got {got}")
-    for i, t in enumerate(lst):
-        check_tensor(f"{name}[{i}]", t)
-        if t.shape != like.shape or t.dtype != like.dtype:
-            raise ValueError(
-                f"{name}[{i}] has shape {tuple(t.shape)} {t.dtype}; every entry must match "
-                f"{tuple(like.shape)} {like.dtype}"
-            )
-
-
-def _check_group_ranks(ranks: Any, world_size: int) -> tuple[int, ...]:
-    try:
-        ranks = tuple(ranks)
-    except TypeError:
-        raise ValueError(f"ranks={ranks!r} must be a list of ints, e.g. [0, 1]") from None
-    if not ranks or any(isinstance(r, bool) or not isinstance(r, int) or not 0 <= r < world_size for r in ranks):
-        raise ValueError(f"ranks={list(ranks)} must be a non-empty list of ranks in 0..{world_size - 1}")
-    if len(set(ranks)) != len(ranks):
-        raise ValueError(f"ranks={list(ranks)} lists a rank twice; list each rank once")
-    return ranks
 
 
 # --------------------------------------------------------------------------- running

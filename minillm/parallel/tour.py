@@ -19,8 +19,8 @@ from minillm.model import GPT, GPTConfig
 from .comm import RunResult
 from .data_parallel import max_abs_diff, train_replica
 from .launch import run
-from .sim import CPU_ETHERNET
-from .zero import zero_memory_bytes
+from .cluster import CPU_ETHERNET
+from .costs import zero_memory_bytes
 
 __all__ = ["tour_step", "dp_equivalence"]
 
@@ -49,11 +49,6 @@ def dp_equivalence(
 
 def tour_step(out_dir: pathlib.Path) -> str:
     """Run the parallelism demo, save two PNGs into ``out_dir``, return a markdown section."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from .viz import plot_memory, plot_timeline
 
     out_dir = pathlib.Path(out_dir)
@@ -64,7 +59,6 @@ def tour_step(out_dir: pathlib.Path) -> str:
     print(f"parallel: max |Δparameter| after 3 steps = {diff:.2e}")
     fig = plot_timeline(dp, title="DP on 4 simulated CPUs on Ethernet: 3 training steps")
     fig.savefig(out_dir / "parallel_timeline.png", dpi=100)
-    plt.close(fig)
 
     measured = {}
     n_params = sum(p.numel() for p in GPT(CONFIG).parameters())
@@ -74,7 +68,6 @@ def tour_step(out_dir: pathlib.Path) -> str:
         measured[f"stage {stage}"] = {c: led.current[c] for c in ("parameters", "gradients", "optimizer")}
     fig = plot_memory(measured, title=f"Model states per device, 4 ranks, {n_params:,} fp32 parameters")
     fig.savefig(out_dir / "parallel_memory.png", dpi=100)
-    plt.close(fig)
     expect = {s: zero_memory_bytes(n_params, 4, s, k=8, bytes_param=4, bytes_grad=4).total for s in range(4)}
     rows = "\n".join(
         f"| {s} | {sum(measured[f'stage {s}'].values()):,} | {expect[s]:,.0f} |" for s in range(4)

@@ -1,9 +1,10 @@
 """The data behind lessons 10 and 11's widgets, and their plots.
 
-Each widget is ``ipywidgets.interactive`` over a *pure* function that returns plain
-data (:func:`collective_view`, :func:`zero_view`), with plotting split out
-(:func:`plot_collective_view`, :func:`plot_zero_view`), so tests can sweep the
-controls without a browser. The controls' options live here too, so the lessons
+Each widget (:func:`collective_widget`, :func:`zero_widget`) is ``ipywidgets.interactive``
+over a *pure* function that returns plain data (:func:`collective_view`, :func:`zero_view`),
+with plotting split out (:func:`plot_collective_view`, :func:`plot_zero_view`, Figures built
+without pyplot), so tests can sweep the controls without a browser. Both widgets share
+one control layout (:data:`CONTROL_STYLE`), wide enough that no description is cut off. The controls' options live here too, so the lessons
 and ``tests/parallel/test_par_widgets.py`` use the very same ranges.
 
 Units: seconds, bytes, bytes/s; GB = 1e9 bytes.
@@ -11,12 +12,28 @@ Units: seconds, bytes, bytes/s; GB = 1e9 bytes.
 
 from __future__ import annotations
 
-import math
 from typing import Mapping, Sequence
 
-from .collectives import bus_bandwidth, busbw_sweep, bytes_sent_per_rank, collective_time
-from .sim import CPU_ETHERNET, ClusterSpec
-from .zero import STAGES, zero_memory_bytes, zero_step_estimate
+from matplotlib.figure import Figure
+
+from minillm.units import GB, format_bytes, format_seconds
+from minillm.validate import check_number
+
+from .cluster import CPU_ETHERNET, ClusterSpec
+# ring_steps and one_root_all_reduce_time moved to .costs; importable from here as before.
+from .costs import (
+    RING_OPS,
+    STAGES,
+    bus_bandwidth,
+    busbw_sweep,
+    bytes_sent_per_rank,
+    collective_time,
+    one_root_all_reduce_time,
+    ring_steps,
+    zero_memory_bytes,
+    zero_step_estimate,
+)
+from .viz import plot_busbw, plot_memory
 
 __all__ = [
     "CLUSTERS",
@@ -32,16 +49,21 @@ __all__ = [
     "zero_view",
     "plot_collective_view",
     "plot_zero_view",
+    "collective_widget",
+    "zero_widget",
+    "collective_summary",
+    "zero_summary",
+    "CONTROL_STYLE",
 ]
-
-GB = 1e9  # bytes
 
 #: Device names of :meth:`ClusterSpec.from_device` offered by the widgets, plus the
 #: illustrative CPU cluster on 10 Gb/s Ethernet (:data:`~minillm.parallel.sim.CPU_ETHERNET`).
 CLUSTERS = ("h100", "a100", "b200", "tpu-v5p", "cpu-ethernet")
-WIDGET_OPS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
+WIDGET_OPS = RING_OPS
 WORLD_SIZES = tuple(2**k for k in range(1, 11))  # 2 .. 1024 ranks
-MESSAGE_SIZES = tuple(4**k for k in range(5, 17))  # 1 KiB .. 4 GiB, bytes
+#: Message sizes in bytes, decimal as the lesson counts (GB = 1e9): 1, 4, 16, 64, 250 kB, then
+#: 1, 4, 16, 64, 250 MB, 1 GB and 4 GB, so "1 GB" on the slider is 1e9 bytes.
+MESSAGE_SIZES = tuple(int(m * s) for s in (1e3, 1e6) for m in (1, 4, 16, 64, 250)) + (int(1e9), int(4e9))
 #: Parameter counts for lesson 11's widget: 125M (GPT-3 Small), 1.3B, 7.5B (ZeRO's Figure 1),
 #: 13B, 70B (Llama 2), 175B (GPT-3), 1T (ZeRO's trillion-parameter goal).
 MODEL_SIZES = (125e6, 1.3e9, 7.5e9, 13e9, 70e9, 175e9, 1e12)
@@ -59,35 +81,6 @@ def cluster(name: str | ClusterSpec) -> ClusterSpec:
     return ClusterSpec.from_device(name)
 
 
-def ring_steps(op: str, world_size: int) -> int:
-    """Messages each rank sends one after another: the number of α terms (latency) in the cost.
-
-    Ring all-reduce 2(p-1), ring reduce-scatter and all-gather p-1, binomial-tree
-    broadcast ⌈log2 p⌉ (Thakur, Rabenseifner & Gropp 2005).
-    """
-    if op not in WIDGET_OPS:
-        raise ValueError(f"op={op!r} is not one of {WIDGET_OPS}")
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"world_size={world_size!r} must be a positive int")
-    p = world_size
-    if op == "all_reduce":
-        return 2 * (p - 1)
-    if op == "broadcast":
-        return math.ceil(math.log2(p)) if p > 1 else 0
-    return p - 1
-
-
-def one_root_all_reduce_time(nbytes: float, world_size: int, bandwidth: float, latency: float = 0.0) -> float:
-    """All-reduce through one root: p-1 ranks send n bytes to it in turn, it sends the sum back in turn.
-
-    2(p-1)·(α + n/B) seconds: every byte crosses the root's one link twice per rank,
-    so the time grows with p, while the ring's stays near 2·n/B.
-    """
-    if isinstance(world_size, bool) or not isinstance(world_size, int) or world_size < 1:
-        raise ValueError(f"world_size={world_size!r} must be a positive int")
-    return 2 * (world_size - 1) * collective_time("send", nbytes, 2, bandwidth, latency)
-
-
 def collective_view(op: str, world_size: int, nbytes: float, cluster_name: str | ClusterSpec = "h100") -> dict:
     """Everything lesson 10's widget shows for one collective: its α-β time, split, and busbw.
 
@@ -100,8 +93,7 @@ def collective_view(op: str, world_size: int, nbytes: float, cluster_name: str |
     """
     spec = cluster(cluster_name)
     steps = ring_steps(op, world_size)
-    if isinstance(nbytes, bool) or not isinstance(nbytes, (int, float)) or not nbytes > 0:
-        raise ValueError(f"nbytes={nbytes!r} must be a positive number of bytes")
+    check_number("nbytes", nbytes, strict=True)
     seconds = collective_time(op, nbytes, world_size, spec.link_bw, spec.latency)
     latency_s = steps * spec.latency
     return {
@@ -163,58 +155,40 @@ def zero_view(
 # --------------------------------------------------------------------------- plots
 
 
-def _fmt_bytes(n: float) -> str:
-    for scale, unit in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
-        if n >= scale:
-            return f"{n / scale:.3g} {unit}"
-    return f"{n:.0f} B"
-
-
-def _fmt_seconds(s: float) -> str:
-    for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")):
-        if s >= scale:
-            return f"{s / scale:.3g} {unit}"
-    return f"{s * 1e9:.3g} ns"
-
-
-def plot_collective_view(view: Mapping):
+def plot_collective_view(view: Mapping) -> Figure:
     """Left: the collective's time split into latency (α) and bandwidth (β) parts; right: busbw sweep."""
-    import matplotlib.pyplot as plt
-
-    from .viz import plot_busbw
-
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 3.6), gridspec_kw={"width_ratios": [1, 2]})
+    fig = Figure(figsize=(11, 3.8))
+    ax0, ax1 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 2]})
     bars = {"ring" if view["op"] != "broadcast" else "tree": (view["latency_s"], view["bandwidth_s"])}
     if view["one_root_s"] is not None:
         lat = 2 * (view["world_size"] - 1) * view["latency"]
         bars["one root"] = (lat, view["one_root_s"] - lat)
     labels = list(bars)
-    scale = max(sum(v) for v in bars.values()) or 1.0
-    unit_scale, unit = next(((s, u) for s, u in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")) if scale >= s), (1e-9, "ns"))
-    ax0.bar(labels, [bars[l][0] / unit_scale for l in labels], color="#c44e52", label="latency: steps × α")
-    ax0.bar(labels, [bars[l][1] / unit_scale for l in labels], bottom=[bars[l][0] / unit_scale for l in labels],
+    top = max(sum(v) for v in bars.values()) or 1.0
+    unit_scale, unit = next(((s, u) for s, u in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs")) if top >= s), (1e-9, "ns"))
+    ax0.bar(labels, [bars[k][0] / unit_scale for k in labels], color="#c44e52", label="latency: steps × α")
+    ax0.bar(labels, [bars[k][1] / unit_scale for k in labels], bottom=[bars[k][0] / unit_scale for k in labels],
             color="#4c72b0", label="bandwidth: bytes sent / B")
     ax0.set_ylabel(f"time ({unit})")
-    ax0.legend(fontsize=8, frameon=False)
-    ax0.set_title(f"{view['op']} of {_fmt_bytes(view['nbytes'])} on {view['world_size']} ranks", fontsize=10)
+    ax0.set_ylim(0, top / unit_scale * 1.35)  # headroom: the legend sits above the bars, not on them
+    ax0.legend(fontsize=8, frameon=False, loc="upper left")
+    ax0.set_title(f"{view['op']} of {format_bytes(view['nbytes'])} on {view['world_size']} ranks", fontsize=10)
     if view["sweep"]:
         plot_busbw({f"p = {view['world_size']}": view["sweep"]}, link_bw=view["link_bw"], ax=ax1,
                    title=f"busbw of {view['op']} on {view['cluster']}")
         ax1.plot([view["nbytes"]], [view["busbw"] / GB], "r*", markersize=14, label="this message")
-        ax1.legend(frameon=False, fontsize=8)
+        ax1.legend(frameon=False, fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
 
 
-def plot_zero_view(view: Mapping):
+def plot_zero_view(view: Mapping) -> Figure:
     """Left: model-state memory per device for every ZeRO stage; right: step time against world size."""
-    import matplotlib.pyplot as plt
-
-    from .viz import plot_memory
-
-    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [1, 1.4]})
+    fig = Figure(figsize=(11, 4.2))
+    ax0, ax1 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1, 1.4]})
     plot_memory(view["by_stage"], capacity=view["capacity"], ax=ax0,
-                title=f"{view['n_params'] / 1e9:.3g}B parameters, {view['world_size']} ranks (this job: stage {view['stage']})")
+                title=f"{view['n_params'] / 1e9:.3g}B parameters on {view['world_size']} ranks")
+    ax0.title.set_fontsize(10)
     rows = view["sweep"]
     w = [r["world_size"] for r in rows]
     ax1.plot(w, [r["step_s"] for r in rows], "k-", lw=2, label="step = compute + communication")
@@ -230,6 +204,85 @@ def plot_zero_view(view: Mapping):
     ax1.set_xlabel("data-parallel ranks N_d")
     ax1.set_ylabel("step time (s)")
     ax1.set_title(f"ZeRO stage {view['stage']} on {view['cluster']}, {view['tokens_per_step']:.3g} tokens per step", fontsize=10)
-    ax1.legend(fontsize=8, frameon=False, loc="lower left")
+    # Outside the axes, on the right: the curves fill the plot's corners at one setting or another.
+    ax1.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     return fig
+
+
+def collective_summary(view: Mapping) -> str:
+    """One line of numbers under lesson 10's widget."""
+    one_root = "" if view["one_root_s"] is None else f"; through one root {format_seconds(view['one_root_s'])}"
+    return (f"{view['op']} of {format_bytes(view['nbytes'])} on {view['world_size']} x {view['cluster']}: "
+            f"{format_seconds(view['seconds'])} ({view['steps']} steps: latency {format_seconds(view['latency_s'])} + "
+            f"bandwidth {format_seconds(view['bandwidth_s'])}), busbw {view['busbw'] / GB:.3g} GB/s of a "
+            f"{view['link_bw'] / GB:.3g} GB/s link{one_root}")
+
+
+def zero_summary(view: Mapping) -> str:
+    """One line of numbers under lesson 11's widget."""
+    e = view["estimate"]
+    fits = "fits" if e["fits"] else "does NOT fit"
+    return (f"{view['n_params'] / 1e9:g}B parameters, ZeRO stage {view['stage']}, {view['world_size']} x {view['cluster']}: "
+            f"model states {format_bytes(e['memory_total'])} per device ({fits} in {format_bytes(view['capacity'])}); "
+            f"step {format_seconds(e['step_s'])} = compute {format_seconds(e['compute_s'])} + "
+            f"communication {format_seconds(e['comm_s'])}")
+
+
+# --------------------------------------------------------------------------- the widgets
+
+#: One layout for every control of these widgets: the description gets the room it needs
+#: (ipywidgets' default cuts a long description such as "cluster_name" off at about 10 characters).
+CONTROL_STYLE = {"description_width": "initial"}
+CONTROL_LAYOUT = {"width": "480px"}
+
+
+def _interactive(view_fn, plot_fn, summary_fn, draw: bool, **controls):
+    """``interactive`` over ``view_fn`` with the shared control layout.
+
+    With ``draw`` (the lessons) the figure and the summary line are shown and the
+    function returns None; without it (tests) it returns the view, as ``widget.result``.
+    """
+    from IPython.display import display
+    from ipywidgets import interactive
+
+    def update(**kwargs):
+        view = view_fn(**kwargs)
+        if not draw:
+            return view
+        display(plot_fn(view))
+        print(summary_fn(view))
+        return None
+
+    for c in controls.values():
+        c.style = CONTROL_STYLE
+        c.layout.width = CONTROL_LAYOUT["width"]
+    return interactive(update, **controls)
+
+
+def collective_widget(op: str = "all_reduce", world_size: int = 8, nbytes: int = 64_000_000, cluster_name: str = "h100",
+                      draw: bool = True):
+    """Lesson 10's widget: ``interactive`` over :func:`collective_view`, drawn by :func:`plot_collective_view`."""
+    from ipywidgets import Dropdown, SelectionSlider
+
+    return _interactive(
+        collective_view, plot_collective_view, collective_summary, draw,
+        op=Dropdown(options=WIDGET_OPS, value=op, description="collective"),
+        world_size=SelectionSlider(options=WORLD_SIZES, value=world_size, description="ranks p"),
+        nbytes=SelectionSlider(options=[(format_bytes(n), n) for n in MESSAGE_SIZES], value=nbytes, description="message size"),
+        cluster_name=Dropdown(options=CLUSTERS, value=cluster_name, description="cluster"),
+    )
+
+
+def zero_widget(n_params: float = 7.5e9, world_size: int = 64, stage: int = 1, cluster_name: str = "a100",
+                draw: bool = True):
+    """Lesson 11's widget: ``interactive`` over :func:`zero_view`, drawn by :func:`plot_zero_view`."""
+    from ipywidgets import Dropdown, SelectionSlider
+
+    return _interactive(
+        zero_view, plot_zero_view, zero_summary, draw,
+        n_params=SelectionSlider(options=[(f"{p / 1e9:g}B", p) for p in MODEL_SIZES], value=n_params, description="parameters Ψ"),
+        world_size=SelectionSlider(options=DP_WORLD_SIZES, value=world_size, description="DP ranks N_d"),
+        stage=SelectionSlider(options=list(STAGES), value=stage, description="ZeRO stage"),
+        cluster_name=Dropdown(options=CLUSTERS, value=cluster_name, description="cluster"),
+    )

@@ -21,6 +21,8 @@ from minillm.parallel import (
     ring_all_reduce,
     ring_reduce_scatter,
     run,
+    tree_all_reduce,
+    tree_all_reduce_time,
     tree_broadcast,
 )
 
@@ -167,9 +169,9 @@ def test_busbw_sweep_rises_towards_the_link_bandwidth():
         (lambda: collective_time("allreduce", 1, 2, 1.0), "op='allreduce' is unknown"),
         (lambda: collective_time("all_reduce", -1, 2, 1.0), "nbytes=-1"),
         (lambda: collective_time("all_reduce", 1, 0, 1.0), "world_size=0"),
-        (lambda: collective_time("all_reduce", 1, 2, 0.0), "bandwidth=0.0"),
+        (lambda: collective_time("all_reduce", 1, 2, 0.0), "bandwidth=0 must be > 0"),
         (lambda: collective_time("all_reduce", 1, 2, 1.0, latency=-1), "latency=-1"),
-        (lambda: bus_bandwidth("all_reduce", 1, 2, 0.0), "seconds=0.0"),
+        (lambda: bus_bandwidth("all_reduce", 1, 2, 0.0), "seconds=0 must be > 0"),
         (lambda: chunk_sizes(5, 0), "world_size=0"),
     ],
 )
@@ -183,3 +185,21 @@ def test_chunk_sizes_match_torch_tensor_split():
         for p in range(1, 6):
             assert chunk_sizes(n, p) == [len(c) for c in torch.arange(n).tensor_split(p)]
     assert math.fsum(chunk_sizes(10, 4)) == 10 and chunk_sizes(10, 4) == [3, 3, 2, 2]
+
+
+@pytest.mark.parametrize("p", [1, 2, 3, 5, 8, 13])
+def test_tree_all_reduce_sums_and_takes_two_log_p_rounds(p):
+    # Values: small integers, so every summation order gives the exact sum (float32 holds them).
+    spec = ClusterSpec(link_bw=1e9, latency=1e-5)
+
+    def rank(comm):
+        x = torch.arange(12, dtype=torch.float32) * (comm.rank + 1)
+        tree_all_reduce(comm, x)
+        return x
+
+    res = run(rank, p, cluster=spec)
+    want = torch.arange(12, dtype=torch.float32) * (p * (p + 1) / 2)
+    assert all(torch.equal(x, want) for x in res.results)
+    # Logical clocks add exact α + n/B terms: only float rounding differs (rel 1e-12).
+    assert res.makespan == pytest.approx(tree_all_reduce_time(48, p, 1e9, 1e-5), rel=1e-12)
+    assert tree_all_reduce_time(48, p, 1e9, 1e-5) == pytest.approx(2 * math.ceil(math.log2(p)) * (1e-5 + 48 / 1e9) if p > 1 else 0)

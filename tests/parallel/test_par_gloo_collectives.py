@@ -129,7 +129,7 @@ def test_a_rank_that_raises_stops_the_gloo_run():
 
 
 def test_mismatched_shapes_on_gloo_name_the_ranks():
-    with pytest.raises(CollectiveMismatchError, match=r"shape differs across ranks: rank 0 has \[4\] \(4 elements\), rank 1 has \[5\]"):
+    with pytest.raises(CollectiveMismatchError, match=r"shape differs across ranks: rank 0 has \[4\] \(4 elements\); rank 1 has \[5\]"):
         run(mismatched_shapes, 2, backend="gloo", timeout=30)
 
 

@@ -167,8 +167,8 @@ def test_a_rank_that_raises_stops_the_run_and_is_named():
 @pytest.mark.parametrize(
     "bad, pattern",
     [
-        (lambda r: torch.zeros(4 + r), r"shape differs across ranks: rank 0 has \[4\], rank 1 has \[5\]"),
-        (lambda r: torch.zeros(4, dtype=torch.float32 if r == 0 else torch.float64), r"dtype differs.*rank 0 has torch.float32, rank 1 has torch.float64"),
+        (lambda r: torch.zeros(4 + r), r"shape differs across ranks: rank 0 has \[4\]; rank 1 has \[5\]"),
+        (lambda r: torch.zeros(4, dtype=torch.float32 if r == 0 else torch.float64), r"dtype differs.*rank 0 has torch.float32; rank 1 has torch.float64"),
     ],
 )
 def test_mismatched_collective_names_the_ranks(bad, pattern):
@@ -183,7 +183,7 @@ def test_different_collectives_or_ops_are_mismatches():
     def kinds(comm):
         comm.barrier() if comm.rank == 0 else comm.all_reduce(torch.ones(1))
 
-    with pytest.raises(CollectiveMismatchError, match="rank 0 called barrier, rank 1 called all_reduce"):
+    with pytest.raises(CollectiveMismatchError, match="rank 0 called barrier; rank 1 called all_reduce"):
         run(kinds, 2)
 
     def ops(comm):
@@ -287,7 +287,7 @@ def test_p2p_deadlock_and_mismatch():
         else:
             comm.recv(torch.ones(4), 0)
 
-    with pytest.raises(CollectiveMismatchError, match=r"sender has shape \(3,\).*receiver expects \(4,\)"):
+    with pytest.raises(CollectiveMismatchError, match=r"rank 0 sent \[3\] float32 to rank 1, which receives into \[4\] float32"):
         run(wrong_shape, 2)
 
 
@@ -406,3 +406,10 @@ def test_cluster_spec_from_the_device_catalog():
     assert spec.link_bw == pytest.approx(450e9)  # 900 GB/s total NVLink 4, per direction
     with pytest.raises(ValueError, match="link_bw=0"):
         ClusterSpec(link_bw=0)
+
+
+def test_default_cluster_is_an_a100_80gb_with_binary_memory():
+    # NVIDIA's "80 GB" is 80 GiB (an A100 80GB reports 81,920 MiB); link bandwidths stay decimal:
+    # NVLink 3's 600 GB/s total is 300e9 bytes/s per direction (A100 datasheet).
+    spec = ClusterSpec()
+    assert spec.mem_bytes == 80 * 2**30 and spec.link_bw == 300e9 and spec.peak_flops == 312e12

@@ -25,7 +25,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-from ipywidgets import Dropdown, SelectionSlider, Widget, interactive  # noqa: E402
+from ipywidgets import Widget  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from minillm.parallel import CPU_ETHERNET, ClusterSpec, ring_all_reduce, run, zero_memory_bytes, zero_step_estimate  # noqa: E402
@@ -38,12 +38,15 @@ from minillm.parallel.widgets import (  # noqa: E402
     WORLD_SIZES,
     cluster,
     collective_view,
+    collective_widget,
     one_root_all_reduce_time,
     plot_collective_view,
     plot_zero_view,
     ring_steps,
     zero_view,
+    zero_widget,
 )
+from minillm.units import format_bytes  # noqa: E402
 
 lesson10 = pytest.mark.lesson10
 lesson11 = pytest.mark.lesson11
@@ -140,19 +143,15 @@ def test_collective_view_rejects_bad_input_by_name():
 
 @lesson10
 def test_collective_widget_sweeps_every_control():
-    # The controls exactly as lessons/10_collectives.ipynb builds them; the widget's function
-    # returns the view (the lesson's also plots and prints; plotting is tested below).
-    w = interactive(
-        lambda op, world_size, nbytes, cluster_name: collective_view(op, world_size, nbytes, cluster_name),
-        op=Dropdown(options=WIDGET_OPS, value="all_reduce"),
-        world_size=SelectionSlider(options=WORLD_SIZES, value=8),
-        nbytes=SelectionSlider(options=MESSAGE_SIZES, value=4**13),
-        cluster_name=Dropdown(options=CLUSTERS, value="h100"),
-    )
-    controls = {c.description: c for c in w.children[:-1]}
-    assert set(controls) == {"op", "world_size", "nbytes", "cluster_name"}
+    # The widget the lesson shows (collective_widget), with draw=False so that its function
+    # returns the view instead of drawing it (drawing is tested below).
+    w = collective_widget(draw=False)
+    controls = dict(zip(("op", "world_size", "nbytes", "cluster_name"), w.children[:-1]))
+    assert [c.description for c in controls.values()] == ["collective", "ranks p", "message size", "cluster"]
+    # One layout: every description gets the room it needs (the default cut "cluster_na…" off).
+    assert all(c.style.description_width == "initial" for c in controls.values())
     w.update()
-    assert w.result["op"] == "all_reduce" and w.result["world_size"] == 8
+    assert w.result["op"] == "all_reduce" and w.result["world_size"] == 8 and w.result["nbytes"] == 64e6
     last = 0.0
     for p in WORLD_SIZES:  # a ring all-reduce only gets slower with more ranks
         controls["world_size"].value = p
@@ -176,11 +175,46 @@ def test_collective_widget_sweeps_every_control():
 
 
 @lesson10
+def test_message_sizes_are_decimal_as_the_lesson_counts():
+    # The lesson defines GB = 1e9 bytes, so the slider's "1 GB" must be 1e9 bytes (it was 4**15).
+    labels = dict((format_bytes(n), n) for n in MESSAGE_SIZES)
+    assert labels["1 GB"] == 10**9 and labels["1 kB"] == 10**3 and labels["64 MB"] == 64 * 10**6
+    assert list(MESSAGE_SIZES) == sorted(MESSAGE_SIZES)
+
+
+@lesson10
+def test_collective_widget_draws_and_prints(capsys, monkeypatch):
+    shown = []
+    monkeypatch.setattr("IPython.display.display", lambda obj, **kw: shown.append(obj))
+    w = collective_widget()  # interactive draws its first state on construction...
+    assert len(shown) == 1 and isinstance(shown[0], Figure)
+    w.children[1].value = 16  # ...and again whenever a control changes
+    assert len(shown) == 2 and isinstance(shown[1], Figure)
+    assert "all_reduce of 64 MB on 8 x" in capsys.readouterr().out
+
+
+@lesson10
 @pytest.mark.parametrize("op, p, n, name", [("all_reduce", 2, MESSAGE_SIZES[0], "h100"), ("broadcast", 1024, MESSAGE_SIZES[-1], "cpu-ethernet"),
-                                            ("all_gather", 8, 4**10, "tpu-v5p")])
-def test_plot_collective_view_returns_a_figure(op, p, n, name):
-    fig = plot_collective_view(collective_view(op, p, n, name))
+                                            ("all_gather", 8, 4_000_000, "tpu-v5p")])
+def test_plot_collective_view_draws_the_split_and_the_sweep(op, p, n, name):
+    view = collective_view(op, p, n, name)
+    fig = plot_collective_view(view)
     assert isinstance(fig, Figure) and len(fig.axes) == 2
+    ax0, ax1 = fig.axes
+    # Left: one stacked bar per algorithm (ring or tree; one root for all-reduce), latency under bandwidth.
+    names = [t.get_text() for t in ax0.get_xticklabels()]
+    assert names == (["ring", "one root"] if op == "all_reduce" else ["tree"] if op == "broadcast" else ["ring"])
+    lat, bw = ax0.containers
+    total = lat.patches[0].get_height() + bw.patches[0].get_height()
+    scale = {"s": 1.0, "ms": 1e-3, "µs": 1e-6, "ns": 1e-9}[ax0.get_ylabel().split("(")[1].rstrip(")")]
+    assert math.isclose(total * scale, view["seconds"], rel_tol=1e-9)
+    # The legend sits above the bars: the y axis leaves headroom over the tallest one.
+    assert ax0.get_ylim()[1] >= 1.3 * max(p.get_y() + p.get_height() for p in bw.patches)
+    # Right: the busbw sweep in GB/s against message size, the link as a dashed line, and this message.
+    assert "GB/s" in ax1.get_ylabel() and ax1.get_xscale() == "log"
+    curve = ax1.lines[0]
+    assert list(curve.get_xdata()) == [float(s) for s in MESSAGE_SIZES]
+    assert math.isclose(ax1.lines[-1].get_ydata()[0], view["busbw"] / 1e9, rel_tol=1e-12)
 
 
 # --------------------------------------------------------------------------- lesson 11: zero_view
@@ -227,15 +261,9 @@ def test_zero_view_rejects_bad_input_by_name():
 
 @lesson11
 def test_zero_widget_sweeps_every_control():
-    # The controls exactly as lessons/11_data_parallel.ipynb builds them.
-    w = interactive(
-        lambda n_params, world_size, stage, cluster_name: zero_view(n_params, world_size, stage, cluster_name),
-        n_params=SelectionSlider(options=[(f"{p / 1e9:g}B", p) for p in MODEL_SIZES], value=7.5e9),
-        world_size=SelectionSlider(options=DP_WORLD_SIZES, value=64),
-        stage=SelectionSlider(options=[0, 1, 2, 3], value=1),
-        cluster_name=Dropdown(options=CLUSTERS, value="a100"),
-    )
-    controls = {c.description: c for c in w.children[:-1]}
+    w = zero_widget(draw=False)
+    controls = dict(zip(("n_params", "world_size", "stage", "cluster_name"), w.children[:-1]))
+    assert all(c.style.description_width == "initial" for c in controls.values())
     w.update()
     assert math.isclose(w.result["estimate"]["memory_gb"], 31.40625, rel_tol=1e-12)  # 4Ψ + 12Ψ/64 bytes
     last = math.inf
@@ -274,6 +302,16 @@ def test_seventy_b_needs_stage_3_on_a100s():
 @lesson11
 @pytest.mark.parametrize("n, p, stage, name", [(MODEL_SIZES[0], 1, 0, "cpu-ethernet"), (MODEL_SIZES[-1], 1024, 3, "b200"),
                                                (70e9, 64, 2, "h100")])
-def test_plot_zero_view_returns_a_figure(n, p, stage, name):
-    fig = plot_zero_view(zero_view(n, p, stage, name))
+def test_plot_zero_view_draws_memory_and_step_time(n, p, stage, name):
+    view = zero_view(n, p, stage, name)
+    fig = plot_zero_view(view)
     assert isinstance(fig, Figure) and len(fig.axes) == 2
+    ax0, ax1 = fig.axes
+    assert [t.get_text() for t in ax0.get_xticklabels()] == [f"stage {s}" for s in range(4)]
+    # The step-time curve is the sweep's, over the slider's world sizes.
+    step = ax1.lines[0]
+    assert list(step.get_xdata()) == list(DP_WORLD_SIZES)
+    assert list(step.get_ydata()) == [r["step_s"] for r in view["sweep"]]
+    assert ax1.get_xlabel() == "data-parallel ranks N_d" and ax1.get_ylabel() == "step time (s)"
+    # The legend sits right of the axes, where it covers no curve.
+    assert ax1.get_legend().get_bbox_to_anchor().x0 > ax1.get_window_extent().x1 - 1

@@ -13,6 +13,7 @@ from minillm.parallel import (
     ClusterSpec,
     Event,
     ZeroOptimizer,
+    allreduce_gradients,
     bytes_sent_per_rank,
     comm_summary,
     run,
@@ -20,6 +21,7 @@ from minillm.parallel import (
     zero1_step,
     zero_comm_volume,
     zero_memory_bytes,
+    zero_fewest_devices,
     zero_step_estimate,
 )
 
@@ -144,6 +146,8 @@ def _traffic(comm, model, data, stage):
     comm.trace.clear()
     _, loss = m(x.chunk(p)[comm.rank], y.chunk(p)[comm.rank])
     loss.backward()
+    if not opt.syncs_gradients:  # stage 0 leaves the gradient all-reduce to the DP step
+        allreduce_gradients(m.parameters(), comm)
     opt.step()
     return sum(bytes_sent_per_rank(e.op, e.nbytes, p) for e in comm.trace if e.kind == "comm")
 
@@ -233,3 +237,11 @@ def test_zero_optimizer_validates_its_arguments():
 
     with pytest.raises(Exception, match="stage=5 is not a ZeRO stage"):
         run(bad_stage, 1)
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2, 3])
+@pytest.mark.parametrize("n_params, capacity", [(70e9, 80e9), (7.5e9, 80e9), (1.3e9, 16e9), (175e9, 141e9), (1e9, 16e9)])
+def test_zero_fewest_devices_inverts_the_memory_formula(n_params, capacity, stage):
+    # Against a brute-force search over N_d = 1..10,000 with zero_memory_bytes: exact integers.
+    fits = [nd for nd in range(1, 10_001) if zero_memory_bytes(n_params, nd, stage).total <= capacity]
+    assert zero_fewest_devices(n_params, capacity, stage) == (fits[0] if fits else None)

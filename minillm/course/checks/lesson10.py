@@ -9,130 +9,51 @@ say whether the learner really built a ring (neighbours only, one chunk per step
 p-1 steps), and it times the run against the α-β formula (Thakur, Rabenseifner &
 Gropp 2005).
 
-Graded checks never hang: a deadlock (every rank waiting for a message nobody
-sends) is detected by the simulator at once, and a rank stuck in its own code makes
-the others time out after :data:`RUN_TIMEOUT` seconds. :func:`run_ranks` turns
-both, and any error of the learner's code inside a rank, into a one-line verdict.
+Running rank code in a check (the point-to-point-only communicator, verdicts for hangs,
+mismatches and rings that run the wrong way) lives in
+:mod:`minillm.course.checks.rankcode`. Task 3's check runs tasks 1 and 2's checks on
+the learner's own functions first, so a bug there is never blamed on the all-reduce.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
-import sys
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 
-from minillm.course.checks import CheckFailure, describe, expect_close, register
+from minillm.course.checks import CheckFailure, describe, expect_close, register, run_check
+# The rank-code helpers moved to .rankcode; importable from here as before.
+from minillm.course.checks.rankcode import (  # noqa: F401 - re-exported
+    CHECK_CLUSTER,
+    DEADLOCK_HINT,
+    RUN_TIMEOUT,
+    SLOW_HINT,
+    P2POnly,
+    one_thread,
+    ring_run,
+    run_ranks,
+    with_direction,
+)
 from minillm.parallel import (
     CollectiveMismatchError,
     CommTimeoutError,
-    RankError,
     chunk_sizes,
     collective_time,
-    run,
+    one_root_all_reduce_time,
+    tree_all_reduce_time,
 )
-from minillm.parallel.sim import ClusterSpec
-from minillm.threads import one_thread
-
-#: Wall seconds a rank may wait in one communication call during a check.
-RUN_TIMEOUT = 10.0
-
-#: The cluster the checks time on: round numbers, with a latency large enough that
-#: a wrong number of steps shows (1 GB/s links, 10 µs per message; GB = 1e9 bytes).
-CHECK_CLUSTER = ClusterSpec(name="check cluster", peak_flops=1e12, mem_bw=1e11, mem_bytes=1e10, link_bw=1e9, latency=1e-5)
 
 # The native collectives a ring task must not call (the simulator's, torch.distributed's
 # through DistComm, and the library's ring implementations).
 _NATIVE = tuple(
     f"minillm.parallel.{cls}.{m}"
-    for cls in ("sim.SimComm", "launch.DistComm")
+    for cls in ("sim.SimComm", "distcomm.DistComm")
     for m in ("all_reduce", "all_gather", "reduce_scatter", "broadcast")
 ) + ("minillm.parallel.comm.Comm.all_gather_into_tensor", "minillm.parallel.comm.Comm.reduce_scatter_tensor")
 _RINGS = tuple(f"minillm.parallel.collectives.{f}" for f in ("ring_all_gather", "ring_reduce_scatter", "ring_all_reduce", "tree_broadcast"))
-
-SLOW_HINT = (
-    f"a rank stayed in its own code for more than {RUN_TIMEOUT:g} s while the others waited for it: "
-    "look for a loop that never ends, or a rank that skips a send the others expect"
-)
-DEADLOCK_HINT = (
-    "a blocking comm.send waits until its receiver posts the matching recv; start the send with "
-    "req = comm.isend(...), then comm.recv(...), then req.wait()"
-)
-
-
-# --------------------------------------------------------------------------- running rank code in a check
-
-
-def run_ranks(rank_fn: Callable, world_size: int, *args: Any, cluster: ClusterSpec | None = None):
-    """Run ``rank_fn(comm, *args)`` on ``world_size`` simulated ranks for a check; returns the RunResult.
-
-    One intra-op torch thread (:func:`one_thread`; every rank is a thread), and the
-    process's stdout restored afterwards (a safety net: the runner silences the learner's
-    prints per thread, so concurrent ranks do not clash). A learner
-    error inside a rank is re-raised as the runner's own verdict ("not attempted",
-    "your function raised ..."); a hang or a mismatch becomes a :class:`CheckFailure`.
-    """
-    stdout = sys.stdout
-    try:
-        with one_thread():
-            return run(rank_fn, world_size, *args, cluster=cluster or CHECK_CLUSTER, timeout=RUN_TIMEOUT)
-    except RankError as e:
-        if e.__cause__ is not None:  # the learner's exception, already translated by the runner
-            raise e.__cause__ from None
-        raise CheckFailure(f"rank {e.rank} raised {e.exc_type}: {e.message}") from None
-    except CommTimeoutError as e:
-        first = str(e).splitlines()[0].rstrip(".")
-        hint = DEADLOCK_HINT if first.startswith("the run would hang") else SLOW_HINT
-        raise CheckFailure(f"with world_size={world_size} the ranks never finished: {first}", hint=hint) from None
-    except CollectiveMismatchError as e:
-        raise CheckFailure(f"with world_size={world_size}: {str(e).splitlines()[0]}") from None
-    finally:
-        sys.stdout = stdout
-
-
-class P2POnly:
-    """The communicator a ring task hands the learner: point-to-point only, every message logged.
-
-    ``sent`` and ``received`` list (peer, number of elements) in call order.
-    Collectives raise AttributeError: the task is to build them from messages.
-    """
-
-    _BLOCKED = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "barrier",
-                "all_gather_into_tensor", "reduce_scatter_tensor", "new_group")
-
-    def __init__(self, comm) -> None:
-        self._comm = comm
-        self.rank, self.world_size = comm.rank, comm.world_size
-        self.sent: list[tuple[int, int]] = []
-        self.received: list[tuple[int, int]] = []
-
-    def isend(self, tensor, dst):
-        self.sent.append((dst, _numel(tensor)))
-        return self._comm.isend(tensor, dst)
-
-    def send(self, tensor, dst):
-        self.sent.append((dst, _numel(tensor)))
-        return self._comm.send(tensor, dst)
-
-    def irecv(self, tensor, src):
-        self.received.append((src, _numel(tensor)))
-        return self._comm.irecv(tensor, src)
-
-    def recv(self, tensor, src):
-        self.received.append((src, _numel(tensor)))
-        return self._comm.recv(tensor, src)
-
-    def __getattr__(self, name: str):
-        if name in P2POnly._BLOCKED:
-            raise AttributeError(
-                f"comm.{name} is off limits in this task: build the collective from comm.isend / comm.recv"
-            )
-        return getattr(self._comm, name)
-
-
-def _numel(t) -> int:
-    return t.numel() if isinstance(t, torch.Tensor) else -1
 
 
 def _rank_data(seed: int, rank: int, n: int, dtype=torch.float32) -> torch.Tensor:
@@ -198,12 +119,12 @@ RING_CASES = [(1, 6), (2, 8), (3, 10), (4, 12), (4, 10), (5, 23), (3, 2), (8, 40
 # --------------------------------------------------------------------------- ring all-gather
 
 
-def _all_gather_rank(comm, fn, seed: int, n: int):
+def _all_gather_rank(comm, fn, seed: int, n: int, logs: dict):
     p, r = comm.world_size, comm.rank
     sizes = chunk_sizes(n, p)
     mine = _rank_data(seed, r, sizes[r])
     chunks = [mine.clone() if i == r else torch.full((s,), float("nan")) for i, s in enumerate(sizes)]
-    log = P2POnly(comm)
+    log = logs[r] = P2POnly(comm)
     t0 = comm.clock
     out = fn(log, chunks)
     elapsed = comm.clock - t0
@@ -217,21 +138,25 @@ def _all_gather_rank(comm, fn, seed: int, n: int):
 def check_ring_all_gather(fn) -> None:
     """ring_all_gather(comm, chunks): fill every rank's list of chunks in place from send/recv."""
     for seed, (p, n) in enumerate(RING_CASES):
-        res = run_ranks(_all_gather_rank, p, fn, seed, n)
+        res, logs = ring_run(_all_gather_rank, p, fn, seed, n)
         sizes = chunk_sizes(n, p)
-        for r, d in enumerate(res.results):
-            out = d["out"]
-            if out is not d["chunks"] and not (isinstance(out, (list, tuple)) and len(out) == p):
-                raise CheckFailure("ring_all_gather returned", got=describe(out), expected="the list chunks, filled in place")
-            for i in range(p):
-                expect_close(
-                    d["chunks"][i],
-                    d["native"][i],
-                    atol=0,
-                    rtol=0,  # copying moves bits: exact
-                    what=f"with world_size={p} and {n} elements, rank {r}'s chunks[{i}]",
-                    hint="fill the buffers in place (comm.recv(chunks[j], left)); after step s rank r holds chunk (r - s - 1) % p",
-                )
+
+        def values(res=res, p=p, n=n) -> None:
+            for r, d in enumerate(res.results):
+                out = d["out"]
+                if out is not d["chunks"] and not (isinstance(out, (list, tuple)) and len(out) == p):
+                    raise CheckFailure("ring_all_gather returned", got=describe(out), expected="the list chunks, filled in place")
+                for i in range(p):
+                    expect_close(
+                        d["chunks"][i],
+                        d["native"][i],
+                        atol=0,
+                        rtol=0,  # copying moves bits: exact
+                        what=f"with world_size={p} and {n} elements, rank {r}'s chunks[{i}]",
+                        hint="fill the buffers in place (comm.recv(chunks[j], left)); after step s rank r holds chunk (r - s - 1) % p",
+                    )
+
+        with_direction(logs, p, values)
         _check_ring_pattern([d["log"] for d in res.results], sizes, "all-gather")
         if n % p == 0:
             _check_time(max(d["elapsed"] for d in res.results), "all_gather", n, p, "all-gather")
@@ -240,12 +165,12 @@ def check_ring_all_gather(fn) -> None:
 # --------------------------------------------------------------------------- ring reduce-scatter
 
 
-def _reduce_scatter_rank(comm, fn, seed: int, n: int):
+def _reduce_scatter_rank(comm, fn, seed: int, n: int, logs: dict):
     p, r = comm.world_size, comm.rank
     sizes = chunk_sizes(n, p)
     data = _rank_data(seed, r, n)
     chunks = [c.clone() for c in data.split(sizes)]
-    log = P2POnly(comm)
+    log = logs[r] = P2POnly(comm)
     t0 = comm.clock
     out = fn(log, chunks)
     elapsed = comm.clock - t0
@@ -271,28 +196,32 @@ def _partial_sums(seed: int, n: int, p: int, r: int) -> dict[str, torch.Tensor]:
 def check_ring_reduce_scatter(fn) -> None:
     """ring_reduce_scatter(comm, chunks) -> chunks[rank], now the sum over ranks of that chunk."""
     for seed, (p, n) in enumerate(RING_CASES):
-        res = run_ranks(_reduce_scatter_rank, p, fn, seed, n)
+        res, logs = ring_run(_reduce_scatter_rank, p, fn, seed, n)
         sizes = chunk_sizes(n, p)
-        for r, d in enumerate(res.results):
-            what = f"with world_size={p} and {n} elements, rank {r}'s chunk {r}"
-            # Sums of p <= 8 float32 values of size O(1) in another order than the
-            # native rank-order sum: a few ulps, so 1e-5 absolute and relative.
-            tol = dict(atol=1e-5, rtol=1e-5)
-            expect_close(
-                d["out"],
-                d["native"],
-                **tol,
-                what=what + " (returned)",
-                hint="after p-1 steps of send (r - s - 1) % p / receive-and-add (r - s - 2) % p, chunk r is complete on rank r",
-                diagnose=_partial_sums(seed, n, p, r),
-            )
-            expect_close(
-                d["mine"],
-                d["native"],
-                **tol,
-                what=what + " (chunks[rank], in place)",
-                hint="add into the chunks in place (chunks[i] += incoming) and return chunks[comm.rank]",
-            )
+
+        def values(res=res, p=p, n=n, seed=seed) -> None:
+            for r, d in enumerate(res.results):
+                what = f"with world_size={p} and {n} elements, rank {r}'s chunk {r}"
+                # Sums of p <= 8 float32 values of size O(1) in another order than the
+                # native rank-order sum: a few ulps, so 1e-5 absolute and relative.
+                tol = dict(atol=1e-5, rtol=1e-5)
+                expect_close(
+                    d["out"],
+                    d["native"],
+                    **tol,
+                    what=what + " (returned)",
+                    hint="after p-1 steps of send (r - s - 1) % p / receive-and-add (r - s - 2) % p, chunk r is complete on rank r",
+                    diagnose=_partial_sums(seed, n, p, r),
+                )
+                expect_close(
+                    d["mine"],
+                    d["native"],
+                    **tol,
+                    what=what + " (chunks[rank], in place)",
+                    hint="add into the chunks in place (chunks[i] += incoming) and return chunks[comm.rank]",
+                )
+
+        with_direction(logs, p, values)
         _check_ring_pattern([d["log"] for d in res.results], sizes, "reduce-scatter")
         if n % p == 0:
             _check_time(max(d["elapsed"] for d in res.results), "reduce_scatter", n, p, "reduce-scatter")
@@ -312,12 +241,85 @@ def _all_reduce_rank(comm, fn, seed: int, shape: tuple[int, ...]):
     return {"out": out, "tensor": tensor, "native": native, "elapsed": elapsed}
 
 
+#: The tasks ring_all_reduce builds on: the learner's own functions, called by these names.
+_DEPENDENCIES = {"ring_reduce_scatter": "10.ring_reduce_scatter", "ring_all_gather": "10.ring_all_gather"}
+
+
+def _learner_dependencies(fn: Callable) -> dict[str, Callable]:
+    """The learner's own earlier-task functions that ``fn`` calls by name (not minillm's)."""
+    raw = getattr(fn, "fn", fn)  # the runner hands checks a wrapper around the learner's function
+    names = getattr(getattr(raw, "__code__", None), "co_names", ())
+    found = {}
+    for name in _DEPENDENCIES:
+        dep = getattr(raw, "__globals__", {}).get(name)
+        if name in names and callable(dep) and not getattr(dep, "__module__", "").startswith("minillm"):
+            found[name] = dep
+    return found
+
+
+def _check_dependencies(deps: dict[str, Callable]) -> None:
+    """Run the earlier tasks' checks first: a bug there must not be blamed on the all-reduce."""
+    for name, dep in deps.items():
+        task = _DEPENDENCIES[name]
+        res = run_check(task, dep)
+        if not res.passed:
+            state = "is not written yet" if res.status == "not attempted" else f"fails its own check ({res.message})"
+            raise CheckFailure(f"your ring_all_reduce calls your {name}, which {state}",
+                               hint=f"fix {task} first, then run this check again")
+
+
+@contextlib.contextmanager
+def _blaming(fn: Callable, deps: dict[str, Callable], blamed: list):
+    """While the check runs, wrap the learner's earlier-task functions so an exception inside one names its task."""
+    g = getattr(getattr(fn, "fn", fn), "__globals__", {})
+
+    def wrap(name: str, dep: Callable) -> Callable:
+        @functools.wraps(dep)
+        def wrapper(*args, **kwargs):
+            try:
+                return dep(*args, **kwargs)
+            except (CollectiveMismatchError, CommTimeoutError):
+                raise
+            except Exception as e:
+                blamed.append((name, e))
+                raise
+
+        return wrapper
+
+    try:
+        for name, dep in deps.items():
+            g[name] = wrap(name, dep)
+        yield
+    finally:
+        for name, dep in deps.items():
+            g[name] = dep
+
+
 @register("10.ring_all_reduce", points=3, references=_NATIVE + _RINGS)
 def check_ring_all_reduce(fn) -> None:
     """ring_all_reduce(comm, tensor) -> tensor, summed over ranks in place with a ring."""
+    deps = _learner_dependencies(fn)
+    _check_dependencies(deps)
+    blamed: list = []
+    with _blaming(fn, deps, blamed):
+        _check_all_reduce_cases(fn, blamed)
+
+
+def _check_all_reduce_cases(fn, blamed: list) -> None:
     cases = [(1, (5,)), (2, (8,)), (3, (4, 3)), (4, (16,)), (4, (2, 5)), (5, (23,)), (3, (2,)), (8, (4, 8))]
     for seed, (p, shape) in enumerate(cases):
-        res = run_ranks(_all_reduce_rank, p, fn, seed, shape)
+        try:
+            res = run_ranks(_all_reduce_rank, p, fn, seed, shape)
+        except Exception:
+            if not blamed:
+                raise
+            name, err = blamed[0]
+            raise CheckFailure(
+                f"with world_size={p}, your {name} (task {_DEPENDENCIES[name]}) raised {type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''} when your ring_all_reduce called it",
+                hint=f"{name} passes its own check, so look at what ring_all_reduce hands it: a list of "
+                "comm.world_size chunks, views of tensor.view(-1) (tensor_split(comm.world_size))",
+            ) from None
         n = math.prod(shape)
         first = None
         for r, d in enumerate(res.results):
@@ -340,6 +342,57 @@ def check_ring_all_reduce(fn) -> None:
             _check_time(max(d["elapsed"] for d in res.results), "all_reduce", n, p, "all-reduce")
 
 
+# --------------------------------------------------------------------------- stretch: a tree all-reduce
+
+
+def _tree_rank(comm, fn, seed: int, n: int):
+    data = _rank_data(seed, comm.rank, n)
+    tensor = data.clone()
+    log = P2POnly(comm)
+    t0 = comm.clock
+    out = fn(log, tensor)
+    elapsed = comm.clock - t0
+    native = data.clone()
+    comm.all_reduce(native)
+    return {"out": out, "tensor": tensor, "native": native, "elapsed": elapsed, "sent": len(log.sent)}
+
+
+@register("10.tree_all_reduce", points=2, references=_NATIVE + _RINGS[:3] + ("minillm.parallel.collectives.tree_all_reduce",))
+def check_tree_all_reduce(fn) -> None:
+    """tree_all_reduce(comm, tensor) -> tensor, summed in place in 2⌈log2 p⌉ rounds of whole messages."""
+    cases = [(1, 5), (2, 8), (3, 6), (4, 16), (5, 7), (8, 32), (16, 4), (13, 9)]
+    for seed, (p, n) in enumerate(cases):
+        res = run_ranks(_tree_rank, p, fn, seed, n)
+        first = None
+        for r, d in enumerate(res.results):
+            if not isinstance(d["out"], torch.Tensor):
+                raise CheckFailure("tree_all_reduce returned", got=describe(d["out"]), expected="the tensor, summed in place")
+            # Sums of p <= 16 float32 values O(1) in tree order against rank order: a few ulps.
+            expect_close(d["tensor"], d["native"], atol=1e-5, rtol=1e-5, what=f"with world_size={p}, rank {r}'s tensor",
+                         hint="reduce to rank 0 first (each round, half of the ranks that still hold a partial sum send it "
+                         "to a partner and drop out), then send the total back out the same tree",
+                         diagnose={"a sum, not an average": d["native"] / p} if p > 1 else None)
+            if first is None:
+                first = d["tensor"]
+            elif not torch.equal(first, d["tensor"]):
+                raise CheckFailure(f"with world_size={p} the ranks end with different bits",
+                                   hint="sum once, at the root, then only copy: broadcast the root's total")
+        measured = max(d["elapsed"] for d in res.results)
+        c = CHECK_CLUSTER
+        want = tree_all_reduce_time(4 * n, p, c.link_bw, c.latency)
+        # Logical clocks add exact α + n/B terms: only float rounding differs, 1e-9 relative.
+        if not math.isclose(measured, want, rel_tol=1e-9, abs_tol=1e-15):
+            rounds = 2 * math.ceil(math.log2(p)) if p > 1 else 0
+            through_root = one_root_all_reduce_time(4 * n, p, c.link_bw, c.latency)
+            hint = ("that is the time of the all-reduce through one root (p-1 messages in turn, each way): pair the ranks "
+                    "up so that the number holding a partial sum halves every round"
+                    if math.isclose(measured, through_root, rel_tol=1e-9) else
+                    "every round moves the whole tensor once between partners that both take part; a rank that has sent "
+                    "its partial sum waits for the total")
+            raise CheckFailure(f"with world_size={p}, your tree all-reduce of {4 * n} bytes took {measured * 1e6:.4g} µs",
+                               expected=f"{want * 1e6:.4g} µs, {rounds} rounds of α + n/B", hint=hint)
+
+
 # --------------------------------------------------------------------------- the α-β cost
 
 
@@ -359,7 +412,7 @@ def _time_variants(op, nbytes, p, bw, lat) -> dict[str, float]:
     }
 
 
-@register("10.ring_time", points=2, references=("minillm.parallel.collectives.collective_time",))
+@register("10.ring_time", points=2, references=("minillm.parallel.costs.collective_time",))
 def check_ring_time(fn) -> None:
     """ring_time(op, nbytes, world_size, bandwidth, latency) -> seconds under the α-β model."""
     gen = torch.Generator().manual_seed(10)

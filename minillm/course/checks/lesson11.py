@@ -12,7 +12,7 @@ all-gather (2Ψ, ZeRO Sec. 7.2.1).
 
 Models are a tiny minillm GPT (about 5k parameters), so a check takes well under
 a second. Errors, deadlocks and timeouts inside ranks become one-line verdicts
-through :func:`minillm.course.checks.lesson10.run_ranks`.
+through :func:`minillm.course.checks.rankcode.run_ranks`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import math
 import torch
 
 from minillm.course.checks import CheckFailure, describe, expect_close, register
-from minillm.course.checks.lesson10 import one_thread, run_ranks
+from minillm.course.checks.rankcode import one_thread, run_ranks
 from minillm.model import GPT, GPTConfig
-from minillm.parallel import bytes_sent_per_rank, zero_memory_bytes
+from minillm.parallel import bytes_sent_per_rank, zero_fewest_devices, zero_memory_bytes
 from minillm.train import adamw_update
 
 TINY = GPTConfig(vocab_size=32, block_size=8, n_layer=1, n_head=2, n_embd=16)
@@ -66,7 +66,7 @@ def _memory_variants(psi, nd, stage, k) -> dict[str, dict[str, float]]:
     }
 
 
-@register("11.zero_memory", points=2, references=("minillm.parallel.zero.zero_memory_bytes", "minillm.parallel.zero.zero_step_estimate"))
+@register("11.zero_memory", points=2, references=("minillm.parallel.costs.zero_memory_bytes", "minillm.parallel.costs.zero_step_estimate"))
 def check_zero_memory(fn) -> None:
     """zero_memory(n_params, world_size, stage, k=12) -> {"parameters", "gradients", "optimizer"} bytes per device."""
     gen = torch.Generator().manual_seed(11)
@@ -116,8 +116,10 @@ def _grad_rank(comm, fn, model, x, y, frozen):
         m.get_parameter(name).requires_grad_(False)
     _, loss = m(_local(x, comm), _local(y, comm))
     loss.backward()
+    local = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
     out = fn(comm, m)
-    return {"out": out, "grads": {n: None if p.grad is None else p.grad.clone() for n, p in m.named_parameters()}}
+    return {"out": out, "local": local,
+            "grads": {n: None if p.grad is None else p.grad.clone() for n, p in m.named_parameters()}}
 
 
 @register("11.allreduce_gradients", points=2, references=(
@@ -146,8 +148,13 @@ def check_allreduce_gradients(fn) -> None:
                 # O(1e-2..1), so 1e-6 absolute and 1e-4 relative.
                 expect_close(g, ref[name], atol=1e-6, rtol=1e-4, what=f"with world_size={p}, rank {r}'s {name}.grad",
                              hint="comm.all_reduce(p.grad) sums over the ranks; divide by comm.world_size (or use op='avg')",
-                             diagnose={"divide the sum by the number of ranks: the full-batch loss is a mean": ref[name] * p,
-                                       "divide once: op='avg' already divides by the world size": ref[name] / p} if p > 1 else None)
+                             diagnose={
+                                 # Checked first: an untouched gradient is the usual sign of averaging a copy.
+                                 "p.grad still holds this rank's own gradient: comm.all_reduce works in place on the "
+                                 "tensor you pass, so an averaged copy (p.grad.clone(), torch.cat(...)) must be copied "
+                                 "back, or pass p.grad itself": d["local"][name],
+                                 "divide the sum by the number of ranks: the full-batch loss is a mean": ref[name] * p,
+                                 "divide once: op='avg' already divides by the world size": ref[name] / p} if p > 1 else None)
             if first is None:
                 first = d["grads"]
             elif any(g is not None and not torch.equal(g, first[n]) for n, g in d["grads"].items()):
@@ -275,6 +282,19 @@ def _zero1_state(seed: int, n: int, p: int):
     return param, grads, m, v
 
 
+def _mirrored_shards(param, mean_g, m_full, v_full, n: int, p: int, step: int, hyper: dict) -> torch.Tensor:
+    """The parameter a ZeRO-1 step returns when rank r updates parameter shard p-1-r with gradient shard r
+    (a reversed shard index; used only to name the mistake)."""
+    s = math.ceil(n / p)
+    pad = lambda t: torch.cat([t, t.new_zeros(s * p - n)])  # noqa: E731
+    w, g = pad(param), pad(mean_g)
+    parts = []
+    for q in range(p):
+        mine, theirs = slice(q * s, (q + 1) * s), slice((p - 1 - q) * s, (p - q) * s)
+        parts.append(adamw_update(w[theirs], g[mine], m_full[mine], v_full[mine], step, **hyper)[0])
+    return torch.cat(parts)[:n]
+
+
 def _zero1_rank(comm, fn, seed, n, step, hyper):
     p, r = comm.world_size, comm.rank
     s = math.ceil(n / p)
@@ -286,7 +306,7 @@ def _zero1_rank(comm, fn, seed, n, step, hyper):
 
 
 @register("11.zero1_step", points=3, references=(
-    "minillm.parallel.zero.zero1_step", "minillm.parallel.zero.ZeroOptimizer.step", "minillm.parallel.zero.ZeroOptimizer._adamw"))
+    "minillm.parallel.zero.zero1_step", "minillm.parallel.zero.ZeroStage1.step", "minillm.parallel.zero.ZeroStage2.step", "minillm.parallel.zero.ZeroOptimizer._adamw"))
 @one_thread()
 def check_zero1_step(fn) -> None:
     """zero1_step(comm, param, grad, m, v, step, lr, betas, eps, weight_decay) -> the new full parameter."""
@@ -302,6 +322,7 @@ def check_zero1_step(fn) -> None:
         want_p, want_m, want_v = adamw_update(param, mean_g, m_full[:n], v_full[:n], step, **hyper)
         res = run_ranks(_zero1_rank, p, fn, seed, n, step, hyper)
         where = f"with world_size={p}, {n} elements, step={step}"
+        mirrored = _mirrored_shards(param, mean_g, m_full, v_full, n, p, step, hyper)
         for r, d in enumerate(res.results):
             lo, hi = min(r * s, n), min((r + 1) * s, n)
             # AdamW in float32 on a mean gradient summed in another order: 1e-6 absolute
@@ -314,7 +335,10 @@ def check_zero1_step(fn) -> None:
                          diagnose={"average the gradients: reduce-scatter with op='avg' (or divide the sum by world_size)":
                                    adamw_update(param, mean_g * p, m_full[:n], v_full[:n], step, **hyper)[0],
                                    "use every rank's gradient: reduce-scatter them, do not keep your own":
-                                   adamw_update(param, grads[r], m_full[:n], v_full[:n], step, **hyper)[0]} if p > 1 else None)
+                                   adamw_update(param, grads[r], m_full[:n], v_full[:n], step, **hyper)[0],
+                                   "your shard index is reversed: the reduce-scatter hands rank r elements "
+                                   "[r·s, (r+1)·s) of the gradient, so rank r updates the parameter's elements "
+                                   "[r·s, (r+1)·s), not those of shard world_size - 1 - r": mirrored} if p > 1 else None)
             expect_close(d["m"][: hi - lo], want_m[lo:hi], **tol, what=f"{where}, rank {r}'s m shard",
                          hint="update m and v in place (m.copy_(new_m)): the optimizer keeps them for the next step")
             expect_close(d["v"][: hi - lo], want_v[lo:hi], **tol, what=f"{where}, rank {r}'s v shard",
@@ -325,3 +349,42 @@ def check_zero1_step(fn) -> None:
                     f"{where}, rank {r} sent {d['sent']:,.0f} bytes", expected=f"at most {budget:,.0f} (2Ψ: one reduce-scatter and one all-gather)",
                     hint="ZeRO-1 needs only this rank's shard of the averaged gradient: reduce-scatter it instead of all-reducing it "
                     "(ZeRO, Sec. 7.2.1)")
+
+
+# --------------------------------------------------------------------------- stretch: invert the memory formula
+
+
+@register("11.fewest_devices", points=2, references=("minillm.parallel.costs.zero_fewest_devices",
+                                                      "minillm.parallel.costs.zero_memory_bytes"))
+def check_fewest_devices(fn) -> None:
+    """fewest_devices(n_params, capacity, stage, k=12) -> the fewest N_d whose model states fit, or None."""
+    gen = torch.Generator().manual_seed(111)
+    # The lesson's 70B on 80 GB, ZeRO's 7.5B, exact boundaries (16Ψ = capacity; 4Ψ + 12Ψ/N_d = capacity
+    # at N_d = 3), a model whose unsharded part alone is the capacity, and seeded random jobs.
+    cases = [(70e9, 80e9, s) for s in range(4)] + [(7.5e9, 80e9, s) for s in range(4)]
+    cases += [(5e9, 80e9, 3), (10e9, 80e9, 1), (40e9, 80e9, 2), (20e9, 80e9, 1), (1e9, 16e9, 0)]
+    for _ in range(12):
+        cases.append((float(torch.randint(1, 400, (1,), generator=gen)) * 1e9,
+                      float(torch.randint(8, 200, (1,), generator=gen)) * 1e9, int(torch.randint(0, 4, (1,), generator=gen))))
+    for psi, cap, stage in cases:
+        want = zero_fewest_devices(psi, cap, stage)
+        got = fn(psi, cap, stage)
+        where = f"fewest_devices(n_params={psi:g}, capacity={cap:g}, stage={stage})"
+        if isinstance(got, float) and got.is_integer():
+            raise CheckFailure(where + " returned", got=f"{got!r}, a float", expected=f"an int ({want}): a number of devices",
+                               hint="round up with math.ceil, which returns an int")
+        if got is not None and (isinstance(got, bool) or not isinstance(got, int)):
+            raise CheckFailure(where + " returned", got=describe(got), expected=f"an int or None ({want})")
+        if got == want:
+            continue
+        hint = "the states that stay whole on every rank (R bytes) plus the sharded ones divided by N_d (S / N_d) must fit"
+        all_sharded = max(1, math.ceil(zero_memory_bytes(psi, 1, stage).total / cap))
+        if got is not None and stage < 3 and got == all_sharded:
+            hint = (f"at stage {stage} some states are not sharded (they stay whole on every rank): only the sharded part "
+                    "shrinks with N_d")
+        elif want is None:
+            hint = (f"no N_d is enough: at stage {stage} the unsharded states alone need more than the capacity, whatever "
+                    "N_d is; return None")
+        elif got is not None and got == want - 1:
+            hint = "round up: a fraction of a device is not enough, so take the ceiling of S / (capacity - R)"
+        raise CheckFailure(where + " is", got=repr(got), expected=repr(want), hint=hint)

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import types
+
 import torch
+
+
+def _with_globals(fn, **names):
+    """``fn`` as if defined in a notebook where ``names`` are the learner's other functions."""
+    g = dict(fn.__globals__)
+    g.update(names)
+    out = types.FunctionType(fn.__code__, g, fn.__name__, fn.__defaults__, fn.__closure__)
+    out.__doc__ = fn.__doc__
+    return out
 
 # --------------------------------------------------------------------------- ring all-gather
 
@@ -49,6 +60,16 @@ def all_gather_sequential(comm, chunks):
         else:
             comm.recv(into, (r - 1) % p)
             comm.send(out, (r + 1) % p)
+    return chunks
+
+
+def all_gather_backwards(comm, chunks):
+    """Sends to the left and receives from the right, with the task's (rightward) chunk indices."""
+    p, r = comm.world_size, comm.rank
+    for s in range(p - 1):
+        req = comm.isend(chunks[(r - s) % p], (r - 1) % p)
+        comm.recv(chunks[(r - s - 1) % p], (r + 1) % p)
+        req.wait()
     return chunks
 
 
@@ -108,6 +129,19 @@ def reduce_scatter_whole_buffer(comm, chunks):
         travelling = incoming
     sizes = [c.numel() for c in chunks]
     chunks[r].copy_(acc.split(sizes)[r])
+    return chunks[r]
+
+
+def reduce_scatter_mirror(comm, chunks):
+    """Sends to r-1 and also receives from r-1: half of the ring turned round, so nobody's message is received."""
+    p, r = comm.world_size, comm.rank
+    for s in range(p - 1):
+        i = (r - s - 2) % p
+        incoming = torch.empty_like(chunks[i])
+        req = comm.isend(chunks[(r - s - 1) % p], (r - 1) % p)
+        comm.recv(incoming, (r - 1) % p)
+        req.wait()
+        chunks[i] += incoming
     return chunks[r]
 
 
@@ -174,6 +208,83 @@ def all_reduce_average(comm, tensor):
     return tensor
 
 
+def _all_reduce_with_learner_functions(comm, tensor):
+    """The task's all-reduce, calling the learner's own ring_reduce_scatter and ring_all_gather by name."""
+    chunks = list(tensor.view(-1).tensor_split(comm.world_size))
+    ring_reduce_scatter(comm, chunks)  # noqa: F821 - supplied by _with_globals, as a notebook would
+    ring_all_gather(comm, chunks)  # noqa: F821
+    return tensor
+
+
+def _all_reduce_wrong_split(comm, tensor):
+    """Cuts the tensor into p-1 chunks: the learner's (correct) reduce-scatter indexes past the end of the list."""
+    chunks = list(tensor.view(-1).tensor_split(max(comm.world_size - 1, 1)))
+    ring_reduce_scatter(comm, chunks)  # noqa: F821
+    ring_all_gather(comm, chunks)  # noqa: F821
+    return tensor
+
+
+#: A correct all-reduce whose own reduce-scatter (task 2) stops a step early: the fault is task 2's.
+all_reduce_buggy_reduce_scatter = _with_globals(
+    _all_reduce_with_learner_functions, ring_reduce_scatter=reduce_scatter_too_few_steps, ring_all_gather=_ag)
+all_reduce_buggy_reduce_scatter.__name__ = "all_reduce_buggy_reduce_scatter"
+#: A correct all-reduce whose all-gather (task 1) is not written yet.
+all_reduce_all_gather_not_written = _with_globals(
+    _all_reduce_with_learner_functions, ring_reduce_scatter=_rs,
+    ring_all_gather=lambda comm, chunks: (_ for _ in ()).throw(NotImplementedError()))
+all_reduce_all_gather_not_written.__name__ = "all_reduce_all_gather_not_written"
+#: Correct tasks 1 and 2, but the all-reduce hands them p-1 chunks: IndexError inside ring_reduce_scatter.
+all_reduce_wrong_split = _with_globals(_all_reduce_wrong_split, ring_reduce_scatter=_rs, ring_all_gather=_ag)
+all_reduce_wrong_split.__name__ = "all_reduce_wrong_split"
+
+
+# --------------------------------------------------------------------------- stretch: tree all-reduce
+
+
+def _tree_broadcast(comm, tensor):
+    p, r = comm.world_size, comm.rank
+    mask = 1
+    while mask < p:
+        if r < mask and r + mask < p:
+            comm.send(tensor, r + mask)
+        elif mask <= r < 2 * mask:
+            comm.recv(tensor, r - mask)
+        mask *= 2
+    return tensor
+
+
+def tree_through_root(comm, tensor):
+    """Every rank sends to rank 0 in turn, rank 0 sends the total back: right sum, 2(p-1) rounds, not 2⌈log2 p⌉."""
+    return all_reduce_through_root(comm, tensor)
+
+
+def _tree_reduce(comm, tensor):
+    p, r = comm.world_size, comm.rank
+    buf = torch.empty_like(tensor)
+    mask = 1
+    while mask < p:
+        if r % (2 * mask) == mask:
+            comm.send(tensor, r - mask)
+            break
+        if r % (2 * mask) == 0 and r + mask < p:
+            comm.recv(buf, r + mask)
+            tensor += buf
+        mask *= 2
+    return tensor
+
+
+def tree_no_broadcast(comm, tensor):
+    """Reduces to rank 0 down the tree and stops: only rank 0 holds the sum."""
+    return _tree_reduce(comm, tensor)
+
+
+def tree_average(comm, tensor):
+    """Divides the total by the number of ranks."""
+    _tree_broadcast(comm, _tree_reduce(comm, tensor))
+    tensor /= comm.world_size
+    return tensor
+
+
 # --------------------------------------------------------------------------- α-β time
 
 
@@ -197,8 +308,22 @@ def ring_time_latency_once(op, nbytes, world_size, bandwidth, latency=0.0):
 
 
 MUTANTS = {
-    "10.ring_all_gather": [all_gather_blocking_send, all_gather_off_by_one, all_gather_direct, all_gather_sequential],
-    "10.ring_reduce_scatter": [reduce_scatter_too_few_steps, reduce_scatter_overwrite, reduce_scatter_average, reduce_scatter_whole_buffer],
-    "10.ring_all_reduce": [all_reduce_through_root, all_reduce_no_all_gather, all_reduce_copies, all_reduce_average],
+    "10.ring_all_gather": [all_gather_blocking_send, all_gather_off_by_one, all_gather_direct, all_gather_sequential,
+                           all_gather_backwards],
+    "10.ring_reduce_scatter": [reduce_scatter_too_few_steps, reduce_scatter_overwrite, reduce_scatter_average,
+                               reduce_scatter_whole_buffer, reduce_scatter_mirror],
+    "10.ring_all_reduce": [all_reduce_through_root, all_reduce_no_all_gather, all_reduce_copies, all_reduce_average,
+                           all_reduce_buggy_reduce_scatter, all_reduce_all_gather_not_written, all_reduce_wrong_split],
+    "10.tree_all_reduce": [tree_through_root, tree_no_broadcast, tree_average],
     "10.ring_time": [ring_time_no_fraction, ring_time_one_pass, ring_time_latency_once],
+}
+
+#: What the verdict of some mutants must say: the mistake named, not a generic hint (issue 11).
+HINTS = {
+    "all_gather_backwards": "your ring runs backwards",
+    "reduce_scatter_mirror": "one of the two goes the wrong way round the ring",
+    "all_reduce_buggy_reduce_scatter": "fix 10.ring_reduce_scatter first",
+    "all_reduce_all_gather_not_written": "fix 10.ring_all_gather first",
+    "all_reduce_wrong_split": "your ring_reduce_scatter (task 10.ring_reduce_scatter) raised IndexError",
+    "tree_through_root": "all-reduce through one root",
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from minillm.train import adamw_update
@@ -72,6 +74,13 @@ def allreduce_crashes_on_frozen(comm, model):
     """Forgets that frozen parameters have no gradient."""
     for p in model.parameters():
         comm.all_reduce(p.grad, op="avg")
+
+
+def allreduce_a_copy(comm, model):
+    """Averages a flattened copy of the gradients with op='avg' and never writes it back into p.grad."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    comm.all_reduce(flat, op="avg")
 
 
 # --------------------------------------------------------------------------- the DP training step
@@ -222,10 +231,66 @@ def zero1_all_reduce(comm, param, grad, m, v, step, lr, betas=(0.9, 0.999), eps=
     return out[:n]
 
 
+def zero1_reversed_shard(comm, param, grad, m, v, step, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
+    """Counts the shards from the other end: updates parameter shard p-1-r with gradient shard r."""
+    p, r, n, s = comm.world_size, comm.rank, param.numel(), m.numel()
+    g = torch.empty(s)
+    comm.reduce_scatter_tensor(g, _pad(grad, s * p), op="avg")
+    q = p - 1 - r
+    w, nm, nv = adamw_update(_pad(param, s * p)[q * s:(q + 1) * s], g, m, v, step, lr, betas, eps, weight_decay)
+    m.copy_(nm)
+    v.copy_(nv)
+    out = torch.empty(s * p)
+    comm.all_gather_into_tensor(out, w)
+    return out[:n]
+
+
+# --------------------------------------------------------------------------- stretch: fewest devices
+
+
+def _parts(n_params, stage, k):
+    first = {"parameters": 3, "gradients": 2, "optimizer": 1}
+    per = {"parameters": 2, "gradients": 2, "optimizer": k}
+    rep = sum(b * n_params for c, b in per.items() if stage < first[c])
+    return rep, sum(per.values()) * n_params - rep
+
+
+def fewest_floor(n_params, capacity, stage, k=12):
+    """Rounds down: one device too few whenever S / (capacity - R) is not whole."""
+    rep, sh = _parts(n_params, stage, k)
+    if rep >= capacity:
+        return None
+    return max(1, int(sh / (capacity - rep))) if sh else 1
+
+
+def fewest_never_none(n_params, capacity, stage, k=12):
+    """Forgets the jobs that never fit: a negative or absurd count instead of None."""
+    rep, sh = _parts(n_params, stage, k)
+    if sh == 0:
+        return 1 if rep <= capacity else 10**9
+    return math.ceil(sh / (capacity - rep)) if capacity != rep else 10**9
+
+
+def fewest_everything_shards(n_params, capacity, stage, k=12):
+    """Divides all model states by N_d at every stage: ignores the replicated part."""
+    return max(1, math.ceil((4 + k) * n_params / capacity))
+
+
 MUTANTS = {
     "11.zero_memory": [zero_memory_grads_at_stage1, zero_memory_fp32, zero_memory_gb, zero_memory_off_by_one_stage],
     "11.allreduce_gradients": [allreduce_sum_only, allreduce_divide_twice, allreduce_weights_not_grads,
-                               allreduce_matrices_only, allreduce_crashes_on_frozen],
+                               allreduce_matrices_only, allreduce_crashes_on_frozen, allreduce_a_copy],
     "11.dp_train_step": [dp_sync_every_micro_batch, dp_loss_not_divided, dp_local_loss, dp_no_zero_grad, dp_whole_batch_once],
-    "11.zero1_step": [zero1_sum_not_mean, zero1_own_gradient, zero1_no_all_gather, zero1_state_not_in_place, zero1_all_reduce],
+    "11.zero1_step": [zero1_sum_not_mean, zero1_own_gradient, zero1_no_all_gather, zero1_state_not_in_place, zero1_all_reduce,
+                      zero1_reversed_shard],
+    "11.fewest_devices": [fewest_floor, fewest_never_none, fewest_everything_shards],
+}
+
+#: What the verdict of some mutants must say: the mistake named, not a generic hint (issue 11).
+HINTS = {
+    "allreduce_a_copy": "p.grad still holds this rank's own gradient",
+    "zero1_reversed_shard": "your shard index is reversed",
+    "fewest_floor": "round up",
+    "fewest_never_none": "return None",
+    "fewest_everything_shards": "some states are not sharded",
 }
