@@ -17,7 +17,21 @@ from collections.abc import Callable, Mapping
 __all__ = ["moved_names", "MOVED_MODULES", "install_module_redirects"]
 
 #: old module -> where its contents went (one line a learner can act on).
-MOVED_MODULES: dict[str, str] = {}
+MOVED_MODULES: dict[str, str] = {
+    "minillm.compress.int8_ops": (
+        "renamed minillm.compress.int8_linear (Int8Linear, LLMInt8Linear, vectorwise_int8_matmul, llm_int8_matmul); "
+        "int8_matmul, int8_kernel and cpu_int8_features are in minillm.compress.int8_gemm; quantize_per_token and "
+        "check_weight are in minillm.compress.quant_core; all of them also import from minillm.compress.quantize"
+    ),
+    "minillm.compress.explore": (
+        "renamed minillm.compress.quant_widget (fake_quant_weights, quant_view, plot_quant_view, quant_widget); "
+        "also importable from minillm.compress.quantize"
+    ),
+    "minillm.compress.qmodel": (
+        "renamed minillm.compress.model_quant (quantize_model, size_report, quality_table, linear_sites); eval_loss is "
+        "minillm.evaluate.evaluate_loss (minillm.compress.quantize.eval_loss still works)"
+    ),
+}
 
 
 def moved_names(module: str, new_homes: Mapping[str, str]) -> Callable[[str], object]:

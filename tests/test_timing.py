@@ -54,18 +54,3 @@ def test_train_step_seconds_times_a_real_step_and_cleans_up():
     assert any(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
     with pytest.raises(ValueError, match="steps must be >= 1"):
         train_step_seconds(model, x, x, steps=0)
-
-
-def test_moved_names_say_where_they_went():
-    with pytest.raises(ImportError, match="minillm.timing"):
-        from minillm.hardware.measure import interleaved_best  # noqa: F401
-    with pytest.raises(ImportError, match="minillm.timing"):
-        from minillm.train import train_step_seconds  # noqa: F401
-
-
-def test_a_moved_module_names_its_new_home(monkeypatch):
-    from minillm import moved
-
-    monkeypatch.setitem(moved.MOVED_MODULES, "minillm.no_such_old_module", "use minillm.timing instead")
-    with pytest.raises(ImportError, match="use minillm.timing instead"):
-        import minillm.no_such_old_module  # noqa: F401

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from minillm import kernels
-from minillm.model import GPT, Block, CausalSelfAttention, LayerNorm, Linear, MLP
+from minillm.model import GPT, MLP, Block, CausalSelfAttention, Linear
 
 from .comm import Comm
 from .tp_comm import (

@@ -23,8 +23,8 @@ from matplotlib.patches import FancyBboxPatch, Patch
 from minillm.units import GB, format_bytes, format_seconds
 from minillm.validate import check_choice, check_int
 
-from .collectives import collective_time
-from .sim import ClusterSpec
+from .cluster import ClusterSpec
+from .costs import collective_time
 from .tp_costs import activation_memory_bytes, tp_comm_bytes
 
 __all__ = [
