@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from minillm.model import GPT, Linear, causal_attention, next_token_probs
+from minillm.validate import check_int
 
 __all__ = ["nearest_tokens", "attention_pattern", "component_costs", "next_token_view", "layer_input"]
 
@@ -36,8 +37,7 @@ def nearest_tokens(model: GPT, tokenizer, token: str, k: int = 5, words_only: bo
     if len(ids) != 1:
         pieces = [tokenizer.decode([i]) for i in ids]
         raise ValueError(f"{token!r} is {len(ids)} tokens {pieces}, not one; pick a single token, e.g. with a leading space")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k={k!r} must be a positive int")
+    check_int("k", k)
     i = ids[0]
     E = torch.nn.functional.normalize(model.wte.weight.detach().float(), dim=1)  # [V, C], unit rows
     sims = E @ E[i]  # [V]
