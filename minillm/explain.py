@@ -3,10 +3,14 @@ patterns, where parameters and FLOPs go, what temperature and top-k do to the ne
 token, and what one layer receives.
 
 Pure functions that return data (tensors, lists, dicts); lessons 01 and 04 plot
-them and drive the sampling one with a widget.
+them. :func:`plot_next_token_view` draws the sampling view on a ``Figure`` (no
+pyplot) and :func:`sampling_widget` wraps both in ``interactive`` controls whose
+descriptions are wide enough to read in full.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -14,7 +18,18 @@ from torch import Tensor, nn
 from minillm.model import GPT, Linear, causal_attention, next_token_probs
 from minillm.validate import check_int
 
-__all__ = ["nearest_tokens", "attention_pattern", "component_costs", "next_token_view", "layer_input"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "nearest_tokens",
+    "attention_pattern",
+    "component_costs",
+    "next_token_view",
+    "plot_next_token_view",
+    "sampling_widget",
+    "layer_input",
+]
 
 
 def _is_word(text: str) -> bool:
@@ -82,7 +97,7 @@ def component_costs(model: GPT, seq_len: int | None = None) -> list[dict]:
 
     Rows: ``{"component", "params", "flops"}``. The parameters add up to
     ``model.num_params(non_embedding=False)`` (a tied head counts once) and the FLOPs
-    to ``model.flops_per_token(seq_len)`` = 6·N + 12·L·H·Q·T: 6 per parameter used in
+    to ``model.flops_per_token(seq_len)`` = 6·N + 12·L·H·D·T: 6 per parameter used in
     a matmul (the position table is a lookup, so 0), plus the attention scores.
     """
     c = model.config
@@ -128,6 +143,49 @@ def next_token_view(
         "entropy_bits": float(-(nz * nz.log2()).sum()) + 0.0,  # + 0.0 turns -0.0 into 0.0
         "text": tokenizer.decode(out[0, idx.size(1):].tolist()),
     }
+
+
+def plot_next_token_view(view: dict, prompt: str) -> "Figure":
+    """Bar chart of :func:`next_token_view`'s most likely tokens; the title gives the entropy."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 2.8))
+    ax = fig.add_subplot()
+    ax.bar(range(len(view["probs"])), view["probs"])
+    ax.set_xticks(range(len(view["tokens"])), [repr(t) for t in view["tokens"]], rotation=45, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("probability")
+    ax.set_title(f"next token after {prompt!r}: entropy {view['entropy_bits']:.2f} bits")
+    fig.tight_layout()
+    return fig
+
+
+#: One layout for the course's sliders: the description gets the room it needs
+#: (ipywidgets' default cuts "temperature" to "temperat…"), the slider a fixed width.
+SLIDER_STYLE = {"description_width": "initial"}
+SLIDER_WIDTH = "460px"
+
+
+def sampling_widget(model: GPT, tokenizer, prompt: str, temperature: float = 0.8, top_k: int = 20):
+    """``interactive`` temperature and top-k sliders over :func:`next_token_view` (top_k 0 = off).
+
+    Each change redraws :func:`plot_next_token_view` and prints a sampled continuation.
+    """
+    from IPython.display import display
+    from ipywidgets import FloatSlider, IntSlider, Layout, interactive
+
+    def show(temperature: float = temperature, top_k: int = top_k) -> None:
+        view = next_token_view(model, tokenizer, prompt, temperature, top_k or None)
+        display(plot_next_token_view(view, prompt))
+        print(prompt + view["text"])
+
+    layout = Layout(width=SLIDER_WIDTH)
+    return interactive(
+        show,
+        temperature=FloatSlider(value=temperature, min=0.0, max=2.0, step=0.1, description="temperature",
+                                style=SLIDER_STYLE, layout=layout),
+        top_k=IntSlider(value=top_k, min=0, max=50, description="top_k (0 = all)", style=SLIDER_STYLE, layout=layout),
+    )
 
 
 @torch.no_grad()

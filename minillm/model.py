@@ -488,9 +488,9 @@ class GPT(nn.Module):
         return n
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
-        """Training FLOPs per token: ``6N + 12·L·H·Q·T`` (PaLM appendix B; nanoGPT's estimate_mfu).
+        """Training FLOPs per token: ``6N + 12·L·H·D·T`` (PaLM appendix B, which writes Q for D; nanoGPT's estimate_mfu).
 
-        N is :meth:`num_params` (non-embedding), L layers, H heads, Q head dim and
+        N is :meth:`num_params` (non-embedding), L layers, H heads, D head dim and
         T the sequence length (``block_size`` by default). 6N covers the forward
         (2N) and backward (4N) matmuls with the weights; the second term is the
         attention scores and the weighted sum of values.

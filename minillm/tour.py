@@ -8,6 +8,7 @@ to ``OUT/*.png``. Later parts of the course add their own step through a
 from __future__ import annotations
 
 import importlib
+import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -30,6 +31,12 @@ def _bar_chart(parts: dict[str, int], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def _whole_sentences(text: str) -> str:
+    """``text`` cut after its last sentence end (. ! ?, or a closing quote after one); unchanged if it has none."""
+    ends = [m.end() for m in re.finditer(r'[.!?]["\u201d\']?(?=\s|$)', text)]
+    return text[: ends[-1]] if ends else text
+
+
 def step_model(out: Path) -> str:
     from minillm import zoo
     from minillm.explain import component_costs
@@ -48,20 +55,23 @@ def step_model(out: Path) -> str:
     chance = chance_accuracy(questions)
     prompt = "Lily went to the"
     idx = torch.tensor([tok.encode(prompt)])
-    story = tok.decode(model.generate(idx, 90, temperature=0.7, top_k=20, generator=torch.Generator().manual_seed(0))[0].tolist())
+    story = _whole_sentences(
+        tok.decode(model.generate(idx, 90, temperature=0.7, top_k=20, generator=torch.Generator().manual_seed(0))[0].tolist())
+    )
     parts = {r["component"]: r["params"] for r in component_costs(model) if r["params"]}
     _bar_chart(parts, out / "parameters.png")
     q = questions[0]
     answer_ids = model.generate(torch.tensor([tok.encode(q.prompt)[-c.block_size + 8:]]), 6, temperature=0)[0]
     lines = [
-        f"teacher: {model.num_params():,} parameters ({c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, vocab {c.vocab_size})",
-        f"FLOPs per token (training, 6N + 12·L·H·Q·T at T={c.block_size}): {model.flops_per_token():,}",
+        f"teacher: {model.num_params():,} parameters without the position embedding wpe, "
+        f"{model.num_params(non_embedding=False):,} with it ({c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, vocab {c.vocab_size})",
+        f"FLOPs per token (training, 6N + 12·L·H·D·T at T={c.block_size}, N without wpe): {model.flops_per_token():,}",
         f"validation loss {val:.3f} nats/token (unigram baseline {uni:.3f})",
         f"fact recall: {acc:.0%} of {len(questions)} questions (chance {chance:.0%})",
     ]
     for line in lines:
         print("  " + line)
-    print("  sample: " + story.replace("\n", " ")[:300])
+    print("  sample: " + story.replace("\n", " "))
     md = ["## The model", "", *[f"- {x}" for x in lines], "", "A story it wrote (temperature 0.7, top-k 20):", "",
           "> " + story.replace("\n", "\n> "), "",
           f"Question from a held-out story: `{q.question.strip()}` — the model answers "

@@ -5,7 +5,15 @@ import math
 import pytest
 import torch
 
-from minillm.explain import attention_pattern, component_costs, layer_input, nearest_tokens, next_token_view
+from minillm.explain import (
+    attention_pattern,
+    component_costs,
+    layer_input,
+    nearest_tokens,
+    next_token_view,
+    plot_next_token_view,
+    sampling_widget,
+)
 from minillm.model import GPT, GPTConfig, next_token_probs
 from minillm.tokenizer import ByteTokenizer
 
@@ -119,3 +127,27 @@ def test_nearest_tokens_keeps_whole_words_and_rejects_several_tokens(model):
         nearest_tokens(model, Words(), "the cat")
     with pytest.raises(ValueError, match="k=0"):
         nearest_tokens(model, Words(), "cat", k=0)
+
+
+def test_plot_next_token_view_draws_the_probabilities(model):
+    view = next_token_view(model, ByteTokenizer(), "ab", 1.0, None, n_tokens=2)
+    fig = plot_next_token_view(view, "ab")
+    ax = fig.axes[0]
+    heights = [p.get_height() for p in ax.patches]
+    assert heights == pytest.approx(view["probs"])  # one bar per shown token, its probability
+    assert ax.get_ylabel() == "probability" and ax.get_ylim() == (0, 1)
+    assert f"{view['entropy_bits']:.2f} bits" in ax.get_title()
+    assert [t.get_text() for t in ax.get_xticklabels()] == [repr(t) for t in view["tokens"]]
+
+
+def test_sampling_widget_descriptions_are_not_cut_off(model):
+    from ipywidgets import Widget
+
+    w = sampling_widget(model, ByteTokenizer(), "ab")
+    sliders = w.children[:2]
+    assert [s.description for s in sliders] == ["temperature", "top_k (0 = all)"]
+    # ipywidgets' default description width cuts "temperature" to "temperat…" in a browser.
+    assert all(s.style.description_width == "initial" for s in sliders)
+    sliders[0].value = 0.0  # greedy: the widget re-runs without error
+    w.update()
+    Widget.close_all()
