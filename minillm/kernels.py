@@ -186,14 +186,45 @@ class _CausalAttention(torch.autograd.Function):
         return dq, dk, dv
 
 
+def _attention_inference(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+    """Y as :func:`_attention_blocks` computes it, when no backward pass will need each P.
+
+    Every block's scores go into one reused buffer, and the softmax overwrites them in
+    place, so the working set stays one block's size (it fits in the L2 cache) instead
+    of growing by two score matrices per block. Y is written straight into a
+    [B, Tq, H, D] buffer and returned as a [B, H, Tq, D] view of it, so the caller's
+    ``transpose(1, 2).contiguous()`` that merges the heads copies nothing.
+    """
+    B, H, Tq, D = q.shape
+    Tk = k.size(-2)
+    qs = q * scale
+    blocks = _query_blocks(Tq, Tk)
+    if len(blocks) > 1:  # see _attention_blocks: copy the strided k and v once, not per block
+        k, v = k.contiguous(), v.contiguous()
+    rows = blocks[0][1] - blocks[0][0]
+    buf = q.new_empty(B * H * rows * Tk)
+    y = q.new_empty(B, Tq, H, D).transpose(1, 2)
+    for a, e, ke in blocks:
+        s = buf[: B * H * (e - a) * ke].view(B, H, e - a, ke)
+        torch.matmul(qs[..., a:e, :], k[..., :ke, :].transpose(-2, -1), out=s)
+        if e - a > 1:
+            s[..., ke - (e - a) :].add_(_causal_bias(e - a, e - a, q.device, q.dtype))
+        # torch.softmax has no in-place form; its kernel reads each row before writing
+        # it, so the out= overload may alias its input.
+        torch._softmax(s, -1, False, out=s)
+        y[..., a:e, :] = torch.matmul(s, v[..., :ke, :])
+    return y
+
+
 def causal_attention_core(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Causal scaled dot-product attention with a hand-derived backward.
 
     q: [B, H, Tq, D], k and v: [B, H, Tk, D]; queries are the last Tq positions.
+    Returns [B, H, Tq, D] (at inference, a view of a [B, Tq, H, D] buffer).
     """
     if _needs_grad(q, k, v):
         return _CausalAttention.apply(q, k, v)
-    return _attention_blocks(q, k, v, 1.0 / math.sqrt(q.size(-1)))[0]
+    return _attention_inference(q, k, v, 1.0 / math.sqrt(q.size(-1)))
 
 
 class _CrossEntropy(torch.autograd.Function):
