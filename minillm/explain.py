@@ -28,6 +28,9 @@ __all__ = [
     "next_token_view",
     "plot_next_token_view",
     "sampling_widget",
+    "plot_attention",
+    "plot_losses",
+    "plot_costs",
     "layer_input",
 ]
 
@@ -156,6 +159,58 @@ def plot_next_token_view(view: dict, prompt: str) -> "Figure":
     ax.set_ylim(0, 1)
     ax.set_ylabel("probability")
     ax.set_title(f"next token after {prompt!r}: entropy {view['entropy_bits']:.2f} bits")
+    fig.tight_layout()
+    return fig
+
+
+def plot_attention(weights: Tensor, labels: list[str], title: str) -> "Figure":
+    """One heat map per head of attention weights [H, T, T] (rows: queries, columns: keys)."""
+    from matplotlib.figure import Figure
+
+    H = weights.size(0)
+    fig = Figure(figsize=(3.4 * H, 3.8))
+    axes = fig.subplots(1, H, squeeze=False)[0]
+    for h, ax in enumerate(axes):
+        ax.imshow(weights[h].detach().numpy(), cmap="viridis", vmin=0, vmax=1)
+        ax.set_title(f"head {h}")
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(labels)), labels if h == 0 else [], fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))  # leave room for the title
+    return fig
+
+
+def plot_losses(hist: dict, lines: dict[str, float]) -> "Figure":
+    """Training and validation loss of a :func:`minillm.train.train` history, with reference lines."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 3.6))
+    ax = fig.add_subplot()
+    ax.plot(hist["step"], hist["loss"], lw=1, label="training loss")
+    ax.plot(hist["val_step"], hist["val_loss"], "o-", label="validation loss")
+    for (name, y), style in zip(lines.items(), [":", "--", "-."]):
+        ax.axhline(y, ls=style, color="gray", lw=1)
+        ax.annotate(name, (hist["step"][-1], y), ha="right", va="bottom", fontsize=8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats / token)")
+    ax.legend(loc="upper center")
+    fig.tight_layout()
+    return fig
+
+
+def plot_costs(costs: list[dict]) -> "Figure":
+    """Two bar charts of :func:`component_costs`: parameters and training FLOPs per token."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter
+
+    names = [r["component"] for r in costs]
+    fig = Figure(figsize=(10, 3.2))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, key, title in zip(axes, ["params", "flops"], ["parameters", "training FLOPs per token"]):
+        ax.barh(names, [r[key] for r in costs])
+        ax.set_title(title)
+        ax.xaxis.set_major_formatter(EngFormatter())  # 200k, 2M, ...
+    axes[0].invert_yaxis()  # the axes share y: invert once, table order top to bottom
     fig.tight_layout()
     return fig
 
