@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from minillm.validate import check_int, check_number
+
 __all__ = ["main", "build_parser"]
 
 
@@ -21,25 +23,27 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _positive_int(s: str) -> int:
+    """argparse type: a whole number >= 1 (the check is :func:`minillm.validate.check_int`)."""
     try:
         v = int(s)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{s!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{v} must be at least 1")
-    return v
+    try:
+        return check_int("value", v, minimum=1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v} must be at least 1") from None
 
 
 def _nonneg_float(s: str) -> float:
+    """argparse type: a finite number >= 0 (the check is :func:`minillm.validate.check_number`)."""
     try:
         v = float(s)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"{v} must be >= 0")
-    return v
-
-
+    try:
+        return check_number("value", v, minimum=0.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v} must be >= 0 (and finite)") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,12 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--no-cache", action="store_true", help="recompute the whole sequence at each step")
 
-    try:  # the course engine adds: course build, grade, start, progress
-        from minillm.course.commands import register
-    except ImportError:  # pragma: no cover - only while the engine is absent
-        pass
-    else:
-        register(sub)
+    from minillm.course.commands import register  # course build, grade, start, progress
+
+    register(sub)
     return p
 
 
@@ -94,10 +95,9 @@ def _train(a: argparse.Namespace) -> int:
     from minillm.data import encode_splits, load_corpus, load_text
     from minillm.model import GPT, GPTConfig
     from minillm.tokenizer import BPETokenizer, ByteTokenizer
-    from minillm.train import train
-    from minillm.zoo import save_checkpoint
-
+    from minillm.checkpoint import save_checkpoint
     from minillm.presets import PRESETS
+    from minillm.train import train
 
     preset = PRESETS[a.preset]
     steps, batch, lr = preset.steps, preset.batch_size, preset.lr
@@ -130,11 +130,12 @@ def _generate(a: argparse.Namespace) -> int:
     import torch
 
     from minillm import zoo
+    from minillm.checkpoint import load_checkpoint
 
     if a.model in zoo.MODELS:
         model, tok = zoo.load(a.model)
     else:
-        model, tok, _ = zoo.load_checkpoint(a.model)
+        model, tok, _ = load_checkpoint(a.model)
         if tok is None:
             raise ValueError(f"checkpoint {a.model} has no tokenizer; save it with its tokenizer")
     ids = tok.encode(a.prompt)

@@ -43,6 +43,7 @@ import torch
 from torch import Tensor
 
 from minillm.moved import moved_names
+from minillm.validate import check_int, check_number
 
 __all__ = [
     "Story",
@@ -301,15 +302,16 @@ def _derive_seed(seed: int, stream: str) -> int:
     return int.from_bytes(hashlib.sha256(f"minillm/{stream}/{seed}".encode()).digest()[:8], "little")
 
 
-def _check_int(name: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name}={value!r} must be an int >= {minimum}")
+def _check_val_fraction(val_fraction) -> None:
+    """``val_fraction`` must be a number strictly between 0 and 1 (an empty split would break training)."""
+    if check_number("val_fraction", val_fraction, strict=True) >= 1.0:
+        raise ValueError(f"val_fraction={val_fraction!r} must be in (0, 1), e.g. 0.1")
 
 
 def generate_stories(n: int, seed: int = 0) -> list[Story]:
     """``n`` stories from one ``random.Random(seed)`` stream; the same arguments give the same stories."""
-    _check_int("n", n, 0)
-    _check_int("seed", seed, 0)
+    check_int("n", n, minimum=0)
+    check_int("seed", seed, minimum=0)
     rng = random.Random(seed)
     return [_story(rng) for _ in range(n)]
 
@@ -320,10 +322,9 @@ def load_corpus(n_stories: int = 6000, seed: int = 0, val_fraction: float = 0.1)
     The two splits come from separate random streams, and a validation story whose
     text also occurs in train is replaced, so validation is truly held out.
     """
-    _check_int("n_stories", n_stories, 2)
-    _check_int("seed", seed, 0)
-    if not isinstance(val_fraction, (int, float)) or not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction={val_fraction!r} must be a float in (0, 1), e.g. 0.1")
+    check_int("n_stories", n_stories, minimum=2)
+    check_int("seed", seed, minimum=0)
+    _check_val_fraction(val_fraction)
     n_val = min(max(1, round(n_stories * val_fraction)), n_stories - 1)
     train = generate_stories(n_stories - n_val, _derive_seed(seed, "train"))
     return Corpus(train, _held_out(n_val, _derive_seed(seed, "val"), {s.text for s in train}))
@@ -358,7 +359,7 @@ def fact_recall_task(n: int = 200, seed: int = 1234, split: str = "val") -> list
     training text of the default corpus (``load_corpus()``). ``split="train"``: the
     first ``n`` training stories of that corpus (to compare recall on seen stories).
     """
-    _check_int("n", n, 1)
+    check_int("n", n)
     if split == "train":
         stories = _default_train_stories()
         if n > len(stories):
@@ -415,8 +416,7 @@ def encode_splits(corpus_or_text: Corpus | str, tokenizer, val_fraction: float =
     if isinstance(corpus_or_text, Corpus):
         train, val = corpus_or_text.train_text, corpus_or_text.val_text
     elif isinstance(corpus_or_text, str):
-        if not isinstance(val_fraction, (int, float)) or not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"val_fraction={val_fraction!r} must be a float in (0, 1), e.g. 0.1")
+        _check_val_fraction(val_fraction)
         cut = int(len(corpus_or_text) * (1.0 - val_fraction))
         train, val = corpus_or_text[:cut], corpus_or_text[cut:]
     else:
@@ -445,8 +445,8 @@ def get_batch(
     if not isinstance(data, Tensor) or data.dim() != 1:
         shape = tuple(data.shape) if isinstance(data, Tensor) else type(data).__name__
         raise ValueError(f"data must be a 1-D tensor of token ids, got {shape}; use encode_splits(...)")
-    _check_int("batch_size", batch_size, 1)
-    _check_int("block_size", block_size, 1)
+    check_int("batch_size", batch_size)
+    check_int("block_size", block_size)
     n = data.numel()
     if n < block_size + 1:
         raise ValueError(
@@ -467,7 +467,7 @@ def unigram_loss(train_ids: Tensor, val_ids: Tensor, vocab_size: int) -> float:
     Martin, SLP3 ch. 3), loss = ``-mean_t log p(val_t)``. A model that has learned
     anything beyond token frequencies beats it.
     """
-    _check_int("vocab_size", vocab_size, 1)
+    check_int("vocab_size", vocab_size)
     for name, ids in (("train_ids", train_ids), ("val_ids", val_ids)):
         ids = torch.as_tensor(ids)
         if ids.numel() == 0:

@@ -3,17 +3,36 @@ patterns, where parameters and FLOPs go, what temperature and top-k do to the ne
 token, and what one layer receives.
 
 Pure functions that return data (tensors, lists, dicts); lessons 01 and 04 plot
-them and drive the sampling one with a widget.
+them. :func:`plot_next_token_view` draws the sampling view on a ``Figure`` (no
+pyplot) and :func:`sampling_widget` wraps both in ``interactive`` controls whose
+descriptions are wide enough to read in full.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from minillm.model import GPT, Linear, causal_attention, next_token_probs
+from minillm.validate import check_int
 
-__all__ = ["nearest_tokens", "attention_pattern", "component_costs", "next_token_view", "layer_input"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = [
+    "nearest_tokens",
+    "attention_pattern",
+    "component_costs",
+    "next_token_view",
+    "plot_next_token_view",
+    "sampling_widget",
+    "plot_attention",
+    "plot_losses",
+    "plot_costs",
+    "layer_input",
+]
 
 
 def _is_word(text: str) -> bool:
@@ -36,8 +55,7 @@ def nearest_tokens(model: GPT, tokenizer, token: str, k: int = 5, words_only: bo
     if len(ids) != 1:
         pieces = [tokenizer.decode([i]) for i in ids]
         raise ValueError(f"{token!r} is {len(ids)} tokens {pieces}, not one; pick a single token, e.g. with a leading space")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k={k!r} must be a positive int")
+    check_int("k", k)
     i = ids[0]
     E = torch.nn.functional.normalize(model.wte.weight.detach().float(), dim=1)  # [V, C], unit rows
     sims = E @ E[i]  # [V]
@@ -82,7 +100,7 @@ def component_costs(model: GPT, seq_len: int | None = None) -> list[dict]:
 
     Rows: ``{"component", "params", "flops"}``. The parameters add up to
     ``model.num_params(non_embedding=False)`` (a tied head counts once) and the FLOPs
-    to ``model.flops_per_token(seq_len)`` = 6·N + 12·L·H·Q·T: 6 per parameter used in
+    to ``model.flops_per_token(seq_len)`` = 6·N + 12·L·H·D·T: 6 per parameter used in
     a matmul (the position table is a lookup, so 0), plus the attention scores.
     """
     c = model.config
@@ -128,6 +146,101 @@ def next_token_view(
         "entropy_bits": float(-(nz * nz.log2()).sum()) + 0.0,  # + 0.0 turns -0.0 into 0.0
         "text": tokenizer.decode(out[0, idx.size(1):].tolist()),
     }
+
+
+def plot_next_token_view(view: dict, prompt: str) -> "Figure":
+    """Bar chart of :func:`next_token_view`'s most likely tokens; the title gives the entropy."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 2.8))
+    ax = fig.add_subplot()
+    ax.bar(range(len(view["probs"])), view["probs"])
+    ax.set_xticks(range(len(view["tokens"])), [repr(t) for t in view["tokens"]], rotation=45, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("probability")
+    ax.set_title(f"next token after {prompt!r}: entropy {view['entropy_bits']:.2f} bits")
+    fig.tight_layout()
+    return fig
+
+
+def plot_attention(weights: Tensor, labels: list[str], title: str) -> "Figure":
+    """One heat map per head of attention weights [H, T, T] (rows: queries, columns: keys)."""
+    from matplotlib.figure import Figure
+
+    H = weights.size(0)
+    fig = Figure(figsize=(3.4 * H, 3.8))
+    axes = fig.subplots(1, H, squeeze=False)[0]
+    for h, ax in enumerate(axes):
+        ax.imshow(weights[h].detach().numpy(), cmap="viridis", vmin=0, vmax=1)
+        ax.set_title(f"head {h}")
+        ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(labels)), labels if h == 0 else [], fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1, 0.94))  # leave room for the title
+    return fig
+
+
+def plot_losses(hist: dict, lines: dict[str, float]) -> "Figure":
+    """Training and validation loss of a :func:`minillm.train.train` history, with reference lines."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 3.6))
+    ax = fig.add_subplot()
+    ax.plot(hist["step"], hist["loss"], lw=1, label="training loss")
+    ax.plot(hist["val_step"], hist["val_loss"], "o-", label="validation loss")
+    for (name, y), style in zip(lines.items(), [":", "--", "-."]):
+        ax.axhline(y, ls=style, color="gray", lw=1)
+        ax.annotate(name, (hist["step"][-1], y), ha="right", va="bottom", fontsize=8)
+    ax.set_xlabel("step")
+    ax.set_ylabel("cross-entropy (nats / token)")
+    ax.legend(loc="upper center")
+    fig.tight_layout()
+    return fig
+
+
+def plot_costs(costs: list[dict]) -> "Figure":
+    """Two bar charts of :func:`component_costs`: parameters and training FLOPs per token."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter
+
+    names = [r["component"] for r in costs]
+    fig = Figure(figsize=(10, 3.2))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, key, title in zip(axes, ["params", "flops"], ["parameters", "training FLOPs per token"]):
+        ax.barh(names, [r[key] for r in costs])
+        ax.set_title(title)
+        ax.xaxis.set_major_formatter(EngFormatter())  # 200k, 2M, ...
+    axes[0].invert_yaxis()  # the axes share y: invert once, table order top to bottom
+    fig.tight_layout()
+    return fig
+
+
+#: One layout for the course's sliders: the description gets the room it needs
+#: (ipywidgets' default cuts "temperature" to "temperat…"), the slider a fixed width.
+SLIDER_STYLE = {"description_width": "initial"}
+SLIDER_WIDTH = "460px"
+
+
+def sampling_widget(model: GPT, tokenizer, prompt: str, temperature: float = 0.8, top_k: int = 20):
+    """``interactive`` temperature and top-k sliders over :func:`next_token_view` (top_k 0 = off).
+
+    Each change redraws :func:`plot_next_token_view` and prints a sampled continuation.
+    """
+    from IPython.display import display
+    from ipywidgets import FloatSlider, IntSlider, Layout, interactive
+
+    def show(temperature: float = temperature, top_k: int = top_k) -> None:
+        view = next_token_view(model, tokenizer, prompt, temperature, top_k or None)
+        display(plot_next_token_view(view, prompt))
+        print(prompt + view["text"])
+
+    layout = Layout(width=SLIDER_WIDTH)
+    return interactive(
+        show,
+        temperature=FloatSlider(value=temperature, min=0.0, max=2.0, step=0.1, description="temperature",
+                                style=SLIDER_STYLE, layout=layout),
+        top_k=IntSlider(value=top_k, min=0, max=50, description="top_k (0 = all)", style=SLIDER_STYLE, layout=layout),
+    )
 
 
 @torch.no_grad()

@@ -65,9 +65,13 @@ def layer_norm(x: Tensor, weight: Tensor, bias: Tensor | None, eps: float = 1e-5
     """Layer norm over the last dimension. x: [..., C], weight and bias: [C]."""
     if _needs_grad(x, weight, bias):
         return _LayerNorm.apply(x, weight, bias, eps)
+    # Inference: as few passes over x as torch allows. The variance is ‖x − μ‖² / C
+    # (vector_norm reads x − μ once, with no squared copy), and bias + x̂·w is one
+    # addcmul written over x̂.
     xc = x - x.mean(dim=-1, keepdim=True)
-    y = xc.mul_(torch.rsqrt((xc * xc).mean(dim=-1, keepdim=True).add_(eps))).mul_(weight)
-    return y if bias is None else y.add_(bias)
+    var = torch.linalg.vector_norm(xc, dim=-1, keepdim=True).mul_(1.0 / math.sqrt(x.size(-1))).square_()
+    xc.mul_(var.add_(eps).rsqrt_())
+    return xc.mul_(weight) if bias is None else torch.addcmul(bias, xc, weight, out=xc)
 
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
@@ -94,7 +98,10 @@ def gelu(x: Tensor) -> Tensor:
     """The exact GELU, x·Φ(x), with a hand-derived backward."""
     if _needs_grad(x):
         return _Gelu.apply(x)
-    return x * torch.erf(x * _SQRT_HALF).add_(1.0).mul_(0.5)
+    # Inference: one new tensor, updated in place, in four passes: Φ(x) = erfc(−x/√2)/2.
+    # Each extra temporary of this size (1 MB for the teacher at 2 x 256 tokens) is a
+    # fresh allocation the CPU must page in; three of them made this line 4x slower.
+    return torch.mul(x, -_SQRT_HALF).erfc_().mul_(x).mul_(0.5)
 
 
 _MASKS: dict[tuple, Tensor] = {}
@@ -129,11 +136,17 @@ def _query_blocks(Tq: int, Tk: int) -> list[tuple[int, int, int]]:
 def _attention_blocks(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, list[Tensor]]:
     """Y [B, H, Tq, D] and each query block's P = softmax(Q·Kᵀ·scale + mask) over the keys it can see."""
     qs = q * scale  # scale q ([T, D]) rather than the scores ([T, T]): one less pass over the big matrix
+    blocks = _query_blocks(q.size(-2), k.size(-2))
+    if len(blocks) > 1:
+        # k and v are views into c_attn's output (every head's slice has gaps between
+        # rows), and matmul copies such a view to a dense one on every call. Copy once
+        # here rather than once per block.
+        k, v = k.contiguous(), v.contiguous()
     ys, ps = [], []
-    for a, e, ke in _query_blocks(q.size(-2), k.size(-2)):
+    for a, e, ke in blocks:
         s = torch.matmul(qs[..., a:e, :], k[..., :ke, :].transpose(-2, -1))
-        if e - a > 1:
-            s.add_(_causal_bias(e - a, ke, q.device, q.dtype))
+        if e - a > 1:  # only the last e - a keys can be in the future of a query in this block
+            s[..., ke - (e - a) :].add_(_causal_bias(e - a, e - a, q.device, q.dtype))
         # softmax over the keys. torch.softmax is one vectorised pass that subtracts the
         # row max, exponentiates and normalises (minillm.model.softmax spells the same
         # steps out); a plain exp_ here is several times slower on a CPU and falls into
@@ -173,14 +186,45 @@ class _CausalAttention(torch.autograd.Function):
         return dq, dk, dv
 
 
+def _attention_inference(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
+    """Y as :func:`_attention_blocks` computes it, when no backward pass will need each P.
+
+    Every block's scores go into one reused buffer, and the softmax overwrites them in
+    place, so the working set stays one block's size (it fits in the L2 cache) instead
+    of growing by two score matrices per block. Y is written straight into a
+    [B, Tq, H, D] buffer and returned as a [B, H, Tq, D] view of it, so the caller's
+    ``transpose(1, 2).contiguous()`` that merges the heads copies nothing.
+    """
+    B, H, Tq, D = q.shape
+    Tk = k.size(-2)
+    qs = q * scale
+    blocks = _query_blocks(Tq, Tk)
+    if len(blocks) > 1:  # see _attention_blocks: copy the strided k and v once, not per block
+        k, v = k.contiguous(), v.contiguous()
+    rows = blocks[0][1] - blocks[0][0]
+    buf = q.new_empty(B * H * rows * Tk)
+    y = q.new_empty(B, Tq, H, D).transpose(1, 2)
+    for a, e, ke in blocks:
+        s = buf[: B * H * (e - a) * ke].view(B, H, e - a, ke)
+        torch.matmul(qs[..., a:e, :], k[..., :ke, :].transpose(-2, -1), out=s)
+        if e - a > 1:
+            s[..., ke - (e - a) :].add_(_causal_bias(e - a, e - a, q.device, q.dtype))
+        # torch.softmax has no in-place form; its kernel reads each row before writing
+        # it, so the out= overload may alias its input.
+        torch._softmax(s, -1, False, out=s)
+        y[..., a:e, :] = torch.matmul(s, v[..., :ke, :])
+    return y
+
+
 def causal_attention_core(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
     """Causal scaled dot-product attention with a hand-derived backward.
 
     q: [B, H, Tq, D], k and v: [B, H, Tk, D]; queries are the last Tq positions.
+    Returns [B, H, Tq, D] (at inference, a view of a [B, Tq, H, D] buffer).
     """
     if _needs_grad(q, k, v):
         return _CausalAttention.apply(q, k, v)
-    return _attention_blocks(q, k, v, 1.0 / math.sqrt(q.size(-1)))[0]
+    return _attention_inference(q, k, v, 1.0 / math.sqrt(q.size(-1)))
 
 
 class _CrossEntropy(torch.autograd.Function):

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 
 import torch
 
+from minillm.validate import is_int
+
 __all__ = ["num_threads", "one_thread"]
 
 
@@ -33,7 +35,7 @@ def num_threads(n: int | None) -> Iterator[None]:
 
     ``None`` leaves torch's setting alone. ``n`` must be a positive int.
     """
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+    if n is not None and not (is_int(n) and n >= 1):
         raise ValueError(f"threads must be a positive int or None, got {n!r}")
     old = torch.get_num_threads()
     if n is not None:

@@ -28,6 +28,8 @@ from typing import Iterable, Sequence
 
 import torch
 
+from minillm.validate import is_int
+
 __all__ = ["ByteTokenizer", "BPETokenizer", "tokenizer_from_dict", "split_chunks", "SPLIT_PATTERN"]
 
 # Pre-split text into chunks before BPE, as GPT-2 does, so a merge never crosses a
@@ -169,8 +171,8 @@ class BPETokenizer:
         only memorises); then ``vocab_size`` of the result is smaller than asked.
         """
         _check_text(text)
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int):
-            raise ValueError(f"vocab_size={vocab_size!r} must be an int >= 256, e.g. vocab_size=512")
+        if not is_int(vocab_size):
+            raise ValueError(f"vocab_size={vocab_size!r} must be a whole number >= 256, e.g. vocab_size=512")
         if vocab_size < 256:
             raise ValueError(
                 f"vocab_size={vocab_size} is below 256; byte-level BPE needs the 256 byte ids, use vocab_size >= 256"

@@ -8,7 +8,7 @@ to ``OUT/*.png``. Later parts of the course add their own step through a
 from __future__ import annotations
 
 import importlib
-import importlib.util
+import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -19,18 +19,22 @@ from minillm.threads import num_threads
 
 
 def _bar_chart(parts: dict[str, int], path: Path) -> None:
-    import matplotlib
+    """Save a horizontal bar chart of parameters per component to ``path`` (PNG)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3))
+    fig = Figure(figsize=(6, 3))
+    ax = fig.add_subplot()
     ax.barh(list(parts), list(parts.values()), color="tab:blue")
     ax.set_xlabel("parameters")
     ax.set_title("Where the teacher's parameters are")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
+
+
+def _whole_sentences(text: str) -> str:
+    """``text`` cut after its last sentence end (. ! ?, or a closing quote after one); unchanged if it has none."""
+    ends = [m.end() for m in re.finditer(r'[.!?]["\u201d\']?(?=\s|$)', text)]
+    return text[: ends[-1]] if ends else text
 
 
 def step_model(out: Path) -> str:
@@ -51,20 +55,23 @@ def step_model(out: Path) -> str:
     chance = chance_accuracy(questions)
     prompt = "Lily went to the"
     idx = torch.tensor([tok.encode(prompt)])
-    story = tok.decode(model.generate(idx, 90, temperature=0.7, top_k=20, generator=torch.Generator().manual_seed(0))[0].tolist())
+    story = _whole_sentences(
+        tok.decode(model.generate(idx, 90, temperature=0.7, top_k=20, generator=torch.Generator().manual_seed(0))[0].tolist())
+    )
     parts = {r["component"]: r["params"] for r in component_costs(model) if r["params"]}
     _bar_chart(parts, out / "parameters.png")
     q = questions[0]
     answer_ids = model.generate(torch.tensor([tok.encode(q.prompt)[-c.block_size + 8:]]), 6, temperature=0)[0]
     lines = [
-        f"teacher: {model.num_params():,} parameters ({c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, vocab {c.vocab_size})",
-        f"FLOPs per token (training, 6N + 12·L·H·Q·T at T={c.block_size}): {model.flops_per_token():,}",
+        f"teacher: {model.num_params():,} parameters without the position embedding wpe, "
+        f"{model.num_params(non_embedding=False):,} with it ({c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, vocab {c.vocab_size})",
+        f"FLOPs per token (training, 6N + 12·L·H·D·T at T={c.block_size}, N without wpe): {model.flops_per_token():,}",
         f"validation loss {val:.3f} nats/token (unigram baseline {uni:.3f})",
         f"fact recall: {acc:.0%} of {len(questions)} questions (chance {chance:.0%})",
     ]
     for line in lines:
         print("  " + line)
-    print("  sample: " + story.replace("\n", " ")[:300])
+    print("  sample: " + story.replace("\n", " "))
     md = ["## The model", "", *[f"- {x}" for x in lines], "", "A story it wrote (temperature 0.7, top-k 20):", "",
           "> " + story.replace("\n", "\n> "), "",
           f"Question from a held-out story: `{q.question.strip()}` — the model answers "
@@ -77,23 +84,15 @@ def step_model(out: Path) -> str:
 def step_speed(out: Path) -> str:
     from minillm import zoo
     from minillm.data import encode_splits, get_batch, load_corpus
+    from minillm.hardware import measure
     from minillm.timing import train_step_seconds
-    from minillm.train import CPU_FP32_PEAK_NOTE, AdamW
+    from minillm.train import AdamW
 
     model, tok = zoo.load("teacher")
     model.train()
     ids, _ = encode_splits(load_corpus(n_stories=600), tok)
-    peak, source = None, None
-    try:
-        from minillm.hardware import measure
-
-        spec = measure.this_machine(quick=True, threads=torch.get_num_threads())
-        peak, source = spec.peak_flops["fp32"], f"fp32 GEMM peak measured just now on {torch.get_num_threads()} thread(s)"
-    except Exception:  # the hardware part is optional for this step
-        pass
-    if peak is None:
-        peak = torch.get_num_threads() * 100e9
-        source = f"{torch.get_num_threads()} threads × {CPU_FP32_PEAK_NOTE}"
+    spec = measure.this_machine(quick=True, threads=torch.get_num_threads())
+    peak, source = spec.peak_flops["fp32"], f"fp32 GEMM peak measured just now on {torch.get_num_threads()} thread(s)"
     opt = AdamW(model.parameters(), lr=1e-4)
     B, T = 8, model.config.block_size
     x, y = get_batch(ids, B, T, generator=torch.Generator().manual_seed(0))
@@ -110,14 +109,10 @@ def step_speed(out: Path) -> str:
     return "\n".join(["## Speed on this machine", "", *[f"- {x}" for x in lines], ""])
 
 
-def _external(module: str) -> Callable[[Path], str | None]:
-    def step(out: Path) -> str | None:
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:  # its package is absent
-            found = False
-        if not found:
-            return None  # that part of the course is not in this version
+def _external(module: str) -> Callable[[Path], str]:
+    """A tour step that imports ``module`` only when it runs (keeps ``minillm --help`` fast)."""
+
+    def step(out: Path) -> str:
         return importlib.import_module(module).tour_step(out)
 
     return step
@@ -150,11 +145,7 @@ def run_tour(out: Path = Path("tour-report"), skip: set[str] | None = None) -> i
         for i, (name, title, fn) in enumerate([s for s in STEPS if s[0] not in skip], 1):
             print(f"[{i}] {title}", flush=True)
             try:
-                section = fn(out)
-                if section is None:
-                    print("  (skipped: not part of this version of the course)")
-                else:
-                    sections.append(section)
+                sections.append(fn(out))
             except Exception as e:  # one broken step must not hide the rest
                 failed.append(name)
                 print(f"  step {name!r} failed: {type(e).__name__}: {e}")

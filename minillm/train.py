@@ -16,10 +16,12 @@ from torch import Tensor, nn
 
 from minillm.evaluate import evaluate_loss
 from minillm.moved import moved_names
+from minillm.validate import check_int, check_number, is_int
 
 __all__ = [
     "adamw_update",
     "AdamW",
+    "param_groups",
     "cosine_lr",
     "clip_grad_norm_",
     "train",
@@ -45,8 +47,8 @@ def adamw_update(
     update ``p -= lr · m̂ / (sqrt(v̂) + eps)`` with ``m̂ = m / (1 - β1^t)`` and
     ``v̂ = v / (1 - β2^t)``.
     """
-    if step < 1:
-        raise ValueError(f"step={step} must count from 1 (the first update is step=1)")
+    if not is_int(step) or step < 1:
+        raise ValueError(f"step={step!r} must be a whole number counting from 1 (the first update is step=1)")
     beta1, beta2 = betas
     param = param * (1.0 - lr * weight_decay)
     m = beta1 * m + (1.0 - beta1) * grad
@@ -57,31 +59,51 @@ def adamw_update(
     return param, m, v
 
 
-class AdamW:
-    """AdamW over a list of parameters, with state ``m`` and ``v`` per parameter.
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """nanoGPT's two parameter groups for AdamW: ``[{decay}, {no decay}]``.
 
-    Same constructor and ``step``/``zero_grad`` as ``torch.optim.AdamW`` (single
-    param group). ``lr`` may be changed between steps (the schedule does so).
-    The update runs in place with fused-style ``torch._foreach`` kernels when they
-    exist, which computes exactly what :func:`adamw_update` computes.
+    Every trainable tensor with >= 2 dimensions (linear weights and the token and
+    position embeddings, which are 2-D) gets ``weight_decay``; 1-D tensors
+    (biases, LayerNorm weights and biases) get 0. A tied weight appears once.
+    """
+    weight_decay = check_number("weight_decay", weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]  # parameters() de-duplicates tied weights
+    return [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+
+
+class AdamW:
+    """AdamW over parameters or parameter groups, with state ``m`` and ``v`` per parameter.
+
+    Same constructor and ``step``/``zero_grad`` as ``torch.optim.AdamW``: ``params``
+    is an iterable of tensors (one group) or a list of group dicts, each with
+    ``"params"`` and optionally its own ``"weight_decay"`` and ``"lr"`` (see
+    :func:`param_groups`). ``opt.lr`` may be changed between steps (the schedule
+    does so); it applies to every group that did not set its own ``"lr"``.
+    The update runs in place with fused-style ``torch._foreach`` kernels, which
+    computes exactly what :func:`adamw_update` computes.
     """
 
     def __init__(
         self,
-        params: Iterable[Tensor],
+        params: Iterable[Tensor] | Iterable[dict],
         lr: float = 1e-3,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 0.01,
     ) -> None:
-        self.params = [p for p in params if p.requires_grad]
-        if not self.params:
-            raise ValueError("AdamW got no trainable parameters; pass model.parameters()")
-        if lr < 0 or eps < 0 or weight_decay < 0:
-            raise ValueError(f"lr={lr}, eps={eps} and weight_decay={weight_decay} must be >= 0")
+        self.lr = check_number("lr", lr)
+        self.eps = check_number("eps", eps)
+        self.weight_decay = check_number("weight_decay", weight_decay)
         if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
             raise ValueError(f"betas={betas} must both be in [0, 1), e.g. (0.9, 0.999)")
-        self.lr, self.betas, self.eps, self.weight_decay = lr, betas, eps, weight_decay
+        self.betas = betas
+        self.param_groups = _groups(params, weight_decay)
+        self.params = [p for g in self.param_groups for p in g["params"]]
+        if not self.params:
+            raise ValueError("AdamW got no trainable parameters; pass model.parameters() or param_groups(model, wd)")
         self.m = [torch.zeros_like(p) for p in self.params]
         self.v = [torch.zeros_like(p) for p in self.params]
         self.t = 0
@@ -93,9 +115,16 @@ class AdamW:
     @torch.no_grad()
     def step(self) -> None:
         self.t += 1
-        live = [i for i, p in enumerate(self.params) if p.grad is not None]
-        if not live:
-            return
+        i = 0
+        for group in self.param_groups:
+            n = len(group["params"])
+            live = [j for j in range(i, i + n) if self.params[j].grad is not None]
+            i += n
+            if live:
+                lr = group.get("lr", self.lr)
+                self._update(live, lr, group["weight_decay"])
+
+    def _update(self, live: list[int], lr: float, weight_decay: float) -> None:
         ps = [self.params[i] for i in live]
         gs = [self.params[i].grad for i in live]
         ms = [self.m[i] for i in live]
@@ -104,7 +133,8 @@ class AdamW:
         bc1 = 1.0 - b1**self.t
         bc2 = 1.0 - b2**self.t
         # p <- p·(1 - lr·wd);  m <- β1·m + (1-β1)·g;  v <- β2·v + (1-β2)·g²
-        torch._foreach_mul_(ps, 1.0 - self.lr * self.weight_decay)
+        if weight_decay:
+            torch._foreach_mul_(ps, 1.0 - lr * weight_decay)
         torch._foreach_lerp_(ms, gs, 1.0 - b1)
         torch._foreach_mul_(vs, b2)
         torch._foreach_addcmul_(vs, gs, gs, value=1.0 - b2)
@@ -112,10 +142,32 @@ class AdamW:
         denom = torch._foreach_div(vs, bc2)
         torch._foreach_sqrt_(denom)
         torch._foreach_add_(denom, self.eps)
-        torch._foreach_addcdiv_(ps, ms, denom, value=-self.lr / bc1)
+        torch._foreach_addcdiv_(ps, ms, denom, value=-lr / bc1)
 
     def state_dict(self) -> dict:
         return {"t": self.t, "m": [m.clone() for m in self.m], "v": [v.clone() for v in self.v], "lr": self.lr}
+
+
+def _groups(params, weight_decay: float) -> list[dict]:
+    """Normalise ``params`` (tensors or group dicts) to groups of trainable tensors with a weight_decay each."""
+    items = list(params)
+    if not items or not isinstance(items[0], dict):
+        if any(isinstance(x, dict) for x in items):
+            raise ValueError("params mixes tensors and group dicts; pass one or the other")
+        return [{"params": [p for p in items if p.requires_grad], "weight_decay": weight_decay}]
+    groups = []
+    for k, g in enumerate(items):
+        if not isinstance(g, dict) or "params" not in g:
+            raise ValueError(f"params[{k}] must be a dict with a 'params' list, like param_groups(model, wd) returns")
+        unknown = set(g) - {"params", "weight_decay", "lr"}
+        if unknown:
+            raise ValueError(f"params[{k}] has unknown keys {sorted(unknown)}; a group takes 'params', 'weight_decay', 'lr'")
+        group = {"params": [p for p in g["params"] if p.requires_grad],
+                 "weight_decay": check_number(f"params[{k}]['weight_decay']", g.get("weight_decay", weight_decay))}
+        if "lr" in g:
+            group["lr"] = check_number(f"params[{k}]['lr']", g["lr"])
+        groups.append(group)
+    return groups
 
 
 def cosine_lr(step: int, max_lr: float, warmup: int, total: int, min_lr: float = 0.0) -> float:
@@ -123,8 +175,8 @@ def cosine_lr(step: int, max_lr: float, warmup: int, total: int, min_lr: float =
 
     ``step`` counts from 0. After ``total`` the rate stays at ``min_lr``.
     """
-    if warmup < 0 or total < 1:
-        raise ValueError(f"warmup={warmup} must be >= 0 and total={total} >= 1")
+    check_int("warmup", warmup, minimum=0)
+    check_int("total", total)
     if step < warmup:
         return max_lr * (step + 1) / warmup
     if step >= total:
@@ -188,9 +240,9 @@ def train(
 
     from minillm.data import get_batch
 
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps={steps} and batch_size={batch_size} must be >= 1")
-    block_size = block_size or model.config.block_size
+    steps = check_int("steps", steps)
+    batch_size = check_int("batch_size", batch_size)
+    block_size = model.config.block_size if block_size is None else check_int("block_size", block_size)
     if block_size > model.config.block_size:
         raise ValueError(f"block_size={block_size} exceeds the model's block_size={model.config.block_size}")
     if peak_flops is None:
@@ -198,7 +250,7 @@ def train(
         peak_source = peak_source or f"{torch.get_num_threads()} threads × " + CPU_FP32_PEAK_NOTE
     min_lr = lr / 10 if min_lr is None else min_lr
     g = torch.Generator().manual_seed(seed)
-    opt = AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = AdamW(param_groups(model, weight_decay), lr=lr)
     hist: dict = {"step": [], "loss": [], "val_step": [], "val_loss": [], "lr": []}
     model.train()
     tokens = 0

@@ -1,4 +1,4 @@
-"""Trained models that load in seconds, and safe checkpoints.
+"""Trained models that load in seconds: the registry of named models and how each is built.
 
 ``load("teacher")`` returns ``(model, tokenizer)``. The weights ship inside the
 package (``minillm/zoo_weights/``, float16 for storage, float32 in memory), so
@@ -10,34 +10,26 @@ Reproduce the shipped files with::
 
     python -m minillm.zoo build teacher student
 
-Checkpoints are written atomically (a temporary file, then a rename) and carry a
-SHA-256 of their tensors, so a truncated, corrupted or mismatched file is caught
-with an error that names it.
+The file format (atomic save, SHA-256, load with checks, :class:`CheckpointError`)
+lives in :mod:`minillm.checkpoint`; its names are re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from minillm.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from minillm.model import GPT, GPTConfig
 from minillm.presets import PRESETS
 
 __all__ = ["ZooEntry", "MODELS", "load", "names", "save_checkpoint", "load_checkpoint", "build", "CheckpointError"]
 
-FORMAT = "minillm-checkpoint"
-VERSION = 1
 WEIGHTS_DIR = Path(__file__).parent / "zoo_weights"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is unreadable, corrupted, or does not match what was asked."""
 
 
 @dataclass(frozen=True)
@@ -89,119 +81,6 @@ def _entry(name: str) -> ZooEntry:
     return MODELS[name]
 
 
-# --------------------------------------------------------------------------- checkpoints
-
-
-def _digest(state: dict[str, torch.Tensor]) -> str:
-    h = hashlib.sha256()
-    for k in sorted(state):
-        t = state[k].detach().cpu().contiguous()
-        h.update(k.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-def save_checkpoint(path: str | os.PathLike, model: GPT, tokenizer=None, meta: dict | None = None, half: bool = True) -> Path:
-    """Write ``model`` (and its tokenizer) to ``path`` atomically; returns the path.
-
-    With ``half`` the tensors are stored in float16 (half the bytes). A tied
-    output layer is stored once.
-    """
-    path = Path(path)
-    state = {}
-    for k, v in model.state_dict().items():
-        if model.config.tie_weights and k == "lm_head.weight":
-            continue
-        v = v.detach().cpu()
-        state[k] = v.half() if (half and v.is_floating_point()) else v.clone()
-    payload = {
-        "format": FORMAT,
-        "version": VERSION,
-        "config": model.config.to_dict(),
-        "tokenizer": tokenizer.to_dict() if tokenizer is not None else None,
-        "state_dict": state,
-        "sha256": _digest(state),
-        "meta": meta or {},
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private; a checkpoint is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def load_checkpoint(path: str | os.PathLike, expect_config: GPTConfig | None = None):
-    """Read a checkpoint; returns ``(model, tokenizer, meta)``. The model is float32 in eval mode.
-
-    Raises :class:`CheckpointError` (a ``ValueError``) naming the file when it is
-    missing, truncated, corrupted, not a minillm checkpoint, or does not match
-    ``expect_config``.
-    """
-    from minillm.tokenizer import tokenizer_from_dict
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, not a torch file, ...
-        raise CheckpointError(
-            f"checkpoint {path} is unreadable ({type(e).__name__}); it may be truncated or corrupted — "
-            f"delete it and rebuild it (python -m minillm.zoo build)"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a minillm checkpoint (no '{FORMAT}' header)")
-    if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {payload.get('version')}, this minillm reads {VERSION}")
-    state = payload["state_dict"]
-    if _digest(state) != payload.get("sha256"):
-        raise CheckpointError(f"checkpoint {path} is corrupted: its tensors do not match the stored SHA-256")
-    try:
-        config = GPTConfig.from_dict(payload["config"])
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path} has an invalid config: {e}") from None
-    if expect_config is not None and config != expect_config:
-        diff = {
-            k: (v, getattr(config, k)) for k, v in expect_config.to_dict().items() if getattr(config, k) != v
-        }
-        raise CheckpointError(
-            f"checkpoint {path} does not match the expected config: "
-            + ", ".join(f"{k} expected {a}, file has {b}" for k, (a, b) in diff.items())
-        )
-    model = GPT(config)
-    expected = {k: v.shape for k, v in model.state_dict().items()}
-    if config.tie_weights:
-        expected.pop("lm_head.weight")
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != tuple(expected[k]))
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:3]}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:3]}")
-        if wrong:
-            k = wrong[0]
-            parts.append(f"{k} has shape {tuple(state[k].shape)}, the config needs {tuple(expected[k])}")
-        raise CheckpointError(f"checkpoint {path} does not match its config: " + "; ".join(parts))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=False)
-    model.eval()
-    tok = tokenizer_from_dict(payload["tokenizer"]) if payload.get("tokenizer") else None
-    return model, tok, payload.get("meta", {})
-
-
 # --------------------------------------------------------------------------- the zoo
 
 
@@ -215,9 +94,6 @@ def _find(name: str) -> Path | None:
         if p.is_file():
             return p
     return None
-
-
-_LOADED: dict[str, tuple] = {}
 
 
 def load(name: str = "teacher", *, train_if_missing: bool = True):
@@ -258,34 +134,33 @@ def build(name: str, out_dir: str | os.PathLike = WEIGHTS_DIR, progress: bool = 
     from minillm.train import train
 
     entry = _entry(name)
-    if True:
-        corpus = load_corpus(n_stories=entry.n_stories, seed=entry.seed)
-        tok = tokenizer(entry.tokenizer_vocab, entry.n_stories, entry.seed)
-        train_ids, val_ids = encode_splits(corpus, tok)
-        torch.manual_seed(entry.seed)
-        model = GPT(entry.config)
-        hist = train(
-            model,
-            train_ids,
-            val_ids,
-            steps=entry.steps,
-            batch_size=entry.batch_size,
-            lr=entry.lr,
-            warmup=100,
-            eval_every=max(1, entry.steps // 10),
-            seed=entry.seed,
-            progress=progress,
-        )
-        path = save_checkpoint(Path(out_dir) / f"{name}.pt", model, tok, meta={"recipe": entry.name})
-        # Measure what was shipped (the float16-rounded weights), not the float32 in memory.
-        model, tok, _ = load_checkpoint(path)
-        val = evaluate_loss(model, val_ids, 16, block_size=entry.config.block_size, n_batches=16, random_windows=True)
-        acc = fact_accuracy(model, tok, fact_recall_task(200))
-        uni = unigram_loss(train_ids, val_ids, tok.vocab_size)
-        print(
-            f"{name}: {model.num_params():,} params; val loss {val:.3f} (unigram baseline {uni:.3f}); "
-            f"fact recall {acc:.1%}; trained {hist['seconds']:.0f} s at {hist['tokens_per_s']:,.0f} tokens/s"
-        )
+    corpus = load_corpus(n_stories=entry.n_stories, seed=entry.seed)
+    tok = tokenizer(entry.tokenizer_vocab, entry.n_stories, entry.seed)
+    train_ids, val_ids = encode_splits(corpus, tok)
+    torch.manual_seed(entry.seed)
+    model = GPT(entry.config)
+    hist = train(
+        model,
+        train_ids,
+        val_ids,
+        steps=entry.steps,
+        batch_size=entry.batch_size,
+        lr=entry.lr,
+        warmup=100,
+        eval_every=max(1, entry.steps // 10),
+        seed=entry.seed,
+        progress=progress,
+    )
+    path = save_checkpoint(Path(out_dir) / f"{name}.pt", model, tok, meta={"recipe": entry.name})
+    # Measure what was shipped (the float16-rounded weights), not the float32 in memory.
+    model, tok, _ = load_checkpoint(path)
+    val = evaluate_loss(model, val_ids, 16, block_size=entry.config.block_size, n_batches=16, random_windows=True)
+    acc = fact_accuracy(model, tok, fact_recall_task(200))
+    uni = unigram_loss(train_ids, val_ids, tok.vocab_size)
+    print(
+        f"{name}: {model.num_params():,} params; val loss {val:.3f} (unigram baseline {uni:.3f}); "
+        f"fact recall {acc:.1%}; trained {hist['seconds']:.0f} s at {hist['tokens_per_s']:,.0f} tokens/s"
+    )
     return path
 
 

@@ -5,7 +5,18 @@ import math
 import pytest
 import torch
 
-from minillm.explain import attention_pattern, component_costs, layer_input, nearest_tokens, next_token_view
+from minillm.explain import (
+    attention_pattern,
+    component_costs,
+    layer_input,
+    nearest_tokens,
+    next_token_view,
+    plot_attention,
+    plot_costs,
+    plot_losses,
+    plot_next_token_view,
+    sampling_widget,
+)
 from minillm.model import GPT, GPTConfig, next_token_probs
 from minillm.tokenizer import ByteTokenizer
 
@@ -119,3 +130,59 @@ def test_nearest_tokens_keeps_whole_words_and_rejects_several_tokens(model):
         nearest_tokens(model, Words(), "the cat")
     with pytest.raises(ValueError, match="k=0"):
         nearest_tokens(model, Words(), "cat", k=0)
+
+
+def test_plot_next_token_view_draws_the_probabilities(model):
+    view = next_token_view(model, ByteTokenizer(), "ab", 1.0, None, n_tokens=2)
+    fig = plot_next_token_view(view, "ab")
+    ax = fig.axes[0]
+    heights = [p.get_height() for p in ax.patches]
+    assert heights == pytest.approx(view["probs"])  # one bar per shown token, its probability
+    assert ax.get_ylabel() == "probability" and ax.get_ylim() == (0, 1)
+    assert f"{view['entropy_bits']:.2f} bits" in ax.get_title()
+    assert [t.get_text() for t in ax.get_xticklabels()] == [repr(t) for t in view["tokens"]]
+
+
+def test_sampling_widget_descriptions_are_not_cut_off(model):
+    from ipywidgets import Widget
+
+    w = sampling_widget(model, ByteTokenizer(), "ab")
+    sliders = w.children[:2]
+    assert [s.description for s in sliders] == ["temperature", "top_k (0 = all)"]
+    # ipywidgets' default description width cuts "temperature" to "temperat…" in a browser.
+    assert all(s.style.description_width == "initial" for s in sliders)
+    sliders[0].value = 0.0  # greedy: the widget re-runs without error
+    w.update()
+    Widget.close_all()
+
+
+def test_plot_attention_shows_each_heads_weights(model):
+    idx = torch.randint(0, 256, (1, 7), generator=torch.Generator().manual_seed(1))
+    w = attention_pattern(model, idx, layer=0)
+    labels = [chr(97 + i) for i in range(7)]
+    fig = plot_attention(w, labels, "block 0")
+    assert len(fig.axes) == 2 and fig._suptitle.get_text() == "block 0"
+    for h, ax in enumerate(fig.axes):
+        torch.testing.assert_close(torch.as_tensor(ax.images[0].get_array().data), w[h], atol=0, rtol=0)
+        assert ax.get_title() == f"head {h}" and [t.get_text() for t in ax.get_xticklabels()] == labels
+    assert not any(t.get_text() for t in fig.axes[1].get_yticklabels())  # labels on the first head only
+
+
+def test_plot_losses_draws_the_history_and_the_reference_lines():
+    hist = {"step": [0, 1, 2, 3], "loss": [5.0, 4.0, 3.5, 3.0], "val_step": [0, 3], "val_loss": [5.1, 3.2]}
+    fig = plot_losses(hist, {"uniform": 6.2, "unigram": 4.8})
+    ax = fig.axes[0]
+    train_line, val_line, *refs = ax.get_lines()
+    assert list(train_line.get_ydata()) == hist["loss"] and list(val_line.get_xdata()) == hist["val_step"]
+    assert [r.get_ydata()[0] for r in refs] == [6.2, 4.8]
+    assert {t.get_text() for t in ax.texts} == {"uniform", "unigram"}
+    assert ax.get_xlabel() == "step" and "nats" in ax.get_ylabel()
+
+
+def test_plot_costs_bars_are_the_table(model):
+    costs = component_costs(model)
+    fig = plot_costs(costs)
+    params_ax, flops_ax = fig.axes
+    assert [p.get_width() for p in params_ax.patches] == [r["params"] for r in costs]
+    assert [p.get_width() for p in flops_ax.patches] == [r["flops"] for r in costs]
+    assert params_ax.get_title() == "parameters" and flops_ax.get_title() == "training FLOPs per token"

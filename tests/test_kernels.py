@@ -86,3 +86,19 @@ def test_blocked_attention_matches_torch_at_training_length():
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     with torch.no_grad():  # the inference path shares the blocked forward
         torch.testing.assert_close(kernels.causal_attention_core(q, k, v), ref, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("Tq, Tk", [(1, 1), (1, 37), (64, 64), (100, 100), (70, 200), (256, 256)])
+def test_inference_attention_equals_the_training_path_and_the_definition(Tq, Tk):
+    # The no-grad path reuses one score buffer, softmaxes in place and writes Y into a
+    # [B, T, H, D] buffer; it must give the training path's values (same fp32 ops: exact)
+    # and the readable definition's to 1e-6 (fp32 attention outputs are O(1)).
+    g = torch.Generator().manual_seed(Tq * 1000 + Tk)
+    q = torch.randn(2, 3, Tq, 16, generator=g)
+    k, v = torch.randn(2, 3, Tk, 16, generator=g), torch.randn(2, 3, Tk, 16, generator=g)
+    with torch.no_grad():
+        fast = kernels.causal_attention_core(q, k, v)
+    train = kernels.causal_attention_core(q.requires_grad_(), k, v).detach()
+    assert fast.shape == (2, 3, Tq, 16)
+    torch.testing.assert_close(fast, train, atol=0, rtol=0)
+    torch.testing.assert_close(fast, causal_attention(q.detach(), k, v), atol=1e-6, rtol=1e-5)

@@ -224,10 +224,10 @@ def test_param_and_flop_counts():
     "kwargs, match",
     [
         (dict(n_embd=50, n_head=3), "n_embd=50 is not divisible by n_head=3"),
-        (dict(n_layer=0), "n_layer=0 must be positive"),
+        (dict(n_layer=0), "GPTConfig.n_layer=0 must be >= 1"),
         (dict(vocab_size=-1), "vocab_size=-1"),
-        (dict(block_size=2.5), "block_size=2.5 must be an int"),
-        (dict(dropout=1.0), "dropout=1.0"),
+        (dict(block_size=2.5), "GPTConfig.block_size=2.5 must be a whole number"),
+        (dict(dropout=1.0), r"GPTConfig.dropout=1 must be in \[0, 1\)"),
         (dict(bias="yes"), "bias"),
     ],
 )
@@ -246,3 +246,27 @@ def test_bad_inputs_give_clear_errors():
         m(torch.tensor([1, 2]))
     with pytest.raises(ValueError, match="integer token ids"):
         m(torch.zeros(1, 2))
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_generate_checks_token_ids_once_not_per_step(monkeypatch, use_cache):
+    # Checking ids reads idx.max() back to the host: on a GPU that is a sync per token.
+    m = GPT(GPTConfig(**TINY)).eval()
+    calls = []
+    check = GPT._check_idx
+    monkeypatch.setattr(GPT, "_check_idx", lambda self, idx, offset=0: (calls.append(idx.shape), check(self, idx, offset)))
+    out = m.generate(torch.tensor([[1, 2, 3]]), 20, temperature=0, use_cache=use_cache)  # 23 > block_size: window slides
+    assert out.shape == (1, 23)
+    assert len(calls) == 1, f"generate checked the ids {len(calls)} times for 20 tokens; once is enough"
+
+
+def test_generate_still_rejects_bad_prompt_ids():
+    m = GPT(GPTConfig(**TINY))
+    with pytest.raises(ValueError, match="token id 50 is outside the vocabulary"):
+        m.generate(torch.tensor([[1, 50]]), 3)
+    with pytest.raises(ValueError, match="token id -1 is outside the vocabulary"):
+        m.generate(torch.tensor([[-1, 2]]), 3)
+    with pytest.raises(ValueError, match="integer token ids"):
+        m.generate(torch.zeros(1, 2), 3)
+    with pytest.raises(ValueError, match="top_k=0"):
+        m.generate(torch.tensor([[1, 2]]), 3, top_k=0)

@@ -81,6 +81,7 @@ def test_tampered_submission_costs_only_the_broken_tasks(tmp_path):
         "01.cross_entropy": ("crashed", 0, 2),
         "01.adamw_step": ("missing", 0, 3),
         "01.count_params": ("error", 0, 2),
+        "01.decode_positions": ("passed", 2, 2),  # untouched: graded as usual
     }
     msgs = {r.task: r.message for r in rows}
     assert "did not finish within 3 s" in msgs["01.causal_attention"]

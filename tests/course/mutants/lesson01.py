@@ -221,3 +221,63 @@ def count_params_float(vocab_size, block_size, n_layer, n_embd):
 
 
 MUTANTS["01.count_params"] = [count_params_no_bias, count_params_untied, count_params_no_wpe, count_params_float]
+
+
+# --------------------------------------------------------------------------- late additions (issue 11)
+
+
+def attention_reversed_mask(q, k, v):
+    """Masks the past (j < i) instead of the future."""
+    s = (q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))).masked_fill(
+        torch.ones(q.size(-2), q.size(-2), dtype=torch.bool).tril(-1), float("-inf")
+    )
+    return _softmax(s) @ v
+
+
+def adamw_decay_after(param, grad, m, v, step, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
+    """Applies the weight decay after the Adam update, to the parameter it already moved."""
+    b1, b2 = betas
+    m = b1 * m + (1 - b1) * grad
+    v = b2 * v + (1 - b2) * grad * grad
+    mh, vh = m / (1 - b1**step), v / (1 - b2**step)
+    param = param - lr * mh / (vh.sqrt() + eps)
+    return param - lr * weight_decay * param, m, v
+
+
+def decode_positions_off_by_one(prompt_len, n_new):
+    """Counts the last sampled token as fed back: p + i + 1 positions at step i."""
+    p, n = prompt_len, n_new
+    return n * p + n * (n + 1) // 2, p + n - 1 if n else 0
+
+
+def decode_positions_cache_forgets_prompt(prompt_len, n_new):
+    """With a cache, counts one position per step, forgetting the first step runs the prompt."""
+    p, n = prompt_len, n_new
+    return n * p + n * (n - 1) // 2, n
+
+
+def decode_positions_whole_sequence(prompt_len, n_new):
+    """Without a cache, runs the final length p + n at every step."""
+    p, n = prompt_len, n_new
+    return n * (p + n), p + n - 1 if n else 0
+
+
+MUTANTS["01.causal_attention"].append(attention_reversed_mask)
+MUTANTS["01.adamw_step"].append(adamw_decay_after)
+MUTANTS["01.decode_positions"] = [
+    decode_positions_off_by_one,
+    decode_positions_cache_forgets_prompt,
+    decode_positions_whole_sequence,
+]
+
+#: The hint each mutant's verdict must contain: the check names the mistake, not a generic fix.
+HINTS = {
+    "attention_reversed_mask": "the mask is reversed",
+    "attention_no_mask": "mask the future",
+    "attention_strict_mask": "the diagonal must stay visible",
+    "adamw_decay_after": "decay first, as torch does",
+    "adamw_l2": "Adam + L2",
+    "decode_positions_off_by_one": "the last step runs p + n - 1 positions",
+    "decode_positions_cache_forgets_prompt": "the first step still runs the whole prompt",
+    "decode_positions_whole_sequence": "step i re-runs the prompt and the i tokens",
+}
