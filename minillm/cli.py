@@ -56,10 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    t = sub.add_parser("tour", help="the course in two minutes: model, speed, and what each part adds")
+    t = sub.add_parser("tour", help="the course in under a minute: model, speed, and what each part adds")
     t.add_argument("--out", default="tour-report", help="folder for the report and plots (default: tour-report/)")
     t.add_argument("--skip", action="append", default=[], metavar="STEP",
-                   help="leave out a step (model, speed, quantization, hardware, parallel); repeatable")
+                   help="leave out a step (model, speed, quantization, hardware, parallel, tp_pp); repeatable")
 
     tr = sub.add_parser("train", help="train a GPT on the embedded stories or on your own text")
     tr.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="model size and schedule (default: tiny)")
@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=_positive_int, default=None)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--no-cache", action="store_true", help="recompute the whole sequence at each step")
+
+    gl = sub.add_parser("glossary", help="the course's terms in English and Chinese (英中术语表), or those matching TERM")
+    gl.add_argument("term", nargs="?", default=None, help="a word in either language, e.g. pruning or 剪枝")
 
     from minillm.course.commands import register  # course build, grade, start, progress
 
@@ -148,6 +151,17 @@ def _generate(a: argparse.Namespace) -> int:
     return 0
 
 
+def _glossary(a: argparse.Namespace) -> int:
+    from minillm.glossary import format_terms, lookup
+
+    terms = lookup(a.term)
+    if not terms:
+        print(f"minillm: no glossary term matches {a.term!r}; `minillm glossary` lists them all", file=sys.stderr)
+        return 1
+    print(format_terms(terms))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     a = parser.parse_args(argv)
@@ -163,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             return _train(a)
         if a.command == "generate":
             return _generate(a)
+        if a.command == "glossary":
+            return _glossary(a)
         return a.handler(a)
     except (ValueError, FileNotFoundError) as e:
         print(f"minillm: error: {e}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""``minillm tour``: the course in two minutes, from the embedded defaults.
+"""``minillm tour``: the course in under a minute, from the embedded defaults.
 
 Each step prints a few lines and adds a section to ``OUT/report.md``; plots go
 to ``OUT/*.png``. Later parts of the course add their own step through a
@@ -118,12 +118,17 @@ def _external(module: str) -> Callable[[Path], str]:
     return step
 
 
+def _tp_pp(out: Path) -> str:
+    return importlib.import_module("minillm.parallel.tour").tp_pp_step(out)
+
+
 STEPS: list[tuple[str, str, Callable[[Path], str]]] = [
     ("model", "The teacher: size, loss, fact recall, a story", step_model),
     ("speed", "Training speed and MFU on this machine", step_speed),
     ("quantization", "int8: smaller, and faster only with int8 kernels", _external("minillm.compress.tour")),
     ("hardware", "This machine on the roofline; cost per million tokens", _external("minillm.hardware.tour")),
     ("parallel", "Data parallelism on 4 simulated devices equals one device", _external("minillm.parallel.tour")),
+    ("tp_pp", "Tensor and pipeline parallelism equal one device; the pipeline's bubble", _tp_pp),
 ]
 
 

@@ -31,3 +31,12 @@ def test_entries_are_complete_and_unique():
 def test_format_names_the_lesson():
     text = format_terms(lookup("知识蒸馏"))
     assert "knowledge distillation / 知识蒸馏  (lesson 05)" in text
+
+
+def test_the_cli_searches_and_fails_cleanly(capsys):
+    from minillm.cli import main
+
+    assert main(["glossary", "剪枝"]) == 0
+    assert "pruning / 模型剪枝  (lesson 03)" in capsys.readouterr().out
+    assert main(["glossary", "no such term"]) == 1
+    assert "no glossary term matches" in capsys.readouterr().err
