@@ -249,7 +249,7 @@ def test_activation_memory_follows_korthikanti_table_2():
 
 
 def test_measured_activations_shrink_as_korthikanti_says():
-    """Bytes autograd saves per rank (fp32, logits included) fall with t and SP in the formula's order."""
+    """Bytes autograd saves per rank (fp32, logits included), in the simulator's ledger, fall with t and SP as the formula says."""
     from minillm.parallel.data_parallel import saved_activation_bytes
     from minillm.parallel.tp_costs import activation_memory_bytes
 
@@ -262,9 +262,12 @@ def test_measured_activations_shrink_as_korthikanti_says():
         shard = tensor_parallel_gpt(model, comm, sequence_parallel=sp)
         with saved_activation_bytes() as n:
             shard(x, x)
-        return n[0]
+        comm.memory.alloc("activations", n[0], "saved for backward")  # into the simulator's memory ledger
 
-    measured = {(t, sp): run(saved, t, sp).results[0] for t in (1, 2, 4) for sp in (False, True)}
+    def ledger(t, sp):
+        return run(saved, t, sp).memory[0].current["activations"]
+
+    measured = {(t, sp): ledger(t, sp) for t in (1, 2, 4) for sp in (False, True)}
     formula = {k: activation_memory_bytes(64, 2, 64, 4, 2, *k) for k in measured}
     base_m, base_f = measured[1, False], formula[1, False]
     for k in measured:
