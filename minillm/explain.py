@@ -120,7 +120,7 @@ def component_costs(model: GPT, seq_len: int | None = None) -> list[dict]:
     if not c.tie_weights:
         rows.append(("lm_head", n([model.lm_head.weight]), True))
     out = [{"component": name, "params": p, "flops": 6 * p if in_matmuls else 0} for name, p, in_matmuls in rows]
-    out.append({"component": "attention scores (QKᵀ, AV)", "params": 0, "flops": 12 * c.n_layer * c.n_head * c.head_dim * T})
+    out.append({"component": "attention scores (QKᵀ, AV)", "params": 0, "flops": 12 * sum(c.heads(i) for i in range(c.n_layer)) * c.head_dim * T})
     return out
 
 

@@ -16,13 +16,12 @@ V = vocab_size.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
-
 import torch
 from torch import Tensor, nn
 
 from minillm import kernels
-from minillm.validate import check_fraction, check_int, check_number
+from minillm.config import GPTConfig
+from minillm.validate import check_int, check_number
 
 __all__ = [
     "GPTConfig",
@@ -42,57 +41,6 @@ __all__ = [
     "next_token_probs",
     "sample_next",
 ]
-
-
-# --------------------------------------------------------------------------- config
-
-
-@dataclass
-class GPTConfig:
-    """The shape of a GPT.
-
-    ``tie_weights`` shares the token embedding with the output layer, as GPT-2 does.
-    Construction validates every field and raises a ``ValueError`` that names the
-    field and the fix.
-    """
-
-    vocab_size: int
-    block_size: int
-    n_layer: int
-    n_head: int
-    n_embd: int
-    dropout: float = 0.0
-    bias: bool = True
-    tie_weights: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
-            check_int(f"GPTConfig.{name}", getattr(self, name))
-        if self.n_embd % self.n_head != 0:
-            lo = self.n_embd - self.n_embd % self.n_head
-            raise ValueError(
-                f"GPTConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}; "
-                f"choose n_embd as a multiple of n_head (e.g. {lo or self.n_head} or {lo + self.n_head})"
-            )
-        check_fraction("GPTConfig.dropout", self.dropout)
-        for name in ("bias", "tie_weights"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"GPTConfig.{name}={getattr(self, name)!r} must be True or False")
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "GPTConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"GPTConfig: unknown field(s) {sorted(unknown)}; known fields are {sorted(names)}")
-        return cls(**d)
 
 
 # --------------------------------------------------------------------------- layers
@@ -284,37 +232,41 @@ class KVCache:
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention: one ``c_attn`` projection to Q, K, V, then ``c_proj``."""
 
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig, layer: int = 0) -> None:
         super().__init__()
-        self.n_head = config.n_head
+        self.n_head = config.heads(layer)  # fewer than config.n_head after head pruning
+        self.head_dim = config.head_dim
         self.n_embd = config.n_embd
-        self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
-        self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
+        inner = self.n_head * self.head_dim  # = n_embd unless heads were pruned
+        self.c_attn = Linear(config.n_embd, 3 * inner, bias=config.bias)
+        self.c_proj = Linear(inner, config.n_embd, bias=config.bias)
         self.attn_dropout = Dropout(config.dropout)
         self.resid_dropout = Dropout(config.dropout)
 
     def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
         """x: [B, T, C] -> [B, T, C]."""
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        # [B, T, C] -> [B, H, T, D]
-        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        B, T, _ = x.shape
+        H, D = self.n_head, self.head_dim
+        q, k, v = self.c_attn(x).split(H * D, dim=2)
+        # [B, T, H·D] -> [B, H, T, D]
+        q = q.view(B, T, H, D).transpose(1, 2)
+        k = k.view(B, T, H, D).transpose(1, 2)
+        v = v.view(B, T, H, D).transpose(1, 2)
         if cache is not None:
             k, v = cache.update(layer, k, v)
         y = kernels.causal_attention_core(q, k, v)  # = causal_attention(q, k, v), fused
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        y = y.transpose(1, 2).contiguous().view(B, T, H * D)
         return self.resid_dropout(self.c_proj(y))
 
 
 class MLP(nn.Module):
     """Position-wise feed-forward: C -> 4C -> GELU -> C."""
 
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig, layer: int = 0) -> None:
         super().__init__()
-        self.c_fc = Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.c_proj = Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        hidden = config.mlp_hidden(layer)  # 4·n_embd unless neurons were pruned
+        self.c_fc = Linear(config.n_embd, hidden, bias=config.bias)
+        self.c_proj = Linear(hidden, config.n_embd, bias=config.bias)
         self.dropout = Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -324,12 +276,12 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """A pre-norm transformer block: ``x + attn(ln_1(x))``, then ``x + mlp(ln_2(x))``."""
 
-    def __init__(self, config: GPTConfig) -> None:
+    def __init__(self, config: GPTConfig, layer: int = 0) -> None:
         super().__init__()
         self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
-        self.attn = CausalSelfAttention(config)
+        self.attn = CausalSelfAttention(config, layer)
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
-        self.mlp = MLP(config)
+        self.mlp = MLP(config, layer)
 
     def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
         x = x + self.attn(self.ln_1(x), cache=cache, layer=layer)
@@ -351,7 +303,7 @@ class GPT(nn.Module):
         self.wte = Embedding(config.vocab_size, config.n_embd)
         self.wpe = Embedding(config.block_size, config.n_embd)
         self.drop = Dropout(config.dropout)
-        self.h = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.h = nn.ModuleList([Block(config, i) for i in range(config.n_layer)])
         self.ln_f = LayerNorm(config.n_embd, bias=config.bias)
         self.lm_head = Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_weights:
@@ -498,7 +450,8 @@ class GPT(nn.Module):
         """
         c = self.config
         T = c.block_size if seq_len is None else seq_len
-        return 6 * self.num_params() + 12 * c.n_layer * c.n_head * c.head_dim * T
+        heads = sum(c.heads(i) for i in range(c.n_layer))  # L·H unless heads were pruned
+        return 6 * self.num_params() + 12 * heads * c.head_dim * T
 
 
 def next_token_probs(logits: Tensor, temperature: float = 1.0, top_k: int | None = None) -> Tensor:

@@ -185,16 +185,16 @@ class RowParallelLinear(nn.Module):
         return y + self.bias if self.bias is not None else y
 
 
-def _head_rows(n_embd: int, n_head: int, comm: Comm) -> tuple[Tensor, Tensor]:
-    """Rows of c_attn (Q, K and V of this rank's heads) and columns of c_proj (their outputs)."""
+def _head_rows(n_head: int, head_dim: int, comm: Comm) -> tuple[Tensor, Tensor]:
+    """Rows of c_attn (Q, K, V of this rank's heads) and columns of c_proj (their outputs)."""
     if n_head % comm.world_size:
         raise ValueError(
             f"n_head={n_head} cannot be split over tp={comm.world_size} ranks: each rank keeps whole heads; "
             f"choose tp among the divisors of {n_head}"
         )
-    hd, per = n_embd // n_head, n_head // comm.world_size
-    cols = torch.arange(comm.rank * per * hd, (comm.rank + 1) * per * hd)
-    rows = torch.cat([cols, cols + n_embd, cols + 2 * n_embd])  # Q, K, V blocks of c_attn's output
+    inner, per = n_head * head_dim, n_head // comm.world_size
+    cols = torch.arange(comm.rank * per * head_dim, (comm.rank + 1) * per * head_dim)
+    rows = torch.cat([cols, cols + inner, cols + 2 * inner])  # Q, K, V blocks of c_attn's output
     return rows, cols
 
 
@@ -203,9 +203,9 @@ class ParallelAttention(nn.Module):
 
     def __init__(self, attn: CausalSelfAttention, comm: Comm, sequence_parallel: bool = False, name: str = "") -> None:
         super().__init__()
-        rows, cols = _head_rows(attn.n_embd, attn.n_head, comm)
+        rows, cols = _head_rows(attn.n_head, attn.head_dim, comm)
         self.n_head = attn.n_head // comm.world_size
-        self.head_dim = attn.n_embd // attn.n_head
+        self.head_dim = attn.head_dim
         self.c_attn = ColumnParallelLinear.from_linear(
             attn.c_attn, comm, sequence_parallel=sequence_parallel, rows=rows, name=f"{name}c_attn"
         )
