@@ -281,6 +281,12 @@ class Lab:
         """Run → Run All Cells, as a learner would, and wait until every code cell has run."""
         self.page.click(".lm-MenuBar-itemLabel:text-is('Run')")
         self.page.click(".lm-Menu-item[data-command='runmenu:run-all']")
+        # A lesson opens with its stored execution counts: first see the run start ([*]), so
+        # that those counts are not taken for a finished run.
+        self.page.wait_for_function(
+            "() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')].some(e => e.textContent.includes('*'))",
+            timeout=30_000, polling=100,
+        )
         self.page.wait_for_function(JS_ALL_RAN, timeout=timeout_ms, polling=1000)
 
     def save(self) -> None:
