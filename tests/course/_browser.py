@@ -56,7 +56,7 @@ JS_WIDGET_OUTPUT = """(w) => {
   return {text: out.textContent, images: [...out.querySelectorAll('img')].map(i => i.src)};
 }"""
 
-# Every description label, slider readout and dropdown in widget w, with what it shows and the
+# Every description label, slider readout, toggle button and dropdown in widget w, with what it shows and the
 # width its text needs. A label is cut off when its text needs more than its box
 # (scrollWidth > clientWidth: the browser's own ellipsis test). A dropdown's <select> has no
 # scrollWidth for its text, so the selected option's text is measured with the select's font
@@ -68,6 +68,9 @@ JS_LABELS = """(w) => {
     if (!l.textContent.trim()) continue;
     rows.push({kind: l.classList.contains('widget-label') ? 'label' : 'readout', text: l.textContent,
                need: l.scrollWidth, have: l.clientWidth});
+  }
+  for (const b of w.querySelectorAll('.widget-toggle-buttons button')) {
+    rows.push({kind: 'button', text: b.textContent, need: b.scrollWidth, have: b.clientWidth});
   }
   for (const s of w.querySelectorAll('select')) {
     const cs = getComputedStyle(s);
