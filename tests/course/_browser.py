@@ -49,6 +49,17 @@ JS_ALL_RAN = """() => {
   return prompts.length > 0 && prompts.every(p => /\\[\\d+\\]/.test(p)) && /\\| Idle/.test((document.getElementById('jp-main-statusbar') || document.body).textContent);
 }"""
 
+# Sets window.__minillmRunStarted once any code cell's prompt shows [*].
+JS_WATCH_RUN_START = """() => {
+  window.__minillmRunStarted = false;
+  const running = () => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')]
+      .some(e => e.textContent.includes('*'));
+  const obs = new MutationObserver(() => {
+    if (running()) { window.__minillmRunStarted = true; obs.disconnect(); }
+  });
+  obs.observe(document.querySelector('.jp-Notebook'), {subtree: true, childList: true, characterData: true});
+}"""
+
 # The rendered output of widget i: text and images (an image's data URL changes with its pixels).
 JS_WIDGET_OUTPUT = """(w) => {
   const out = w.querySelector('.widget-output');
@@ -282,14 +293,13 @@ class Lab:
 
     def run_all(self, timeout_ms: int) -> None:
         """Run → Run All Cells, as a learner would, and wait until every code cell has run."""
+        # A lesson opens with its stored execution counts, the same ones a fresh run gives: a
+        # MutationObserver notes the run's start ([*]), however short the run, so that stored
+        # counts are not taken for a finished run.
+        self.page.evaluate(JS_WATCH_RUN_START)
         self.page.click(".lm-MenuBar-itemLabel:text-is('Run')")
         self.page.click(".lm-Menu-item[data-command='runmenu:run-all']")
-        # A lesson opens with its stored execution counts: first see the run start ([*]), so
-        # that those counts are not taken for a finished run.
-        self.page.wait_for_function(
-            "() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputPrompt')].some(e => e.textContent.includes('*'))",
-            timeout=30_000, polling=100,
-        )
+        self.page.wait_for_function("() => window.__minillmRunStarted === true", timeout=30_000, polling=100)
         self.page.wait_for_function(JS_ALL_RAN, timeout=timeout_ms, polling=1000)
 
     def save(self) -> None:
