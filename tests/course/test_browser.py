@@ -75,9 +75,11 @@ def _lessons() -> tuple[dict[str, list[int]], dict[str, int]]:
 LESSONS, N_CELLS = _lessons()
 FROZEN = any(RUN_TO_INTERACT in (LESSON_DIR / f"{s}.ipynb").read_text().lower() for s in LESSONS)
 # JupyterLab saves widget state into the notebook on save when this setting is on (default off),
-# so a reopened notebook can show its widgets without a kernel. Set for every user of this
-# Python environment by <sys.prefix>/share/jupyter/lab/settings/overrides.json.
-OVERRIDES = Path(sys.prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+# so a reopened notebook shows its widgets' last state without a kernel. Set for every user of
+# this Python environment by <app dir>/settings/overrides.json; the app dir is $JUPYTERLAB_DIR
+# or <sys.prefix>/share/jupyter/lab (both seen to work in Chromium).
+APP_DIR = Path(os.environ.get("JUPYTERLAB_DIR") or Path(sys.prefix) / "share" / "jupyter" / "lab")
+OVERRIDES = APP_DIR / "settings" / "overrides.json"
 SAVES_WIDGET_STATE = OVERRIDES.exists() and json.loads(OVERRIDES.read_text()).get(
     "@jupyter-widgets/jupyterlab-manager:plugin", {}
 ).get("saveState") is True
@@ -88,8 +90,8 @@ def _param(stem: str, marks=()):
 
 
 def test_widget_lessons_found():
-    """The lessons that issue 11 lists as having widgets are the ones found (guards the discovery)."""
-    assert sorted(s[:2] for s in LESSONS) == ["01", "04", "07", "08", "09", "10", "11"]
+    """The lessons that issue 11 lists as having widgets are among those found (guards the discovery)."""
+    assert {"01", "04", "07", "08", "09", "10", "11"} <= {s[:2] for s in LESSONS}
 
 
 # ----------------------------------------------------------------------------- one run per lesson
