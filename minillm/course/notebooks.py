@@ -50,6 +50,7 @@ __all__ = [
     "release_cells",
     "current_env_kernel_manager",
     "execute_notebook",
+    "freeze_widget_views",
     "NotebookError",
     "normalize_solution",
     "normalize_lesson",
@@ -374,7 +375,8 @@ def execute_notebook(path: str | Path, timeout: int = 600) -> NotebookNode:
 
     Raises nbclient's ``CellExecutionError`` when a cell fails (unless tagged
     ``raises-exception``). Timings and widget state are not stored, so re-running
-    gives the same file (widget views, whose model ids are random, are dropped).
+    gives the same file: an ``interactive`` widget's view becomes a static picture of its
+    first state (``freeze_widget_views``), other widget views (random model ids) are dropped.
     """
     import tempfile
 
@@ -387,17 +389,67 @@ def execute_notebook(path: str | Path, timeout: int = 600) -> NotebookNode:
             km,
             timeout=timeout,
             record_timing=False,
-            store_widget_state=True,  # nbclient's Output-widget emulation needs it; dropped below
+            store_widget_state=True,  # Output-widget emulation and freeze_widget_views need it; dropped below
             resources={"metadata": {"path": str(path.parent)}},
         )
         client.execute(cleanup_kc=True, env=kernel_env())
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
+    freeze_widget_views(nb)
     _drop_widget_views(nb)
     return nb
 
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+RUN_TO_INTERACT = "Run the cell to make it interactive."
+
+
+def _control_text(state: dict) -> str | None:
+    """``"description = value"`` for a control's widget state; None for boxes and outputs."""
+    if "_options_labels" in state and isinstance(state.get("index"), int):
+        value = state["_options_labels"][state["index"]]
+    elif "value" in state:
+        value = state["value"]
+    else:
+        return None
+    return f"{state['description']} = {value}" if state.get("description") else str(value)
+
+
+def freeze_widget_views(nb: NotebookNode) -> None:
+    """Replace each ``interactive`` widget's view by a static picture of its first state.
+
+    Reads the widget state that nbclient stores with ``store_widget_state=True``
+    (``nb.metadata.widgets``). The view's output becomes one Markdown line, "*Run the cell to
+    make it interactive.* Shown: `temperature = 0.8`, …", then what the widget's Output held
+    (its plot as image/png, its printed text). No model ids remain, so a rebuild gives the same
+    file, and a learner who opens the lesson sees the picture instead of
+    ``interactive(children=…)``. Other widget views are left to ``_drop_widget_views``.
+    """
+    states = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+
+    def state(ref: str) -> dict:
+        return states.get(ref.removeprefix("IPY_MODEL_"), {}).get("state", {})
+
+    for cell in nb.cells:
+        if "outputs" not in cell:
+            continue
+        frozen: list = []
+        for out in cell.outputs:
+            view = out.get("data", {}).get(WIDGET_VIEW)
+            box = state(view["model_id"]) if view else {}
+            if "widget-interact" not in box.get("_dom_classes", []):
+                frozen.append(out)
+                continue
+            children = [state(ref) for ref in box.get("children", [])]
+            shown = [t for c in children if c.get("_model_name") != "OutputModel" and (t := _control_text(c))]
+            line = f"*{RUN_TO_INTERACT}* Shown: " + ", ".join(f"`{t}`" for t in shown) + "."
+            plain = f"{RUN_TO_INTERACT} Shown: " + ", ".join(shown) + "."
+            frozen.append(nbformat.v4.new_output("display_data", data={"text/markdown": line, "text/plain": plain}))
+            for c in children:
+                if c.get("_model_name") == "OutputModel":
+                    frozen.extend(nbformat.from_dict(o) for o in c.get("outputs", []))
+        cell.outputs = frozen
 
 
 def _drop_widget_views(nb: NotebookNode) -> None:

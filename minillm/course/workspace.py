@@ -24,7 +24,7 @@ from typing import Callable
 from minillm.course.checks import shorten
 from minillm.course.grade import GradeError, TaskGrade, course_root, grade_notebook
 
-__all__ = ["DEFAULT_DIR", "MANIFEST", "StartReport", "start", "progress", "progress_rows", "format_progress"]
+__all__ = ["DEFAULT_DIR", "MANIFEST", "StartReport", "start", "save_widget_state", "progress", "progress_rows", "format_progress"]
 
 DEFAULT_DIR = "my-work"
 MANIFEST = ".minillm-start.json"
@@ -42,6 +42,40 @@ class StartReport:
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+#: JupyterLab's setting that stores widget state when a notebook is saved, so a reopened lesson
+#: shows its widgets' last state instead of "Error displaying widget: model not found".
+WIDGET_PLUGIN = "@jupyter-widgets/jupyterlab-manager:plugin"
+
+
+def save_widget_state(prefix: str | Path | None = None) -> Path | None:
+    """Turn on JupyterLab's ``saveState`` for widgets in this environment's settings overrides.
+
+    Writes (merging, never dropping other settings) ``PREFIX/share/jupyter/lab/settings/overrides.json``
+    where PREFIX is this virtual environment (``sys.prefix``); outside a virtual environment it
+    does nothing and returns None, so a system-wide Jupyter is never changed. Returns the file.
+    """
+    import sys
+
+    if prefix is None:
+        if sys.prefix == sys.base_prefix:
+            return None
+        prefix = sys.prefix
+    path = Path(prefix) / "share" / "jupyter" / "lab" / "settings" / "overrides.json"
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return None  # a damaged file is the user's: leave it alone
+    if not isinstance(settings, dict):
+        return None
+    plugin = settings.setdefault(WIDGET_PLUGIN, {})
+    if not isinstance(plugin, dict) or plugin.get("saveState") is not None:
+        return path  # already set (either way): the user's choice stands
+    plugin["saveState"] = True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
+    return path
 
 
 def start(workdir: str | Path = DEFAULT_DIR, root: str | Path | None = None, echo: Callable[[str], None] = print) -> StartReport:
@@ -93,6 +127,8 @@ def start(workdir: str | Path = DEFAULT_DIR, root: str | Path | None = None, ech
         n_edited = len(report.edited)
         detail = f" ({n_edited} edited by you, named above)" if n_edited else ""
         echo(f"{workdir}: all {len(report.unchanged)} exercises already there{detail}; nothing copied")
+    if save_widget_state() is not None:
+        echo("JupyterLab will save widget state with each notebook, so a reopened lesson shows its widgets")
     echo(f"next: jupyter lab {workdir}  (then `minillm progress {workdir}`)")
     return report
 

@@ -9,10 +9,14 @@ accepts them for ``style`` and ``layout``), so importing this module needs no ip
 
 from __future__ import annotations
 
-__all__ = ["WIDGET", "DROPDOWN"]
+__all__ = ["WIDGET", "DROPDOWN", "TOGGLE"]
 
 #: Keyword arguments for any control: a description never truncated.
 WIDGET: dict = {"style": {"description_width": "initial"}}
 
 #: Keyword arguments for a Dropdown: as above, and wide enough for its longest option.
 DROPDOWN: dict = {"style": {"description_width": "initial"}, "layout": {"width": "max-content"}}
+
+#: Keyword arguments for ToggleButtons: every button as wide as its longest label (ipywidgets'
+#: default 148 px cuts "seconds_per_million" off).
+TOGGLE: dict = {"style": {"description_width": "initial", "button_width": "max-content"}}

@@ -214,3 +214,24 @@ def test_a_damaged_notebook_named_like_a_release_scores_zero_of_its_points(tmp_p
     other.write_text("not json", encoding="utf-8")
     with pytest.raises(GradeError, match="cannot read it as a notebook"):
         grade_notebook(other, root=ROOT)
+
+
+def test_freeze_widget_views_turns_an_interactive_into_a_static_first_state():
+    import nbformat
+
+    from minillm.course.notebooks import WIDGET_VIEW, freeze_widget_views
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {
+        "box": {"state": {"_dom_classes": ["widget-interact"], "children": ["IPY_MODEL_s", "IPY_MODEL_o"]}},
+        "s": {"state": {"description": "bits", "value": 4, "_model_name": "IntSliderModel"}},
+        "o": {"state": {"_model_name": "OutputModel", "outputs": [
+            {"output_type": "stream", "name": "stdout", "text": "error 0.1\n"}]}},
+    }}}
+    cell = nbformat.v4.new_code_cell("widget()")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={WIDGET_VIEW: {"model_id": "box"}, "text/plain": "interactive(...)"})]
+    nb.cells.append(cell)
+    freeze_widget_views(nb)
+    first, second = cell.outputs
+    assert "Run the cell to make it interactive." in first.data["text/plain"] and "bits = 4" in first.data["text/plain"]
+    assert second.output_type == "stream" and second.text == "error 0.1\n"

@@ -186,3 +186,17 @@ def test_handlers_return_exit_codes(tmp_path, capsys, monkeypatch):
     assert a.handler(a) == 0 and (tmp_path / "w" / "01_transformer.ipynb").is_file()
     a = p.parse_args(["progress", str(tmp_path / "nope")])
     assert a.handler(a) == 2
+
+
+def test_save_widget_state_merges_and_respects_the_users_choice(tmp_path):
+    import json
+
+    from minillm.course.workspace import WIDGET_PLUGIN, save_widget_state
+
+    path = save_widget_state(tmp_path)
+    assert json.loads(path.read_text())[WIDGET_PLUGIN] == {"saveState": True}
+    path.write_text(json.dumps({"other": {"x": 1}, WIDGET_PLUGIN: {"saveState": False}}))
+    save_widget_state(tmp_path)
+    assert json.loads(path.read_text()) == {"other": {"x": 1}, WIDGET_PLUGIN: {"saveState": False}}  # kept
+    path.write_text("not json")
+    assert save_widget_state(tmp_path) is None and path.read_text() == "not json"  # a damaged file is left alone

@@ -310,8 +310,15 @@ def test_every_control_in_the_lesson_uses_the_shared_layout(lesson):
     calls = [m.groups() for c in nb.cells if c.cell_type == "code" for m in CONTROLS.finditer(c.source)]
     assert calls, f"no widget controls found in lesson {lesson}"
     for kind, args in calls:
-        wanted = "**DROPDOWN" if kind == "Dropdown" else "**WIDGET"
+        wanted = {"Dropdown": "**DROPDOWN", "ToggleButtons": "**TOGGLE"}.get(kind, "**WIDGET")
         assert wanted in args, f"{lesson}: {kind}({args[:40]}...) lacks {wanted}"
+
+
+def test_toggle_buttons_are_as_wide_as_their_longest_label():
+    from minillm.hardware.widgets import TOGGLE
+
+    t = ToggleButtons(**TOGGLE, options=["usd_per_million", "seconds_per_million"])
+    assert t.style.button_width == "max-content"  # ipywidgets' 148 px default cuts the second label off
 
 
 def test_shared_layout_gives_full_width_descriptions():
