@@ -152,8 +152,9 @@ def test_tp3_with_three_heads(sequence_parallel):
 
 
 @pytest.mark.gloo
-def test_tp2_with_sequence_parallelism_on_gloo():
-    _tp_vs_single(_cfg(), 2, True, backend="gloo")
+@pytest.mark.parametrize("sequence_parallel", [False, True], ids=["tp", "tp+sp"])
+def test_tp2_on_gloo(sequence_parallel):
+    _tp_vs_single(_cfg(), 2, sequence_parallel, backend="gloo")
 
 
 def test_the_shard_stores_a_tp_th_of_the_weights():
