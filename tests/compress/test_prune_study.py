@@ -82,3 +82,12 @@ def test_the_widget_responds(setup):
         assert w.result["val_loss"] > 0
     finally:
         Widget.close_all()
+
+
+def test_tour_step_reports_masks_and_structure(tmp_path, capsys):
+    from minillm.compress.prune_study import tour_step
+
+    md = tour_step(tmp_path)
+    assert (tmp_path / "pruning.png").stat().st_size > 5_000
+    assert md.count("| ") >= 3 and "half the heads and neurons" in md
+    assert "pruning: dense" in capsys.readouterr().out  # the terminal gets the numbers
