@@ -6,9 +6,10 @@ How a submission is graded
    works on that copy, in a temporary working directory, so the submission's
    bytes (and hash) never change. A file that cannot be read as a notebook but
    bears a release's name scores 0 of that release's points, task by task.
-2. **Find the release.** The released exercise is ``exercises/<stem>.ipynb``, named
-   by the notebook's ``metadata.minillm.exercise`` (written by generation), else by
-   the file stem, else by its ``NN_`` prefix.
+2. **Find the release.** The released exercise is ``exercises/<stem>.ipynb``, named by
+   the file name, else by its ``NN_`` prefix (the file name decides, as in nbgrader), else
+   by the notebook's ``metadata.minillm.exercise``. Metadata that names another release is
+   flagged in the first task's message.
 3. **Merge.** The cells to run follow the *release's* order. Locked cells (check
    cells and read-only cells) always come from the release, matched by nbgrader
    ``grade_id`` (or, when a tool stripped the metadata, by cell id): an edited or
@@ -91,13 +92,20 @@ def course_root(root: str | Path | None = None) -> Path:
     )
 
 
-def find_release(nb: NotebookNode, path: Path, root: Path) -> Path:
-    """The released exercise a submission answers (see the module docstring, step 2)."""
-    exercises = root / "exercises"
+def _metadata_release(nb: NotebookNode) -> str | None:
     meta = nb.get("metadata") if isinstance(nb.get("metadata"), dict) else {}
     name = meta["minillm"].get("exercise") if isinstance(meta.get("minillm"), dict) else None
-    if isinstance(name, str) and re.fullmatch(r"[\w\-]+", name) and (exercises / f"{name}.ipynb").is_file():
-        return exercises / f"{name}.ipynb"
+    return name if isinstance(name, str) and re.fullmatch(r"[\w\-]+", name) else None
+
+
+def find_release(nb: NotebookNode, path: Path, root: Path) -> Path:
+    """The released exercise a submission answers (see the module docstring, step 2).
+
+    The file name decides, as in nbgrader: its exact name, then its ``NN_`` prefix. The
+    notebook's metadata is used only when the name matches no release (metadata is easier to
+    forge than a file name an instructor collected).
+    """
+    exercises = root / "exercises"
     if (exercises / path.name).is_file():
         return exercises / path.name
     m = re.match(r"(\d\d)_", path.name)
@@ -105,6 +113,9 @@ def find_release(nb: NotebookNode, path: Path, root: Path) -> Path:
         found = sorted(exercises.glob(f"{m.group(1)}_*.ipynb"))
         if len(found) == 1:
             return found[0]
+    name = _metadata_release(nb)
+    if name is not None and (exercises / f"{name}.ipynb").is_file():
+        return exercises / f"{name}.ipynb"
     known = ", ".join(p.name for p in sorted(exercises.glob("*.ipynb"))) or "none"
     raise GradeError(f"{path}: no released exercise matches it (known: {known}); keep the exercise's file name")
 
@@ -292,6 +303,11 @@ def grade_notebook(
         problem = f"cannot read it as a notebook ({type(e).__name__}: {shorten(str(e), 120)})"
         return _unreadable_rows(path, root, label, problem)
     release_path = find_release(submission, path, root)
+    claimed = _metadata_release(submission)
+    if claimed is not None and claimed != release_path.stem:
+        notes_first = [f"its metadata names {claimed!r}, its file name {release_path.stem!r}: graded as the file name says"]
+    else:
+        notes_first = []
     release = nbformat.reads(release_path.read_text(encoding="utf-8"), as_version=4)
     run = merge(release, submission)
     tasks = [(rc.task, int(rc.cell.metadata["nbgrader"].get("points", 0))) for rc in run if rc.role == "check"]
@@ -368,6 +384,8 @@ def grade_notebook(
             message = (message + "; " if message else "") + "check cell restored from the release"
         if notes and task == tasks[-1][0]:
             message = (message + "; " if message else "") + "; ".join(notes)
+        if notes_first and task == tasks[0][0]:
+            message = "; ".join(notes_first) + ("; " + message if message else "")
         rows.append(TaskGrade(label, task, points, max_points, status, message))
     return rows
 

@@ -134,3 +134,15 @@ def test_progress_never_tracebacks_on_a_damaged_notebook_or_an_unhashable_grade_
     assert all((by[t.id].points, by[t.id].max, by[t.id].status) == (0, t.points, "error") for t in tasks("01"))
     total = sum(t.points for t in tasks("07")) + sum(t.points for t in tasks("01"))
     assert out[0].splitlines()[-1].startswith(f"total: {sum(t.points for t in tasks('07'))}/{total} points")
+
+
+@pytest.mark.lesson07
+def test_the_file_name_decides_the_release_and_contrary_metadata_is_flagged(tmp_path):
+    nb = nbformat.read(ROOT / "solutions" / "07_roofline.ipynb", as_version=4)
+    nb.metadata["minillm"] = {"exercise": "10_collectives"}  # claims to answer another lesson
+    sub = tmp_path / "07_roofline.ipynb"
+    nbformat.write(nb, sub)
+    rows, _ = grade_paths([sub], echo=lambda s: None)
+    assert rows and all(r.task.startswith("07.") for r in rows)  # graded as its file name says
+    assert all(r.status == "passed" for r in rows)
+    assert "its metadata names '10_collectives', its file name '07_roofline'" in rows[0].message
