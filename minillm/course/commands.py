@@ -58,14 +58,16 @@ def _grade(a: argparse.Namespace) -> int:
     missing = [p for p in a.paths if not Path(p).exists()]
     if missing:
         return _error("grade", f"no such file or folder: {missing[0]}")
-    if a.json is not None and Path(a.json).is_dir():
-        return _error("grade", f"--json {a.json} is a folder; give a file name such as grades.json")
+    for flag, out, example in (("--json", a.json, "grades.json"), ("--csv", a.csv, "gradebook.csv")):
+        if out is not None and Path(out).is_dir():
+            return _error("grade", f"{flag} {out} is a folder; give a file name such as {example}")
     try:
-        _, code = grade_paths(a.paths, timeout=a.timeout, json_out=a.json)
+        _, code = grade_paths(a.paths, timeout=a.timeout, json_out=a.json, csv_out=a.csv)
     except GradeError as e:
         return _error("grade", e)
-    if a.json is not None:
-        print(f"wrote {a.json}")
+    for out in (a.json, a.csv):
+        if out is not None:
+            print(f"wrote {out}")
     return code
 
 
@@ -110,6 +112,7 @@ def register(subparsers) -> None:
     g = subparsers.add_parser("grade", help="grade submissions (files or folders of .ipynb), each in a fresh kernel")
     g.add_argument("paths", nargs="+", metavar="PATH", help="a submission notebook or a folder of them")
     g.add_argument("--json", metavar="OUT", help="also write the scores as JSON rows to OUT")
+    g.add_argument("--csv", metavar="OUT", help="also write a gradebook to OUT: one row per student (folder), one column per lesson, the total")
     g.add_argument(
         "--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
         help=f"per-cell time limit for the learner's code (default: {DEFAULT_TIMEOUT})",

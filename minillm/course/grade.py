@@ -39,6 +39,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import re
 import tempfile
 import time
@@ -53,7 +54,7 @@ from nbformat import NotebookNode
 from minillm.course.checks import GRADING_ENV, RESULT_MIME, shorten
 from minillm.course.notebooks import current_env_kernel_manager, kernel_env, notebook_client, release_cells
 
-__all__ = ["TaskGrade", "GradeError", "course_root", "find_release", "merge", "grade_notebook", "grade_paths", "format_table"]
+__all__ = ["TaskGrade", "GradeError", "course_root", "find_release", "merge", "grade_notebook", "grade_paths", "format_table", "gradebook"]
 
 DEFAULT_TIMEOUT = 60
 READONLY_TIMEOUT = 300
@@ -436,17 +437,55 @@ def format_table(rows: list[TaskGrade]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _write_atomically(path: str | Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def gradebook(rows: list[TaskGrade]) -> tuple[list[str], list[list]]:
+    """Per student, points per lesson and the total: (header, rows), the way a gradebook imports it.
+
+    A student is the folder that holds the notebook (``submitted/<student>/NN_topic.ipynb``, as
+    nbgrader lays a class out); a lesson is the ``NN`` of the task (or of the file name, for a
+    notebook that could not be graded). The first row after the header holds the maximum points.
+    """
+    points: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    maxima: dict[str, int] = defaultdict(int)
+    seen_max: set[tuple[str, str]] = set()
+    for r in rows:
+        sub = Path(r.submission)
+        m = re.match(r"(\d\d)", r.task) or re.match(r"(\d\d)_", sub.name)
+        lesson = m.group(1) if m else "?"
+        student = sub.parent.name or sub.stem
+        points[student][lesson] += r.points
+        if (r.task, lesson) not in seen_max:
+            seen_max.add((r.task, lesson))
+            maxima[lesson] += r.max
+    lessons = sorted(maxima)
+    header = ["student", *[f"lesson {n}" for n in lessons], "total"]
+    table = [["(max)", *[maxima[n] for n in lessons], sum(maxima.values())]]
+    for student in sorted(points):
+        got = [points[student].get(n, 0) for n in lessons]
+        table.append([student, *got, sum(got)])
+    return header, table
+
+
 def grade_paths(
     paths: Iterable[str | Path],
     root: str | Path | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     json_out: str | Path | None = None,
     echo: Callable[[str], None] = print,
+    csv_out: str | Path | None = None,
 ) -> tuple[list[TaskGrade], int]:
     """Grade files and folders; print the table, write JSON rows; return (rows, exit code).
 
     The exit code is 0 when every submission was graded, 1 when one could not be
-    (it then has a single row with task "*" and status "error").
+    (it then has a single row with task "*" and status "error"). ``json_out`` and ``csv_out``
+    (the per-student :func:`gradebook`) are written atomically, after every submission is done.
     """
     rows: list[TaskGrade] = []
     code = 0
@@ -462,5 +501,15 @@ def grade_paths(
         rows.extend(got)
         echo(format_table(got).rstrip() + f"\n  (graded in {time.perf_counter() - t0:.1f} s)\n")
     if json_out is not None:
-        Path(json_out).write_text(json.dumps([r.to_dict() for r in rows], indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        _write_atomically(json_out, json.dumps([r.to_dict() for r in rows], indent=1, ensure_ascii=False) + "\n")
+    if csv_out is not None:
+        import csv
+        import io
+
+        buf = io.StringIO()
+        header, table = gradebook(rows)
+        writer = csv.writer(buf)
+        writer.writerow(header)
+        writer.writerows(table)
+        _write_atomically(csv_out, buf.getvalue())
     return rows, code

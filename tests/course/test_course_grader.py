@@ -146,3 +146,39 @@ def test_the_file_name_decides_the_release_and_contrary_metadata_is_flagged(tmp_
     assert rows and all(r.task.startswith("07.") for r in rows)  # graded as its file name says
     assert all(r.status == "passed" for r in rows)
     assert "its metadata names '10_collectives', its file name '07_roofline'" in rows[0].message
+
+
+def test_gradebook_has_one_row_per_student_and_a_column_per_lesson(tmp_path):
+    import csv
+
+    from minillm.course.grade import TaskGrade, _write_atomically, gradebook
+
+    rows = [
+        TaskGrade("class/ann/07_roofline.ipynb", "07.gemm_intensity", 2, 2, "passed"),
+        TaskGrade("class/ann/07_roofline.ipynb", "07.attainable_flops", 0, 3, "failed"),
+        TaskGrade("class/ann/13_pipeline_parallel.ipynb", "13.bubble_fraction", 2, 2, "passed"),
+        TaskGrade("class/bo/07_roofline.ipynb", "07.gemm_intensity", 2, 2, "passed"),
+        TaskGrade("class/bo/07_roofline.ipynb", "07.attainable_flops", 3, 3, "passed"),
+        TaskGrade("class/bo/13_pipeline_parallel.ipynb", "*", 0, 0, "error", "unreadable"),
+    ]
+    header, table = gradebook(rows)
+    assert header == ["student", "lesson 07", "lesson 13", "total"]
+    assert table == [["(max)", 5, 2, 7], ["ann", 2, 2, 4], ["bo", 5, 0, 5]]
+    out = tmp_path / "book.csv"
+    _write_atomically(out, "a,b\n1,2\n")
+    assert list(csv.reader(out.open())) == [["a", "b"], ["1", "2"]] and not list(tmp_path.glob(".*tmp"))
+
+
+@pytest.mark.lesson07
+def test_grading_a_class_folder_writes_the_gradebook(tmp_path):
+    import csv
+    import shutil
+
+    student = tmp_path / "class" / "ann"
+    student.mkdir(parents=True)
+    shutil.copy(ROOT / "solutions" / "07_roofline.ipynb", student / "07_roofline.ipynb")
+    out = tmp_path / "book.csv"
+    rows, code = grade_paths([tmp_path / "class"], csv_out=out, echo=lambda s: None)
+    total = sum(r.max for r in rows)
+    assert code == 0 and list(csv.reader(out.open())) == [
+        ["student", "lesson 07", "total"], ["(max)", str(total), str(total)], ["ann", str(total), str(total)]]
