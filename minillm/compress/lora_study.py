@@ -312,10 +312,10 @@ def tour_step(out_dir) -> str:
         teacher, tok = zoo.load("teacher")
         train, test = transfer_task(64, "train"), transfer_task(100, "test")
         zero = _accuracy(teacher, tok, test)
-        rows = method_table(teacher, tok, train, test, ranks=(8,), progress=False)
+        rows = method_table(teacher, tok, train, test, ranks=(8,), steps=20, progress=False)
     plot_methods(rows, chance_accuracy(test)).savefig(out_dir / "lora.png", dpi=100)
     lines = [f"- zero-shot teacher: {zero:.0%} (chance {chance_accuracy(test):.0%})"]
     lines += [f"- {r['method']}: {r['accuracy']:.0%} with {r['trainable']:,} trainable ({r['share']:.2%})" for r in rows]
     text = "\n".join(lines)
-    print("LoRA: 'Who had the red key?' from 64 examples, 30 steps\n" + text)
-    return "## Transfer learning and LoRA\n\n'Who had the red key?' from 64 labelled examples, 30 steps.\n\n" + text + "\n\n![](lora.png)\n"
+    print("LoRA: 'Who had the red key?' from 64 examples, 20 steps\n" + text)
+    return "## Transfer learning and LoRA\n\n'Who had the red key?' from 64 labelled examples, 20 steps of 8.\n\n" + text + "\n\n![](lora.png)\n"
