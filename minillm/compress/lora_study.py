@@ -283,7 +283,8 @@ def lora_widget(model: nn.Module, spectrum: Tensor | None = None):
         b = lora_budget(model, r, alpha, choices[targets], spectrum if targets == "c_attn" else None)
         print(f"r={r}, alpha={alpha:g}: update scaled by alpha/r = {b['scaling']:.3g}; {b['matrices']} matrices, "
               f"{b['trainable']:,} trainable ({b['share']:.2%}); adapter {format_bytes(b['adapter_bytes'])}, "
-              f"AdamW state {format_bytes(b['optimizer_bytes'])} vs {format_bytes(b['full_optimizer_bytes'])} full")
+              f"AdamW state {format_bytes(b['optimizer_bytes'])} vs {format_bytes(b['full_optimizer_bytes'])} full"
+              + (f"; rank {r} holds {b['energy']:.0%} of full fine-tuning's update" if "energy" in b else ""))
         display(plot_budget(b, spectrum if targets == "c_attn" else None))
         return b
 
