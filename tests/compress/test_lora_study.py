@@ -97,3 +97,15 @@ def test_bad_input_is_a_clear_error(tiny, tok):
         ls.lora_budget(tiny, 0)
     with pytest.raises(ValueError, match="sizes go up to 8"):
         ls.sample_efficiency(tiny, tok, transfer_task(2), transfer_task(2), sizes=(8,), progress=False)
+
+
+def test_tour_step_writes_markdown_and_plot(tmp_path, monkeypatch, capsys):
+    import minillm.transfer
+
+    real_table, real_task = ls.method_table, minillm.transfer.transfer_task
+    monkeypatch.setattr(ls, "method_table", lambda *a, **kw: real_table(*a, **{**kw, "steps": 2}))  # fast: 2 steps
+    monkeypatch.setattr(minillm.transfer, "transfer_task", lambda n, split="train", **kw: real_task(8, split, **kw))
+    md = ls.tour_step(tmp_path)
+    assert md.startswith("## Transfer learning and LoRA") and "LoRA r=8" in md and "(1.91%)" in md
+    assert "zero-shot teacher" in capsys.readouterr().out
+    assert (tmp_path / "lora.png").stat().st_size > 1000
