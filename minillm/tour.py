@@ -125,6 +125,7 @@ def _tp_pp(out: Path) -> str:
 STEPS: list[tuple[str, str, Callable[[Path], str]]] = [
     ("model", "The teacher: size, loss, fact recall, a story", step_model),
     ("speed", "Training speed and MFU on this machine", step_speed),
+    ("lora", "LoRA: 2% of the weights learn a new question as well as all of them", _external("minillm.compress.lora_study")),
     ("quantization", "int8: smaller, and faster only with int8 kernels", _external("minillm.compress.tour")),
     ("pruning", "Pruning: masks save nothing, removing heads and neurons does", _external("minillm.compress.prune_study")),
     ("hardware", "This machine on the roofline; cost per million tokens", _external("minillm.hardware.tour")),

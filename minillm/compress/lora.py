@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import Tensor, nn
 
+from minillm.compress.int4 import WeightOnlyLinear
 from minillm.model import Dropout, Linear
 from minillm.validate import check_fraction, check_int, check_number
 
@@ -103,9 +104,14 @@ class LoRALinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, r={self.r}, alpha={self.alpha:g}"
 
 
+#: Layers add_lora can wrap: float Linear, and a frozen weight-only int4/int8 Linear (QLoRA).
+_WRAPPABLE = (Linear, WeightOnlyLinear)
+
+
 def lora_targets(model: nn.Module) -> list[str]:
-    """The names a LoRA target can take: the last name component of every Linear in ``model``."""
-    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, Linear)})
+    """The names a LoRA target can take: the last name component of every (float or weight-only
+    quantized) linear layer in ``model``."""
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, _WRAPPABLE)})
 
 
 def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
@@ -123,7 +129,8 @@ def add_lora(
     """Wrap every Linear whose name ends in one of ``targets`` in a :class:`LoRALinear`, in place.
 
     Every other parameter of ``model`` is frozen, so only the adapters train. Returns
-    ``model``. ``targets`` are last name components, e.g. "c_attn" matches
+    ``model``. Weight-only quantized layers (``quantize_model(m, "int4", None)``) are
+    wrapped too: LoRA on a frozen int4 base is the QLoRA idea. ``targets`` are last name components, e.g. "c_attn" matches
     ``h.0.attn.c_attn``; the valid ones are :func:`lora_targets` (model).
     """
     if isinstance(targets, str):
@@ -135,7 +142,7 @@ def add_lora(
         raise ValueError(f"unknown LoRA target(s) {unknown or list(targets)}; valid names: {', '.join(valid)}")
     if any(isinstance(m, LoRALinear) for m in model.modules()):
         raise ValueError("model already has LoRA adapters; merge_lora(model) first, or load_lora to swap them")
-    sites = [n for n, m in model.named_modules() if isinstance(m, Linear) and n.rsplit(".", 1)[-1] in targets]
+    sites = [n for n, m in model.named_modules() if isinstance(m, _WRAPPABLE) and n.rsplit(".", 1)[-1] in targets]
     for p in model.parameters():
         p.requires_grad_(False)
     for name in sites:

@@ -192,3 +192,21 @@ def test_bad_input_is_a_clear_error(gpt, call, match):
 
 def test_lora_targets_lists_the_linear_names(gpt):
     assert lora_targets(gpt) == ["c_attn", "c_fc", "c_proj", "lm_head"]
+
+
+def test_add_lora_wraps_an_int4_quantized_model_qlora(gpt, batch):
+    from minillm.compress.int4 import WeightOnlyLinear
+    from minillm.compress.model_quant import quantize_model
+
+    q = quantize_model(gpt, weights="int4", activations=None)
+    x, y = batch
+    with torch.no_grad():
+        before = q(x)[0].clone()
+    add_lora(q, r=2, targets=("c_attn",))
+    wrapped = [m for m in q.modules() if isinstance(m, LoRALinear)]
+    assert len(wrapped) == CFG.n_layer and all(isinstance(m.base, WeightOnlyLinear) for m in wrapped)
+    assert trainable_parameters(q) == CFG.n_layer * 2 * (32 + 96)
+    with torch.no_grad():
+        assert torch.equal(q(x)[0], before)
+    _train(q, x, y, steps=2)
+    assert all(torch.count_nonzero(m.B) > 0 for m in wrapped)
