@@ -100,7 +100,7 @@ class Stage3D(nn.Module):
         super().__init__()
         tp_model = tensor_parallel_gpt(model, tp_comm)  # every layer TP-sharded; keep this stage's
         self.config, self.is_first, self.is_last, self.blocks = model.config, is_first, is_last, blocks
-        self.ledger = ledger
+        self.ledger, self.tp_comm = ledger, tp_comm
         if is_first:
             self.wte, self.wpe = tp_model.wte, tp_model.wpe
         self.h = nn.ModuleDict({str(i): tp_model.h[i] for i in blocks})
@@ -114,11 +114,12 @@ class Stage3D(nn.Module):
             self.lm_head = _VocabHead(head, tp_comm)
 
     def forward(self, x: Tensor) -> Tensor:
-        with saved_activation_bytes() as saved:
+        with saved_activation_bytes(self.parameters()) as saved:  # weights are saved by reference
             if self.is_first:
                 x = self.wte(x.long()) + self.wpe(torch.arange(x.shape[1], device=x.device))
             for block in self.h.values():
-                x = block(x)
+                b, T, C = x.shape  # the attention core (QKᵀ and AV, 4·b·T²·C FLOPs) is not a TP layer: charge it here
+                x = block(_charged(x, self.tp_comm, 4 * b * T * T * C / self.tp_comm.world_size))
             if self.is_last:
                 x = self.lm_head(self.ln_f(x))
         if self.ledger is None:
