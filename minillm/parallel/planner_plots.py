@@ -82,7 +82,7 @@ def plot_plans(plans: Sequence[Plan], title: str = "") -> Figure:
         ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if plans:
         ax_m.axhline(plans[0].capacity_bytes / GB, color="black", linestyle="--", linewidth=1)
-        ax_m.text(len(plans) - 0.5, plans[0].capacity_bytes / GB, "device memory", ha="right", va="bottom", fontsize=7)
+        ax_m.text(-0.4, plans[0].capacity_bytes / GB, "device memory", ha="left", va="top", fontsize=7)
     ax_t.set_title("Where a step's time goes (fastest first)")
     ax_m.set_title("What each device holds")
     if title:

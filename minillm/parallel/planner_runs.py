@@ -1,4 +1,4 @@
-"""The planner against published training runs: Megatron-LM's Table 1 and BLOOM-176B.
+"""The planner against the world: published training runs (Megatron-LM's Table 1, BLOOM-176B) and the simulator.
 
 Every number below is quoted from its source (GB = 1e9 bytes; TFLOP/s per GPU):
 
@@ -20,18 +20,29 @@ Every number below is quoted from its source (GB = 1e9 bytes; TFLOP/s per GPU):
 
 :func:`published_comparison` calibrates the one free parameter, ``mfu`` (the GEMMs' share
 of peak), on the 1.7B row, which has no tensor or pipeline parallelism, and predicts the
-others out of sample.
+others out of sample. :func:`simulator_comparison` trains small layouts for one step on the
+simulator (:func:`~minillm.parallel.three_d.train_3d`) and sets the planner's step time and
+peak memory beside the measured ones.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from minillm.hardware.shapes import ModelShape
+import torch
 
-from .planner import Plan, predict
+from minillm.hardware.shapes import ModelShape, from_config
+from minillm.model import GPT
 
-__all__ = ["PublishedRun", "PUBLISHED_RUNS", "CALIBRATION_RUN", "calibrate_mfu", "published_comparison"]
+from .cluster import ClusterSpec
+from .grid import ProcessGrid
+from .launch import run
+from .planner import MINILLM_FP32, Plan, predict
+from .three_d import train_3d
+
+__all__ = ["PublishedRun", "PUBLISHED_RUNS", "CALIBRATION_RUN", "calibrate_mfu", "published_comparison",
+           "simulator_comparison"]
 
 
 @dataclass(frozen=True)
@@ -109,4 +120,41 @@ def published_comparison(mfu: float | None = None, device: str = "a100") -> list
             "error": pred / run.tflops_per_gpu - 1, "memory_GB": p.memory_bytes / 1e9, "fits": p.fits,
             "bubble": p.bubble_fraction, "mfu": u, "plan": p,
         })
+    return rows
+
+
+def simulator_comparison(
+    model: GPT,
+    layouts: Sequence[tuple[int, int, int, int, int]],
+    cluster: ClusterSpec,
+    global_batch: int,
+    seed: int = 1,
+) -> list[dict]:
+    """Train one step of each layout (dp, tp, pp, micro_batch, zero_stage) on the simulator and predict it.
+
+    The simulator charges compute at the roofline and messages at ``cluster``'s α-β link, so
+    the planner gets ``mfu=1``, every link the cluster's (``gpus_per_node`` large), fp32 and
+    minillm's activation constants (:data:`MINILLM_FP32`). Use ``latency=0`` clusters: the
+    planner prices one bucketed DP all-reduce, minillm's DP all-reduces each tensor apart.
+    Rows: ``layout``, ``sim_step``/``plan_step`` (s), ``sim_memory``/``plan_memory`` (bytes, the
+    peak over ranks), and the two ratios ``step_ratio``, ``memory_ratio`` (planner / simulator).
+    """
+    cfg = model.config
+    g = torch.Generator().manual_seed(seed)
+    shape = (global_batch, cfg.block_size)
+    batch = [(torch.randint(0, cfg.vocab_size, shape, generator=g), torch.randint(0, cfg.vocab_size, shape, generator=g))]
+    rows = []
+    for dp, tp, pp, b, zero in layouts:
+        def rank(comm):
+            grid = ProcessGrid(comm, tp=tp, pp=pp)
+            train_3d(model, comm, grid, batch, steps=1, zero_stage=zero, n_micro=global_batch // (dp * b), lr=1e-3)
+
+        sim = run(rank, dp * tp * pp, cluster=cluster)
+        p = predict(from_config(cfg), cluster, dp=dp, tp=tp, pp=pp, micro_batch=b, global_batch=global_batch,
+                    seq_len=cfg.block_size, zero_stage=zero, dtype="fp32", mfu=1.0, latency=cluster.latency,
+                    activations=MINILLM_FP32, gpus_per_node=dp * tp * pp)
+        mem = max(led.peak for led in sim.memory)
+        rows.append({"layout": f"dp{dp} tp{tp} pp{pp} b{b} ZeRO-{zero}", "sim_step": sim.makespan,
+                     "plan_step": p.step_time, "sim_memory": mem, "plan_memory": p.memory_bytes,
+                     "step_ratio": p.step_time / sim.makespan, "memory_ratio": p.memory_bytes / mem})
     return rows
