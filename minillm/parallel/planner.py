@@ -100,7 +100,9 @@ MINILLM_FP32 = ActivationModel(unsplit=16, split=64, attention=4, layer_input=4)
 #: Inter-node bandwidth per GPU and direction (bytes/s), for devices whose usual server is known.
 #: a100: Selene's DGX A100 nodes, "eight NVIDIA Mellanox 200Gbps HDR Infiniband HCAs" for
 #: eight GPUs (Narayanan et al. 2021, Sec. 5): 200 Gb/s = 25 GB/s per GPU.
-#: h100 / h200: DGX H100 / H200, eight 400 Gb/s ConnectX-7 ports for eight GPUs: 50 GB/s per GPU.
+#: h100 / h200: one 400 Gb/s NIC per GPU on the compute fabric of DGX/HGX H100 and H200 nodes (NVIDIA's
+#: MLPerf Inference v4.1 H200-SXM-141GBx8 system description: "10x 400Gbe Infiniband", eight for the
+#: GPUs and two for storage; the HGX reference architecture's rail-optimised fabric): 50 GB/s per GPU.
 INTER_NODE_BW = {"a100-80gb-sxm": 25 * GB, "h100-sxm": 50 * GB, "h200-sxm": 50 * GB}
 
 
