@@ -131,6 +131,8 @@ STEPS: list[tuple[str, str, Callable[[Path], str]]] = [
     ("hardware", "This machine on the roofline; cost per million tokens", _external("minillm.hardware.tour")),
     ("parallel", "Data parallelism on 4 simulated devices equals one device", _external("minillm.parallel.tour")),
     ("tp_pp", "Tensor and pipeline parallelism equal one device; the pipeline's bubble", _tp_pp),
+    ("three_d", "3D parallelism equals one device; the planner against the simulator and published runs",
+     lambda out: importlib.import_module("minillm.parallel.tour").three_d_step(out)),
 ]
 
 
