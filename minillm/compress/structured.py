@@ -45,8 +45,9 @@ def _taylor_grads(model: GPT, calibration_ids: Tensor) -> None:
     if not isinstance(calibration_ids, Tensor) or calibration_ids.dim() != 2 or calibration_ids.shape[1] < 2:
         raise ValueError("calibration_ids must be token ids [B, T] with T >= 2 (the loss needs a next token)")
     model.zero_grad(set_to_none=True)
-    _, loss = model(calibration_ids[:, :-1], calibration_ids[:, 1:])
-    loss.backward()
+    with torch.enable_grad():  # prune_heads / prune_neurons run under no_grad; the scores need a backward pass
+        _, loss = model(calibration_ids[:, :-1], calibration_ids[:, 1:])
+        loss.backward()
 
 
 def head_importance(model: GPT, calibration_ids: Tensor | None = None) -> list[Tensor]:

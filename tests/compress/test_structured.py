@@ -111,3 +111,10 @@ def test_drop_layers_skips_the_blocks(gpt, ids):
 def test_bad_input_is_a_clear_error(gpt, call, match):
     with pytest.raises(ValueError, match=match):
         call(gpt)
+
+
+def test_taylor_scores_work_inside_prune_heads_and_prune_neurons(gpt, ids):
+    """prune_heads/prune_neurons run under no_grad; their Taylor scores still get their backward pass."""
+    small = prune_neurons(prune_heads(gpt, 2, calibration_ids=ids), 32, calibration_ids=ids)
+    assert small.config.layer_heads == (2, 2) and small.config.layer_mlp == (32, 32)
+    assert all(p.grad is None for p in gpt.parameters())
