@@ -79,6 +79,11 @@ TERMS: tuple[Term, ...] = (
     Term("3D parallelism", "三维并行", "data × tensor × pipeline parallelism combined on one cluster", 14),
     Term("activation recomputation", "激活重计算", "recomputing activations in the backward pass instead of storing them", 14),
     Term("mixed precision", "混合精度", "computing in 16-bit while keeping a 32-bit master copy of the weights", 11),
+    # The capstone
+    Term("time per output token (TPOT)", "每个输出词元的时间", "the time between two generated tokens of one request; what a user feels as speed", 15),
+    Term("replica", "副本", "one whole copy of a model serving requests; a fleet adds replicas, never fractions of one", 15),
+    Term("cost per million tokens", "每百万词元成本", "what serving costs: the fleet's dollars per hour over the tokens it generates per hour", 15),
+    Term("compute-optimal training (Chinchilla)", "计算最优训练", "for a fixed FLOP budget, about 20 training tokens per parameter minimises the loss", 15),
 )
 
 
