@@ -10,6 +10,8 @@ Figures are ``matplotlib.figure.Figure`` objects (no pyplot).
 
 from __future__ import annotations
 
+import math
+
 from matplotlib.figure import Figure
 
 from minillm.validate import check_choice
@@ -78,8 +80,9 @@ def budget_widget(rows: list[dict]):
     from IPython.display import display
 
     style = {"description_width": "initial"}
-    mb = [r["bytes"] / 1e6 for r in rows]
-    ms = [r["latency_ms"] for r in rows]
+    up = lambda v, step: round(math.ceil(v / step - 1e-9) * step, 3)  # on the slider grid, at or above v
+    lo_mb, hi_mb = up(min(r["bytes"] for r in rows) / 1e6, 0.01), up(max(r["bytes"] for r in rows) / 1e6, 0.01)
+    lo_ms, hi_ms = up(min(r["latency_ms"] for r in rows), 0.1), up(max(r["latency_ms"] for r in rows), 0.1)
 
     def show(max_mb, max_latency_ms, max_loss_pct, objective):
         best = budget_choice(rows, max_mb, max_latency_ms, max_loss_pct / 100, objective)
@@ -95,9 +98,8 @@ def budget_widget(rows: list[dict]):
 
     return w.interactive(
         show,
-        max_mb=w.FloatSlider(value=max(mb), min=min(mb), max=max(mb), step=0.05, description="size budget (MB)", style=style),
-        max_latency_ms=w.FloatSlider(value=round(max(ms) + 0.5, 1), min=round(min(ms), 1), max=round(max(ms) + 0.5, 1),
-                                     step=0.1, description="latency budget (ms)", style=style),
+        max_mb=w.FloatSlider(value=hi_mb, min=lo_mb, max=hi_mb, step=0.01, description="size budget (MB)", style=style),
+        max_latency_ms=w.FloatSlider(value=hi_ms, min=lo_ms, max=hi_ms, step=0.1, description="latency budget (ms)", style=style),
         max_loss_pct=w.FloatSlider(value=5.0, min=0.0, max=20.0, step=0.5, description="loss budget (%)", style=style),
         objective=w.Dropdown(options=["size", "latency"], value="size", description="pick the", style=style),
     )

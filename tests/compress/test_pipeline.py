@@ -304,3 +304,51 @@ def test_tampered_quantized_file_is_rejected(gpt, ids, tmp_path):
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match="bad quantized weight"):
         load_checkpoint(path)
+
+
+# --------------------------------------------------------------------------- figures and the widget
+
+
+def test_front_data_and_plot(searched):
+    from minillm.compress.pipeline_study import front_data, plot_pareto
+
+    rows, _ = searched
+    d = front_data(rows, "bytes")
+    assert d["x"] == pytest.approx([r["bytes"] / 1e6 for r in rows])
+    assert sorted(d["front"]) == pareto_front([(r["bytes"], r["val_loss"]) for r in rows])
+    fig = plot_pareto(rows, chosen=1, max_loss_increase=0.05)
+    axes = fig.get_axes()
+    assert len(axes) == 2
+    for ax, cost in zip(axes, ("bytes", "latency_ms")):
+        front = front_data(rows, cost)["front"]
+        step = [l for l in ax.get_lines() if l.get_label() == "Pareto front"][0]
+        assert list(step.get_xdata()) == pytest.approx([front_data(rows, cost)["x"][i] for i in front])
+        budget = [l for l in ax.get_lines() if "budget" in l.get_label()][0]
+        assert budget.get_ydata()[0] == pytest.approx(rows[0]["val_loss"] * 1.05)
+    with pytest.raises(ValueError, match="cost"):
+        front_data(rows, "flops")
+
+
+def test_budget_choice_and_widget():
+    from ipywidgets import Widget
+
+    from minillm.compress.pipeline_study import budget_choice, budget_widget
+
+    assert budget_choice(ROWS, None, None, 0.05)["name"] == "b"
+    assert budget_choice(ROWS, 0.00002, None, 0.05)["name"] == "b"  # 20 bytes = 0.00002 MB: "b" fits exactly
+    assert budget_choice(ROWS, 0.000019, None, 0.05) is None
+    assert budget_choice(ROWS, None, 5.5, None)["name"] == "c"
+    assert budget_choice(ROWS, None, None, 0.05, "latency")["index"] == 2
+    w = budget_widget([{**r, "bytes": r["bytes"] * 100_000} for r in ROWS])  # 10, 3, 2 and 1 MB
+    try:
+        max_mb, max_ms, loss, objective = w.children[:4]
+        w.update()
+        assert w.result["name"] == "b"  # defaults: every size and latency, +5% loss
+        loss.value = 20.0
+        assert w.result["name"] == "c"
+        max_mb.value = max_mb.min
+        assert w.result["name"] == "c"
+        loss.value = 0.0
+        assert w.result is None
+    finally:
+        Widget.close_all()
