@@ -283,18 +283,18 @@ def predict_bytes(config: GPTConfig, plan: Plan) -> int:
     hidden = _kept_widths(hidden, plan.mlp, MLP_MULTIPLE) if plan.mlp < 1 else hidden
     b = 1 if config.bias else 0
 
-    def linear(n_in: int, n_out: int) -> int:
+    def linear(n_in: int, n_out: int, bias: int = b) -> int:
         if plan.weights == "int8":
             w = n_in * n_out + 4 * n_out
         elif plan.weights == "int4":
             w = n_in * n_out // 2 + 4 * n_out * (n_in // 32)
         else:
             w = 4 * n_in * n_out
-        return w + 4 * b * n_out
+        return w + 4 * bias * n_out
 
     total = 4 * (V * C + T * C) + 4 * (1 + b) * C  # wte, wpe, ln_f
     if not config.tie_weights:
-        total += linear(C, V)
+        total += linear(C, V, bias=0)  # an untied output layer: quantized like the others, no bias
     for h, w in zip(heads, hidden):
         inner = h * D
         total += 2 * 4 * (1 + b) * C  # ln_1, ln_2
@@ -353,6 +353,7 @@ def evaluate_plans(
     n_questions: int = 50,
     eval_batches: int = 4,
     seq_len: int | None = None,
+    batch: int = 1,
     rounds: int = 5,
     seed: int = 0,
     progress: bool = False,
@@ -360,8 +361,8 @@ def evaluate_plans(
     """Build and measure ``model`` (row 0, "float32") and each plan; returns (rows, models).
 
     Pruning and recovery are shared between plans that differ only in ``weights``.
-    Latency: one thread, one sequence of ``seq_len`` (default block_size) validation tokens,
-    all models timed in the same interleaved rounds. Fact recall uses ``n_questions``
+    Latency: one thread, ``batch`` sequences of ``seq_len`` (default block_size) validation
+    tokens, all models timed in the same interleaved rounds. Fact recall uses ``n_questions``
     questions of :func:`minillm.data.fact_recall_task` (skipped without ``tokenizer``).
     Rows as in :class:`CompressionReport`, Pareto flags included.
     """
@@ -372,8 +373,9 @@ def evaluate_plans(
     val_ids = _as_ids(val_ids, "val_ids")
     n_questions = check_int("n_questions", n_questions, minimum=0)
     T = check_int("seq_len", seq_len) if seq_len is not None else model.config.block_size
-    if val_ids.numel() < T:
-        raise ValueError(f"val_ids has {val_ids.numel()} tokens; the latency needs seq_len={T}")
+    batch = check_int("batch", batch)
+    if val_ids.numel() < batch * T:
+        raise ValueError(f"val_ids has {val_ids.numel()} tokens; the latency needs batch x seq_len = {batch * T}")
     questions = fact_recall_task(n_questions) if tokenizer is not None and n_questions else None
     model = model.eval()
     plans = [Plan()] + [p for p in plans if p != Plan()]
@@ -388,7 +390,7 @@ def evaluate_plans(
         m = apply_plan(model, plan, train_ids, seed=seed, pruned=None if direct else shared[key])
         built.append(m)
         rows.append(_row(plan, m, val_ids, tokenizer, questions, eval_batches))
-    x = val_ids[:T].view(1, T)
+    x = val_ids[: batch * T].view(batch, T)
     t = forward_latency({str(i): m for i, m in enumerate(built)}, x, rounds)
     base = rows[0]["val_loss"]
     for i, r in enumerate(rows):

@@ -85,6 +85,15 @@ def test_predict_bytes_equals_the_built_model(gpt, ids, plan):
     assert predict_bytes(CFG, plan) == size_report(model)["total_bytes"]
 
 
+@pytest.mark.parametrize("weights", [None, "int8", "int4"])
+def test_predict_bytes_untied_head(ids, weights):
+    """An untied output layer is a bias-free Linear, quantized like the others."""
+    cfg = GPTConfig(vocab_size=64, block_size=32, n_layer=1, n_head=2, n_embd=64, tie_weights=False)
+    torch.manual_seed(0)
+    plan = Plan(0.5, 0.5, 0, weights)
+    assert predict_bytes(cfg, plan) == size_report(apply_plan(GPT(cfg), plan, ids[0]))["total_bytes"]
+
+
 def test_predict_bytes_hand_computed():
     """Float32 teacher-like config by hand: 4 bytes per parameter, the tied head counted once."""
     cfg = GPTConfig(vocab_size=10, block_size=4, n_layer=1, n_head=1, n_embd=8)

@@ -41,18 +41,20 @@ def _bytes(config, heads, mlp, weights, scales=True, bias=True, head_twice=False
     b = 1 if (config.bias and bias) else 0
     w = weights if quant else None
 
-    def lin(i, o):
+    def lin(i, o, with_bias=True):
         if w == "int8":
             x = i * o + (4 * o if scales else 0)
         elif w == "int4":
             x = i * o // 2 + (4 * o * (i // 32) if scales else 0)
         else:
             x = 4 * i * o
-        return x + 4 * b * o
+        return x + (4 * b * o if with_bias else 0)
 
     total = 4 * (V * C + T * C) + 4 * (1 + b) * C
-    if not config.tie_weights or head_twice:
-        total += lin(C, V) if not config.tie_weights else 4 * V * C
+    if not config.tie_weights:
+        total += lin(C, V, with_bias=False)
+    elif head_twice:
+        total += 4 * V * C
     inner = heads * D
     return total + config.n_layer * (8 * (1 + b) * C + lin(C, 3 * inner) + lin(inner, C) + lin(C, mlp) + lin(mlp, C))
 
