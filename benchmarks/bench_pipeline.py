@@ -1,7 +1,7 @@
 """The compression pipeline's best point against the float32 teacher (issue 14 targets:
 >= 4x smaller, >= 1.5x faster forward on one thread, <= 5% higher validation loss).
 
-Plans: structured pruning (heads, MLP neurons) -> distillation from the teacher -> int8 (W8A8),
+Plans: structured pruning (heads, MLP neurons, whole blocks) -> distillation from the teacher -> int8 (W8A8),
 with more recovery steps than the lesson's one-minute search. The best point is the fastest
 plan that is at least 4x smaller and within +5% loss; when none is, the closest one is reported.
 Latency: one thread, the same forward batch as bench_prune (4 x 256 tokens), interleaved
@@ -18,11 +18,12 @@ from minillm.data import encode_splits, load_corpus
 from minillm.threads import one_thread
 from minillm.timing import interleaved_best
 
-PRUNING = ((1.0, 0.5), (0.75, 0.5), (0.5, 0.5))
+# (heads kept, MLP neurons kept, blocks dropped): width only, then depth as well (Minitron prunes both)
+PRUNING = ((0.75, 0.5, 0), (0.5, 0.5, 0), (1.0, 0.5, 1), (0.5, 0.5, 1), (1.0, 0.5, 2))
 
 
 def plans(steps: int) -> list[Plan]:
-    return [Plan(h, m, steps, "int8") for h, m in PRUNING]
+    return [Plan(h, m, steps, "int8", drop=d) for h, m, d in PRUNING]
 
 
 def best_point(quick: bool = False) -> list[dict]:

@@ -17,7 +17,8 @@ quality and size budget. Deep Compression (Han, Mao & Dally, ICLR 2016) is the c
 chain: prune, quantize (weight sharing), Huffman-code; 35x (AlexNet) to 49x (VGG-16)
 smaller at no accuracy loss.
 
-Sizes are the bytes the model holds in memory (:func:`~minillm.compress.model_quant.size_report`):
+Plans and their closed-form sizes live in :mod:`minillm.compress.pipeline_plan` (re-exported
+here). Sizes are the bytes the model holds in memory (:func:`~minillm.compress.model_quant.size_report`):
 int8 codes plus float32 scales; embeddings, LayerNorms and biases stay float32.
 Figures and the widget live in :mod:`minillm.compress.pipeline_study`.
 """
@@ -33,14 +34,18 @@ import torch
 from torch import Tensor, nn
 
 from minillm.evaluate import accuracy, evaluate_loss
-from minillm.model import GPT, GPTConfig
+from minillm.model import GPT
 from minillm.timing import interleaved_best
 from minillm.validate import check_choice, check_int, check_number, is_number
 
 from .distill import distill
 from .model_quant import quantize_model, size_report
 from .qat import qat_convert, qat_prepare
-from .structured import prune_heads, prune_neurons
+from .pipeline_plan import MLP_MULTIPLE, ORDERS, WEIGHTS, Plan, _keep, _widths, kept_count, predict_bytes
+from .structured import drop_layers, prune_heads, prune_neurons
+
+# quantize_model arguments of each Plan.weights
+_QUANT = {None: None, "int8": {"weights": "int8", "activations": "int8"}, "int4": {"weights": "int4", "activations": None}}
 
 __all__ = [
     "Plan",
@@ -58,59 +63,6 @@ __all__ = [
     "select",
     "compress",
 ]
-
-ORDERS = ("distill-then-quantize", "quantize-then-distill")
-WEIGHTS = (None, "int8", "int4")
-MLP_MULTIPLE = 32  # pruned MLP widths stay multiples of this (int4 groups, kernels)
-_QUANT = {None: None, "int8": {"weights": "int8", "activations": "int8"}, "int4": {"weights": "int4", "activations": None}}
-
-
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """One compression configuration.
-
-    heads, mlp: fraction of each layer's attention heads / MLP neurons kept, in (0, 1]
-    (1.0 = no pruning). steps: distillation steps of recovery (0 = none). weights: None
-    (float32), "int8" (W8A8) or "int4" (weight-only, group 32). order: with recovery
-    and quantization, "distill-then-quantize" recovers in float and rounds last;
-    "quantize-then-distill" rounds first and recovers through fake quantization
-    (QAT, :mod:`minillm.compress.qat`), giving weight-only layers.
-    """
-
-    heads: float = 1.0
-    mlp: float = 1.0
-    steps: int = 0
-    weights: str | None = None
-    order: str = "distill-then-quantize"
-
-    def __post_init__(self) -> None:
-        for name in ("heads", "mlp"):
-            v = getattr(self, name)
-            if not is_number(v) or not 0 < v <= 1:
-                raise ValueError(f"Plan.{name}={v!r} must be the fraction kept, in (0, 1]; 1.0 keeps all")
-        check_int("Plan.steps", self.steps, minimum=0)
-        if self.weights not in WEIGHTS:
-            raise ValueError(f"Plan.weights={self.weights!r} must be one of {WEIGHTS}")
-        check_choice("Plan.order", self.order, ORDERS)
-
-    @property
-    def pruned(self) -> bool:
-        return self.heads < 1 or self.mlp < 1
-
-    @property
-    def name(self) -> str:
-        """A short label, e.g. ``"heads 50% mlp 50% +distill 40 -> int8"``; ``"float32"`` for the original."""
-        parts = []
-        if self.pruned:
-            parts.append(f"heads {self.heads:.0%} mlp {self.mlp:.0%}")
-        if self.steps:
-            parts.append(f"distill {self.steps}")
-        if self.weights:
-            parts.append(self.weights)
-        if self.steps and self.weights and self.order == "quantize-then-distill":
-            parts = parts[:-2] + [self.weights, f"distill {self.steps} (QAT)"]
-        return " -> ".join(parts) if parts else "float32"
-
 
 class BudgetNotMet(Exception):
     """No configuration met the budget; ``.report`` holds every measured row, ``.best`` the closest one."""
@@ -163,16 +115,17 @@ def default_plans(steps: int = 40, weights: Sequence[str] = ("int8",)) -> list[P
     """The small grid :func:`compress` searches by default (the float32 original is always measured too).
 
     Quantization alone, then heads and neurons kept at (1.0, 0.5), (0.75, 0.5) and (0.5, 0.5),
-    each recovered by ``steps`` distillation steps, in float and with each of ``weights``.
+    and one block dropped with half the neurons, each recovered by ``steps`` distillation steps,
+    in float and with each of ``weights``.
     """
     steps = check_int("steps", steps, minimum=0)
     for w in weights:
         if w not in ("int8", "int4"):
             raise ValueError(f"weights={tuple(weights)!r}: each must be 'int8' or 'int4'")
     plans = [Plan(weights=w) for w in weights]
-    for heads, mlp in ((1.0, 0.5), (0.75, 0.5), (0.5, 0.5)):
-        plans.append(Plan(heads, mlp, steps))
-        plans += [Plan(heads, mlp, steps, w) for w in weights]
+    for heads, mlp, drop in ((1.0, 0.5, 0), (0.75, 0.5, 0), (0.5, 0.5, 0), (1.0, 0.5, 1)):
+        plans.append(Plan(heads, mlp, steps, drop=drop))
+        plans += [Plan(heads, mlp, steps, w, drop=drop) for w in weights]
     return plans
 
 
@@ -185,41 +138,22 @@ def _as_ids(ids: Tensor, name: str) -> Tensor:
     return ids.reshape(-1).long()
 
 
-def kept_count(n: int, fraction: float, multiple: int = 1) -> int:
-    """How many of ``n`` units a plan keeps: ``round(fraction * n)``, at least 1, at most n.
-
-    With ``multiple`` > 1 (MLP neurons use 32) and n a multiple of it, the count is rounded to
-    a multiple too, so widths stay friendly to kernels and to int4's groups of 32 inputs.
-    """
-    if fraction >= 1:
-        return n
-    if multiple > 1 and n % multiple == 0:
-        return min(n, max(multiple, multiple * round(fraction * n / multiple)))
-    return min(n, max(1, round(fraction * n)))
+def _blocks_to_drop(model: GPT, n: int, train_ids: Tensor) -> list[int]:
+    """The ``n`` blocks whose removal alone raises the loss least, on the first 16 windows of ``train_ids``."""
+    L = model.config.n_layer
+    if n >= L:
+        raise ValueError(f"Plan.drop={n} would remove every block of a {L}-block model; drop at most {L - 1}")
+    T = min(128, model.config.block_size)
+    calib = train_ids[: 16 * T + 1]
+    losses = [evaluate_loss(drop_layers(model, [l]), calib, 8, block_size=T) for l in range(L)]
+    return sorted(sorted(range(L), key=lambda l: losses[l])[:n])
 
 
-def _widths(config: GPTConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Per layer: (heads, MLP neurons) of a GPT of ``config``."""
-    heads = config.layer_heads or (config.n_head,) * config.n_layer
-    hidden = config.layer_mlp or (4 * config.n_embd,) * config.n_layer
-    return tuple(heads), tuple(hidden)
-
-
-def _keep(widths: tuple[int, ...], fraction: float, multiple: int):
-    """The ``keep`` argument of prune_heads/prune_neurons: one count when every layer has the same width."""
-    if len(set(widths)) == 1:
-        return kept_count(widths[0], fraction, multiple)
-    return fraction  # already pruned unevenly: each layer keeps round(fraction * its width)
-
-
-def _kept_widths(widths: tuple[int, ...], fraction: float, multiple: int) -> list[int]:
-    k = _keep(widths, fraction, multiple)
-    return [k if isinstance(k, int) else max(1, round(k * w)) for w in widths]
-
-
-def _prune(model: GPT, plan: Plan) -> GPT:
-    heads, hidden = _widths(model.config)
+def _prune(model: GPT, plan: Plan, train_ids: Tensor) -> GPT:
     out = model
+    if plan.drop:
+        out = drop_layers(out, _blocks_to_drop(out, plan.drop, train_ids))
+    heads, hidden = _widths(out.config)
     if plan.heads < 1:
         out = prune_heads(out, _keep(heads, plan.heads, 1))
     if plan.mlp < 1:
@@ -256,50 +190,13 @@ def apply_plan(
     torch.manual_seed(seed)
     if plan.steps and plan.weights and plan.order == "quantize-then-distill":
         bits = {"int8": 8, "int4": 4}[plan.weights]
-        qat = qat_prepare(_prune(model, plan), bits=bits, group_size=None if bits == 8 else 32)
+        qat = qat_prepare(_prune(model, plan, train_ids), bits=bits, group_size=None if bits == 8 else 32)
         _recover(qat, model, train_ids, plan, seed, block_size)
         return qat_convert(qat).eval()
     if pruned is None:
-        pruned = _prune(model, plan)
+        pruned = _prune(model, plan, train_ids)
         _recover(pruned, model, train_ids, plan, seed, block_size)
     return _quantize(pruned, plan.weights).eval()
-
-
-def predict_bytes(config: GPTConfig, plan: Plan) -> int:
-    """The in-memory bytes of ``plan`` applied to a GPT of ``config``, before building it.
-
-    float32 tensors cost 4 bytes per value. Pruning keeps ``kept_count(n, f)`` of each
-    layer's n heads (head_dim = n_embd / n_head each) and ``kept_count(n, f, 32)`` of its n MLP neurons. int8 (W8A8)
-    stores each linear weight as 1 byte per value plus one float32 scale per output row;
-    int4 packs two values per byte plus one float32 scale per 32 inputs of each row.
-    (MLP widths rounded to multiples of 32 by :func:`kept_count`.) Biases, LayerNorms,
-    embeddings and the tied output layer stay float32.
-    Equals ``size_report(model)["total_bytes"]`` of the built model.
-    """
-    C, V, T = config.n_embd, config.vocab_size, config.block_size
-    D = C // config.n_head
-    heads, hidden = _widths(config)
-    heads = _kept_widths(heads, plan.heads, 1) if plan.heads < 1 else heads
-    hidden = _kept_widths(hidden, plan.mlp, MLP_MULTIPLE) if plan.mlp < 1 else hidden
-    b = 1 if config.bias else 0
-
-    def linear(n_in: int, n_out: int, bias: int = b) -> int:
-        if plan.weights == "int8":
-            w = n_in * n_out + 4 * n_out
-        elif plan.weights == "int4":
-            w = n_in * n_out // 2 + 4 * n_out * (n_in // 32)
-        else:
-            w = 4 * n_in * n_out
-        return w + 4 * bias * n_out
-
-    total = 4 * (V * C + T * C) + 4 * (1 + b) * C  # wte, wpe, ln_f
-    if not config.tie_weights:
-        total += linear(C, V, bias=0)  # an untied output layer: quantized like the others, no bias
-    for h, w in zip(heads, hidden):
-        inner = h * D
-        total += 2 * 4 * (1 + b) * C  # ln_1, ln_2
-        total += linear(C, 3 * inner) + linear(inner, C) + linear(C, w) + linear(w, C)
-    return total
 
 
 # --------------------------------------------------------------------------- measuring
@@ -382,7 +279,7 @@ def evaluate_plans(
     shared: dict[tuple, GPT] = {}
     rows, built = [], []
     for plan in tqdm(plans, desc="compress", disable=not progress, leave=False):
-        key = (plan.heads, plan.mlp, plan.steps)
+        key = (plan.heads, plan.mlp, plan.steps, plan.drop)
         direct = plan.steps and plan.weights and plan.order == "quantize-then-distill"
         if not direct and key not in shared:
             base_plan = dataclasses.replace(plan, weights=None)

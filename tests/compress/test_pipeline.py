@@ -64,6 +64,7 @@ def test_plan_names():
     assert Plan().name == "float32"
     assert Plan(0.5, 0.5, 40, "int8").name == "heads 50% mlp 50% -> distill 40 -> int8"
     assert Plan(0.5, 0.5, 40, "int8", "quantize-then-distill").name == "heads 50% mlp 50% -> int8 -> distill 40 (QAT)"
+    assert Plan(1.0, 0.5, 40, "int8", drop=2).name == "drop 2 blocks, heads 100% mlp 50% -> distill 40 -> int8"
 
 
 @pytest.mark.parametrize(
@@ -75,7 +76,8 @@ def test_kept_count(n, f, multiple, want):
     assert kept_count(n, f, multiple) == want
 
 
-PLANS = [Plan(), Plan(weights="int8"), Plan(weights="int4"), Plan(0.5, 1.0), Plan(1.0, 0.3, 0, "int8"), Plan(0.5, 0.5, 0, "int4")]
+PLANS = [Plan(), Plan(weights="int8"), Plan(weights="int4"), Plan(0.5, 1.0), Plan(1.0, 0.3, 0, "int8"), Plan(0.5, 0.5, 0, "int4"),
+         Plan(drop=1), Plan(0.5, 0.5, 0, "int8", drop=1)]
 
 
 @pytest.mark.parametrize("plan", PLANS, ids=lambda p: p.name)
@@ -114,19 +116,45 @@ def test_apply_plan_builds_the_right_layers(gpt, ids):
     assert gpt.config.layer_heads is None  # the original is untouched
 
 
-def test_recovery_wins_back_what_pruning_lost():
-    """On a learnable sequence: prune a trained GPT, then a few distillation steps lower its validation loss a lot."""
-    from minillm.evaluate import evaluate_loss
+SEQ = torch.arange(3000) % 16 * 3 % 64  # a period-16 pattern a small GPT learns in a few dozen steps
+
+
+@pytest.fixture(scope="module")
+def pattern_teacher():
     from minillm.train import train
 
-    seq = torch.arange(3000) % 16 * 3 % 64  # a period-16 pattern
     torch.manual_seed(0)
     teacher = GPT(CFG)
-    train(teacher, seq, seq[:600], steps=60, batch_size=8, lr=3e-3, warmup=5, eval_every=60, seed=0, progress=False)
-    teacher.eval()
-    before = evaluate_loss(apply_plan(teacher, Plan(0.5, 0.5), seq), seq[:600])
-    after = evaluate_loss(apply_plan(teacher, Plan(0.5, 0.5, 30), seq), seq[:600])
+    train(teacher, SEQ, SEQ[:600], steps=60, batch_size=8, lr=3e-3, warmup=5, eval_every=60, seed=0, progress=False)
+    return teacher.eval()
+
+
+def test_recovery_wins_back_what_pruning_lost(pattern_teacher):
+    """On a learnable sequence: prune a trained GPT, then a few distillation steps lower its validation loss a lot."""
+    from minillm.evaluate import evaluate_loss
+
+    before = evaluate_loss(apply_plan(pattern_teacher, Plan(0.5, 0.5), SEQ), SEQ[:600])
+    after = evaluate_loss(apply_plan(pattern_teacher, Plan(0.5, 0.5, 30), SEQ), SEQ[:600])
     assert after < 0.5 * before
+
+
+def test_depth_pruning_drops_the_least_harmful_block(pattern_teacher, ids):
+    """A trained GPT with block 1 silenced (its residual contributions zeroed): dropping one block removes block 1."""
+    from minillm.compress.structured import drop_layers
+
+    m = GPT(CFG).eval()
+    m.load_state_dict(pattern_teacher.state_dict())
+    with torch.no_grad():
+        m.h[1].attn.c_proj.weight.zero_()
+        m.h[1].attn.c_proj.bias.zero_()
+        m.h[1].mlp.c_proj.weight.zero_()
+        m.h[1].mlp.c_proj.bias.zero_()
+    out = apply_plan(m, Plan(drop=1), SEQ)
+    assert out.config.n_layer == 1
+    with torch.no_grad():
+        assert torch.allclose(out(X)[0], drop_layers(m, [1])(X)[0]) and torch.allclose(out(X)[0], m(X)[0], atol=1e-5)
+    with pytest.raises(ValueError, match="drop at most 1"):
+        apply_plan(m, Plan(drop=2), SEQ)
 
 
 def test_quantize_then_distill_gives_weight_only_layers(gpt, ids):
@@ -237,15 +265,15 @@ def test_compress_bad_arguments(gpt, ids, kwargs, match):
 def test_default_plans():
     plans = default_plans(10, ("int8", "int4"))
     assert Plan(weights="int8") in plans and Plan(0.5, 0.5, 10, "int4") in plans and Plan() not in plans
-    assert len(plans) == 2 + 3 * 3
+    assert len(plans) == 2 + 4 * 3
     with pytest.raises(ValueError, match="weights"):
         default_plans(10, ("int3",))
 
 
 def test_grid_is_small():
     """The default search stays cheap: a handful of distillation runs (one per pruning point)."""
-    pruned = {(p.heads, p.mlp, p.steps) for p in default_plans() if p.pruned}
-    assert len(pruned) == 3 and len(list(itertools.chain(default_plans()))) == 7
+    pruned = {(p.heads, p.mlp, p.steps, p.drop) for p in default_plans() if p.pruned}
+    assert len(pruned) == 4 and len(list(itertools.chain(default_plans()))) == 9
 
 
 # --------------------------------------------------------------------------- compressed checkpoints
