@@ -101,7 +101,8 @@ def _measured(cfg, heads: int, mlp: int, weights) -> int:
     return size_report(m)["total_bytes"]
 
 
-def _formula(cfg, heads, mlp, weights, *, scales=True, bias=True, head_twice=False, quant=True, emb=True) -> int:
+def _formula(cfg, heads, mlp, weights, *, scales=True, bias=True, head_twice=False, quant=True, emb=True,
+             head_bias=False) -> int:
     """The closed form with one mistake switched on or off (for the hints)."""
     C, V, T, D = cfg.n_embd, cfg.vocab_size, cfg.block_size, cfg.n_embd // cfg.n_head
     b = 1 if (cfg.bias and bias) else 0
@@ -118,7 +119,7 @@ def _formula(cfg, heads, mlp, weights, *, scales=True, bias=True, head_twice=Fal
 
     total = (4 * (V * C + T * C) if emb else 0) + 4 * (1 + b) * C
     if not cfg.tie_weights:
-        total += lin(C, V, with_bias=False)
+        total += lin(C, V, with_bias=head_bias)
     elif head_twice:
         total += 4 * V * C
     inner = heads * D
@@ -147,6 +148,7 @@ def check_model_bytes(fn) -> None:
             ("the output layer is tied to the token embedding: its matrix is stored once", {"head_twice": True}),
             ("quantization changes the linear weights: int8 is 1 byte per weight, int4 half a byte", {"quant": False}),
             ("the token and position embeddings stay float32 and are part of the model", {"emb": False}),
+            ("an untied output layer (tie_weights=False) is quantized like the others but has no bias", {"head_bias": True}),
         ]:
             if int(got) == _formula(cfg, heads, mlp, weights, **kw) != want:
                 hint = h
