@@ -195,6 +195,7 @@ def _compress(a: argparse.Namespace) -> int:
     from minillm.compress.pipeline_checkpoint import save_compressed
     from minillm.compress.pipeline_study import plot_pareto
     from minillm.data import encode_splits, load_corpus
+    from minillm.threads import one_thread
 
     torch.manual_seed(a.seed)
     model, tok = _load_model(a.model, "compress needs it to encode the validation text")
@@ -204,10 +205,11 @@ def _compress(a: argparse.Namespace) -> int:
           f"{'any size' if target is None else f'<= {a.target_mb:g} MB'}, loss increase <= {a.max_loss_increase:.1%}")
     plans = default_plans(a.steps, ("int8", "int4") if a.int4 else ("int8",))
     a.out.mkdir(parents=True, exist_ok=True)
-    try:
-        small, report = compress(model, target_bytes=target, max_loss_increase=a.max_loss_increase,
-                                 calibration_ids=train_ids, val_ids=val_ids, tokenizer=tok, plans=plans,
-                                 objective=a.objective, n_questions=a.questions, seed=a.seed, progress=True)
+    try:  # one thread: these small matmuls gain little from two, and two fight on a busy laptop
+        with one_thread():
+            small, report = compress(model, target_bytes=target, max_loss_increase=a.max_loss_increase,
+                                     calibration_ids=train_ids, val_ids=val_ids, tokenizer=tok, plans=plans,
+                                     objective=a.objective, n_questions=a.questions, seed=a.seed, progress=True)
         code, message = 0, None
     except BudgetNotMet as e:
         small, report, code, message = None, e.report, 1, str(e)
