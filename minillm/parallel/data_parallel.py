@@ -138,16 +138,17 @@ def micro_batches(x: Tensor, y: Tensor, accum_steps: int) -> list[tuple[Tensor, 
 
 
 @contextlib.contextmanager
-def saved_activation_bytes() -> Iterator[list[int]]:
+def saved_activation_bytes(params: Iterable[Tensor] = ()) -> Iterator[list[int]]:
     """Count the bytes autograd saves for backward inside the block (the activations).
 
     Yields a one-element list whose value grows as tensors are saved. Parameters
-    and tensors sharing a storage already counted are skipped. Built on
-    ``torch.autograd.graph.saved_tensors_hooks`` (thread-local, so simulated ranks
-    count separately).
+    and tensors sharing a storage already counted are skipped; so are views of the
+    tensors in ``params`` (e.g. a transposed weight ``w.t()``, which autograd saves
+    by reference, not as a copy). Built on ``torch.autograd.graph.saved_tensors_hooks``
+    (thread-local, so simulated ranks count separately).
     """
     total = [0]
-    seen: set[int] = set()
+    seen: set[int] = {p.untyped_storage().data_ptr() for p in params}
 
     def pack(t: Tensor) -> Tensor:
         if not isinstance(t, nn.Parameter):
