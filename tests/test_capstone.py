@@ -151,3 +151,24 @@ def test_measure_model_counts_every_byte_and_evaluates():
     assert out["size_bytes"] == 4 * sum(p.numel() for p in model.parameters())  # fp32, tied head counted once
     assert out["loss"] == pytest.approx(math.log(tok.vocab_size), rel=0.05)  # an untrained model is near uniform
     assert 0 <= out["recall"] <= 1 and out["latency_s"] > 0
+
+
+def _mutant_cases():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent / "course" / "mutants" / "lesson15.py"
+    spec = importlib.util.spec_from_file_location("_hint_mutants_15", path)
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
+    by_name = {fn.__name__: (task, fn) for task, fns in m.MUTANTS.items() for fn in fns}
+    return [pytest.param(*by_name[name], text, id=name) for name, text in m.HINTS.items()]
+
+
+@pytest.mark.parametrize("task, mutant, text", _mutant_cases())
+def test_lesson15_mutant_gets_the_hint_that_names_its_mistake(task, mutant, text):
+    from minillm.course.checks import run_check
+
+    res = run_check(task, mutant)
+    assert res.points == 0, res.line
+    assert text in res.message, res.line
