@@ -6,6 +6,12 @@ never leaves half a file under the real name) and stores a SHA-256 of the tensor
 tensor's shape, and raises :class:`CheckpointError` naming the file when any of them
 is wrong. The zoo (:mod:`minillm.zoo`) and the CLI use these; the format knows
 nothing about which models exist.
+
+A checkpoint may store some weights as integer codes with float32 scales
+(``quantized=``; written by ``minillm compress``): the tensor ``NAME`` holds int8 codes
+[out, in] and ``NAME:scale`` one scale per group of each row [out, G]. ``load_checkpoint``
+dequantizes them (``code * scale``), so every reader gets an ordinary float32 GPT whose
+weights lie exactly on the quantization grid; files without quantized weights load as before.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import torch
 from minillm.model import GPT, GPTConfig
 from minillm.tokenizer import tokenizer_from_dict
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "state_digest"]
+__all__ = ["FORMAT", "VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint", "state_digest", "dequantize_codes"]
 
 FORMAT = "minillm-checkpoint"
 VERSION = 1
@@ -42,20 +48,64 @@ def state_digest(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+SCALE_SUFFIX = ":scale"
+
+
+def _check_quantized(name: str, codes: torch.Tensor, scale: torch.Tensor, shape: tuple) -> None:
+    """Codes int8 [out, in] and scales float [out, G] with G dividing in, matching the weight's shape."""
+    ok = (
+        len(shape) == 2
+        and isinstance(codes, torch.Tensor) and codes.dtype == torch.int8 and tuple(codes.shape) == tuple(shape)
+        and isinstance(scale, torch.Tensor) and scale.is_floating_point() and scale.dim() == 2
+        and scale.shape[0] == shape[0] and scale.shape[1] >= 1 and shape[1] % scale.shape[1] == 0
+    )
+    if not ok:
+        raise ValueError(
+            f"quantized[{name!r}] must be (int8 codes {tuple(shape)}, float scales [out, G]) with G dividing "
+            f"in; got codes {getattr(codes, 'dtype', None)} {tuple(getattr(codes, 'shape', ()))}, "
+            f"scales {tuple(getattr(scale, 'shape', ()))}"
+        )
+
+
+def dequantize_codes(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """int8 codes [out, in] times float32 scales [out, G] (one per group of in/G columns) -> float32 [out, in]."""
+    out, n_in = codes.shape
+    G = scale.shape[1]
+    return (codes.float().reshape(out, G, n_in // G) * scale.float().unsqueeze(-1)).reshape(out, n_in)
+
+
 def save_checkpoint(
-    path: str | os.PathLike, model: GPT, tokenizer=None, meta: dict | None = None, half: bool = True
+    path: str | os.PathLike,
+    model: GPT,
+    tokenizer=None,
+    meta: dict | None = None,
+    half: bool = True,
+    quantized: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> Path:
     """Write ``model`` (and its tokenizer) to ``path`` atomically; returns the path.
 
     With ``half`` the tensors are stored in float16 (half the bytes). A tied
-    output layer is stored once.
+    output layer is stored once. ``quantized``: {state-dict name: (int8 codes [out, in],
+    float32 scales [out, G])} to store in place of those float weights (1 byte per
+    weight plus the scales, which stay float32 so that loading is exact).
     """
     path = Path(path)
+    quantized = dict(quantized or {})
+    sd = model.state_dict()
+    unknown = sorted(set(quantized) - set(sd))
+    if unknown:
+        raise ValueError(f"quantized names {unknown[:3]} are not weights of the model; use state-dict names like 'h.0.mlp.c_fc.weight'")
     state = {}
-    for k, v in model.state_dict().items():
+    for k, v in sd.items():
         if model.config.tie_weights and k == "lm_head.weight":
             continue
         v = v.detach().cpu()
+        if k in quantized:
+            codes, scale = quantized[k]
+            _check_quantized(k, codes, scale, tuple(v.shape))
+            state[k] = codes.detach().cpu().clone()
+            state[k + SCALE_SUFFIX] = scale.detach().cpu().float().clone()
+            continue
         state[k] = v.half() if (half and v.is_floating_point()) else v.clone()
     payload = {
         "format": FORMAT,
@@ -66,6 +116,8 @@ def save_checkpoint(
         "sha256": state_digest(state),
         "meta": meta or {},
     }
+    if quantized:
+        payload["quantized"] = sorted(quantized)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
@@ -120,6 +172,14 @@ def load_checkpoint(path: str | os.PathLike, expect_config: GPTConfig | None = N
         )
     model = GPT(config)
     expected = {k: v.shape for k, v in model.state_dict().items()}
+    state = dict(state)
+    for k in payload.get("quantized") or []:
+        codes, scale = state.get(k), state.pop(k + SCALE_SUFFIX, None)
+        try:
+            _check_quantized(k, codes, scale, tuple(expected.get(k, getattr(codes, "shape", ()))))
+        except ValueError as e:
+            raise CheckpointError(f"checkpoint {path} has a bad quantized weight: {e}") from None
+        state[k] = dequantize_codes(codes, scale)
     if config.tie_weights:
         expected.pop("lm_head.weight")
     missing = sorted(set(expected) - set(state))

@@ -1,4 +1,4 @@
-"""The ``minillm`` command: ``tour``, ``train``, ``generate``, and the course commands.
+"""The ``minillm`` command: ``tour``, ``train``, ``generate``, ``compress``, and the course commands.
 
 Every sub-command has ``--help``. A bad flag or value prints one line,
 ``minillm: error: ...``, and exits with code 2 — never a traceback.
@@ -46,6 +46,26 @@ def _nonneg_float(s: str) -> float:
         raise argparse.ArgumentTypeError(f"{v} must be >= 0 (and finite)") from None
 
 
+def _arg_type(convert, check, what: str, rule: str):
+    """An argparse type: ``convert`` the text (else "is not a WHAT"), then ``check`` it (else "must be RULE")."""
+
+    def parse(s: str):
+        try:
+            v = convert(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{s!r} is not a {what}") from None
+        try:
+            return check("value", v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{v} must be {rule}") from None
+
+    return parse
+
+
+_nonneg_int = _arg_type(int, lambda n, v: check_int(n, v, minimum=0), "whole number", ">= 0")
+_positive_float = _arg_type(float, lambda n, v: check_number(n, v, minimum=0.0, strict=True), "number", "> 0 (and finite)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from minillm.presets import PRESETS
 
@@ -82,6 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top-k", type=_positive_int, default=None)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--no-cache", action="store_true", help="recompute the whole sequence at each step")
+
+    c = sub.add_parser("compress", help="prune, distill and quantize a model to a size and quality budget (lesson 06)")
+    c.add_argument("model", nargs="?", default="teacher", help="a zoo name (teacher, student) or a checkpoint path (default: teacher)")
+    c.add_argument("--target-mb", type=_positive_float, default=None, help="largest acceptable size in MB (1 MB = 1e6 bytes; default: no limit)")
+    c.add_argument("--max-loss-increase", type=_nonneg_float, default=0.05,
+                   help="largest acceptable relative validation-loss increase (default 0.05 = 5%%)")
+    c.add_argument("--objective", choices=["size", "latency"], default="size", help="return the smallest or the fastest model within budget")
+    c.add_argument("--steps", type=_nonneg_int, default=40, help="distillation steps to recover each pruned model (default 40)")
+    c.add_argument("--int4", action="store_true", help="also try int4 weight-only quantization")
+    c.add_argument("--questions", type=_nonneg_int, default=50, help="fact-recall questions per configuration (0 skips recall; default 50)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", type=Path, default=Path("compressed"), help="folder for model.pt, report.md and pareto.png (default: compressed/)")
 
     gl = sub.add_parser("glossary", help="the course's terms in English and Chinese (英中术语表), or those matching TERM")
     gl.add_argument("term", nargs="?", default=None, help="a word in either language, e.g. pruning or 剪枝")
@@ -129,18 +161,23 @@ def _train(a: argparse.Namespace) -> int:
     return 0
 
 
-def _generate(a: argparse.Namespace) -> int:
-    import torch
-
+def _load_model(name: str, fix: str):
+    """(model, tokenizer) of a zoo name or a checkpoint path; a checkpoint without a tokenizer is an error."""
     from minillm import zoo
     from minillm.checkpoint import load_checkpoint
 
-    if a.model in zoo.MODELS:
-        model, tok = zoo.load(a.model)
-    else:
-        model, tok, _ = load_checkpoint(a.model)
-        if tok is None:
-            raise ValueError(f"checkpoint {a.model} has no tokenizer; save it with its tokenizer")
+    if name in zoo.MODELS:
+        return zoo.load(name)
+    model, tok, _ = load_checkpoint(name)
+    if tok is None:
+        raise ValueError(f"checkpoint {name} has no tokenizer; {fix}")
+    return model, tok
+
+
+def _generate(a: argparse.Namespace) -> int:
+    import torch
+
+    model, tok = _load_model(a.model, "save it with its tokenizer")
     ids = tok.encode(a.prompt)
     if not ids:
         raise ValueError("--prompt is empty; give some text to continue")
@@ -148,6 +185,50 @@ def _generate(a: argparse.Namespace) -> int:
     out = model.generate(idx, a.max_new_tokens, temperature=a.temperature, top_k=a.top_k,
                          use_cache=not a.no_cache, generator=torch.Generator().manual_seed(a.seed))
     print(tok.decode(out[0].tolist()))
+    return 0
+
+
+def _compress(a: argparse.Namespace) -> int:
+    import torch
+
+    from minillm.compress.pipeline import BudgetNotMet, compress, default_plans
+    from minillm.compress.pipeline_checkpoint import save_compressed
+    from minillm.compress.pipeline_study import plot_pareto
+    from minillm.data import encode_splits, load_corpus
+
+    torch.manual_seed(a.seed)
+    model, tok = _load_model(a.model, "compress needs it to encode the validation text")
+    train_ids, val_ids = encode_splits(load_corpus(), tok)
+    target = None if a.target_mb is None else a.target_mb * 1e6
+    print(f"compressing {a.model}: {model.num_params():,} parameters; budget: "
+          f"{'any size' if target is None else f'<= {a.target_mb:g} MB'}, loss increase <= {a.max_loss_increase:.1%}")
+    plans = default_plans(a.steps, ("int8", "int4") if a.int4 else ("int8",))
+    a.out.mkdir(parents=True, exist_ok=True)
+    try:
+        small, report = compress(model, target_bytes=target, max_loss_increase=a.max_loss_increase,
+                                 calibration_ids=train_ids, val_ids=val_ids, tokenizer=tok, plans=plans,
+                                 objective=a.objective, n_questions=a.questions, seed=a.seed, progress=True)
+        code, message = 0, None
+    except BudgetNotMet as e:
+        small, report, code, message = None, e.report, 1, str(e)
+    fig = plot_pareto(report.rows, report.chosen, a.max_loss_increase)
+    fig.savefig(a.out / "pareto.png", dpi=100)
+    verdict = message or f"chosen: **{report.best['name']}** (written to model.pt)"
+    (a.out / "report.md").write_text(
+        f"# minillm compress {a.model}\n\nBudget: {'any size' if target is None else f'<= {a.target_mb:g} MB'}, "
+        f"validation-loss increase <= {a.max_loss_increase:.1%}; objective: {a.objective}. Sizes are in-memory bytes; "
+        f"latency is one forward pass of {report.seq_len} tokens on one thread (best of interleaved rounds).\n\n"
+        f"{report.to_markdown()}\n\n{verdict}\n\n![Pareto fronts](pareto.png)\n"
+    )
+    print(report.to_markdown())
+    if small is None:
+        print(f"minillm: {message}", file=sys.stderr)
+        print(f"wrote {a.out / 'report.md'} and {a.out / 'pareto.png'} (no checkpoint)", file=sys.stderr)
+        return code
+    path = save_compressed(a.out / "model.pt", small, tok, meta={"compressed_from": str(a.model), "plan": report.best["name"]})
+    b = report.best
+    print(f"chosen: {b['name']}: {b['bytes'] / 1e6:.3f} MB ({report.rows[0]['bytes'] / b['bytes']:.2f}x smaller), "
+          f"loss {b['val_loss']:.4f} ({b['loss_increase']:+.1%}); wrote {path}, {a.out / 'report.md'}, {a.out / 'pareto.png'}")
     return 0
 
 
@@ -179,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
             return _generate(a)
         if a.command == "glossary":
             return _glossary(a)
+        if a.command == "compress":
+            return _compress(a)
         return a.handler(a)
     except (ValueError, FileNotFoundError) as e:
         print(f"minillm: error: {e}", file=sys.stderr)

@@ -1,0 +1,103 @@
+"""Lesson 06's figures and widget over the rows of a compression search (:mod:`minillm.compress.pipeline`).
+
+- :func:`front_data`: the points and the Pareto front of bytes (or latency) against validation loss.
+- :func:`plot_pareto`: both fronts side by side, the chosen configuration ringed.
+- :func:`budget_choice` and :func:`budget_widget`: pick a size or latency budget and see the
+  best configuration found, over precomputed rows (nothing is re-measured).
+
+Figures are ``matplotlib.figure.Figure`` objects (no pyplot).
+"""
+
+from __future__ import annotations
+
+from matplotlib.figure import Figure
+
+from minillm.validate import check_choice
+
+from .pipeline import pareto_front, select
+
+__all__ = ["front_data", "plot_pareto", "budget_choice", "budget_widget"]
+
+_AXES = {"bytes": ("size (MB)", 1e-6), "latency_ms": ("forward latency, 1 thread (ms)", 1.0)}
+
+
+def front_data(rows: list[dict], cost: str = "bytes") -> dict:
+    """{"x": costs (MB or ms), "y": validation losses, "names", "front": Pareto indices sorted by cost}."""
+    check_choice("cost", cost, tuple(_AXES))
+    if not rows:
+        raise ValueError("rows is empty; pass the rows of compress(...)[1].rows or evaluate_plans(...)[0]")
+    scale = _AXES[cost][1]
+    x = [r[cost] * scale for r in rows]
+    y = [r["val_loss"] for r in rows]
+    front = sorted(pareto_front(list(zip(x, y))), key=lambda i: (x[i], y[i]))
+    return {"x": x, "y": y, "names": [r["name"] for r in rows], "front": front}
+
+
+def plot_pareto(rows: list[dict], chosen: int | None = None, max_loss_increase: float | None = None) -> Figure:
+    """Size against loss and latency against loss; the front as a step line, ``chosen`` ringed in red.
+
+    ``max_loss_increase`` draws the quality budget as a dashed line (relative to row 0's loss).
+    """
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2)
+    for ax, cost in zip(axes, ("bytes", "latency_ms")):
+        d = front_data(rows, cost)
+        colors = ["#8c8c8c" if r.get("weights") is None else "#4c72b0" for r in rows]
+        ax.scatter(d["x"], d["y"], c=colors, s=30, zorder=3)
+        fx, fy = [d["x"][i] for i in d["front"]], [d["y"][i] for i in d["front"]]
+        ax.step(fx, fy, where="post", color="#dd8452", linewidth=1.5, label="Pareto front", zorder=2)
+        ax.scatter([d["x"][0]], [d["y"][0]], marker="*", s=160, color="black", label="float32 original", zorder=4)
+        if chosen is not None:
+            ax.scatter([d["x"][chosen]], [d["y"][chosen]], s=220, facecolors="none", edgecolors="red",
+                       linewidths=2, label="chosen", zorder=5)
+        if max_loss_increase is not None:
+            ax.axhline(d["y"][0] * (1 + max_loss_increase), color="red", linestyle="--", linewidth=0.8,
+                       label=f"+{max_loss_increase:.0%} loss budget")
+        ax.set_xlabel(_AXES[cost][0])
+        ax.set_ylabel("validation loss (nats/token)")
+        ax.grid(alpha=0.3)
+    axes[0].set_title("size against quality (blue: quantized)", fontsize=10)
+    axes[1].set_title("latency against quality", fontsize=10)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def budget_choice(
+    rows: list[dict], max_mb: float | None = None, max_latency_ms: float | None = None,
+    max_loss_increase: float | None = 0.05, objective: str = "size",
+) -> dict | None:
+    """The row :func:`~minillm.compress.pipeline.select` picks under these budgets (None: no limit), or None."""
+    i = select(rows, None if max_mb is None else max_mb * 1e6, max_loss_increase, max_latency_ms, objective)
+    return None if i is None else {**rows[i], "index": i}
+
+
+def budget_widget(rows: list[dict]):
+    """Sliders for a size budget (MB), a latency budget (ms) and a loss budget; shows the best row and the fronts."""
+    import ipywidgets as w
+    from IPython.display import display
+
+    style = {"description_width": "initial"}
+    mb = [r["bytes"] / 1e6 for r in rows]
+    ms = [r["latency_ms"] for r in rows]
+
+    def show(max_mb, max_latency_ms, max_loss_pct, objective):
+        best = budget_choice(rows, max_mb, max_latency_ms, max_loss_pct / 100, objective)
+        if best is None:
+            print(f"nothing fits {max_mb:.2f} MB, {max_latency_ms:.1f} ms and +{max_loss_pct:.0f}% loss; loosen a budget")
+        else:
+            print(
+                f"best ({objective}): {best['name']}: {best['bytes'] / 1e6:.2f} MB, {best['latency_ms']:.1f} ms, "
+                f"loss {best['val_loss']:.3f} ({best['loss_increase']:+.1%})"
+            )
+        display(plot_pareto(rows, None if best is None else best["index"], max_loss_pct / 100))
+        return best
+
+    return w.interactive(
+        show,
+        max_mb=w.FloatSlider(value=max(mb), min=min(mb), max=max(mb), step=0.05, description="size budget (MB)", style=style),
+        max_latency_ms=w.FloatSlider(value=round(max(ms) + 0.5, 1), min=round(min(ms), 1), max=round(max(ms) + 0.5, 1),
+                                     step=0.1, description="latency budget (ms)", style=style),
+        max_loss_pct=w.FloatSlider(value=5.0, min=0.0, max=20.0, step=0.5, description="loss budget (%)", style=style),
+        objective=w.Dropdown(options=["size", "latency"], value="size", description="pick the", style=style),
+    )
