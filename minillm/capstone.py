@@ -51,6 +51,10 @@ __all__ = [
     "prove_layout",
     "measure_model",
     "budget_verdict",
+    "serving_view",
+    "serving_summary",
+    "plot_serving",
+    "serving_widget",
 ]
 
 #: The batch sizes the serving search tries: powers of two from 1 to 512.
@@ -284,3 +288,70 @@ def budget_verdict(measured: dict, reference: dict, *, max_bytes: float, max_lat
     out["all"] = out["size"] and out["latency"] and out["quality"]
     return out
 
+
+
+# --------------------------------------------------------------------------- pictures and the widget
+
+
+def serving_view(model: str = "llama2-7b", requests_per_s: float = 20.0, prompt_len: int = 1024, gen_len: int = 256,
+                 tpot_ms: float = 50.0) -> dict:
+    """The serving widget's data: the load and :func:`rank_serving` over the priced catalog."""
+    load = ServingLoad(requests_per_s, prompt_len, gen_len, check_number("tpot_ms", tpot_ms, strict=True) / 1e3)
+    return {"model": model, "load": load, "rows": rank_serving(model, load)}
+
+
+def serving_summary(view: dict) -> str:
+    """One line per device, cheapest first: $/M generated tokens, batch, replicas x devices, TPOT."""
+    load = view["load"]
+    head = (f"{view['model']}: {load.requests_per_s:g} req/s x ({load.prompt_len} prompt + {load.gen_len} generated), "
+            f"TPOT <= {load.tpot_s * 1e3:g} ms")
+    if not view["rows"]:
+        return head + "\nno device meets the TPOT target: loosen it"
+    lines = [head, f"{'device':<14} {'$/M tokens':>10} {'batch':>5} {'replicas x devices':>19} {'TPOT ms':>8} {'fleet $/h':>9}"]
+    for r in view["rows"]:
+        lines.append(f"{r['device']:<14} {r['usd_per_million']:>10.3f} {r['batch']:>5} "
+                     f"{r['replicas']:>9} x {r['n_devices']:<7} {r['decode_s'] * 1e3:>8.2f} {r['usd_per_hour']:>9.2f}")
+    return "\n".join(lines)
+
+
+def plot_serving(view: dict):
+    """Two panels: each device's cheapest $/M generated tokens (ranked), and its TPOT against the target."""
+    from matplotlib.figure import Figure
+
+    rows, load = view["rows"], view["load"]
+    fig = Figure(figsize=(10, 3.6))
+    ax_c, ax_t = fig.subplots(1, 2, sharey=True)
+    names = [r["device"] for r in rows][::-1]
+    y = range(len(rows))
+    costs = [r["usd_per_million"] for r in rows][::-1]
+    ax_c.barh(list(y), costs, color=["#dd8452" if i == len(rows) - 1 else "#4c72b0" for i in y])
+    for i, r in zip(y, rows[::-1]):
+        ax_c.text(r["usd_per_million"], i, f"  batch {r['batch']}, {r['replicas']}×{r['n_devices']}", va="center", fontsize=7)
+    ax_c.set_yticks(list(y), names, fontsize=8)
+    ax_c.set_xscale("log")
+    ax_c.set_xlabel("$ per million generated tokens (log)")
+    ax_c.set_title("Cheapest option per device (replicas × devices each)")
+    ax_t.barh(list(y), [r["decode_s"] * 1e3 for r in rows][::-1], color="#55a868")
+    ax_t.axvline(load.tpot_s * 1e3, color="black", linestyle="--", linewidth=1)
+    ax_t.text(load.tpot_s * 1e3, len(rows) - 0.5, " TPOT target", fontsize=7, va="bottom")
+    ax_t.set_xlabel("time per output token (ms)")
+    ax_t.set_title("Its decode step")
+    fig.suptitle(f"{view['model']}: {load.requests_per_s:g} req/s of {load.prompt_len} + {load.gen_len} tokens", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def serving_widget(draw: bool = True):
+    """Lesson 15's widget: ``interactive`` over :func:`serving_view`: the ranking and why the winner wins."""
+    from ipywidgets import Dropdown, SelectionSlider
+
+    from minillm.parallel.widgets import _interactive
+
+    return _interactive(
+        serving_view, plot_serving, serving_summary, draw,
+        model=Dropdown(options=["llama2-7b", "llama3-8b", "llama2-13b", "llama2-70b"], value="llama2-7b", description="model"),
+        requests_per_s=SelectionSlider(options=(0.5, 1, 2, 5, 10, 20, 50, 100, 200), value=20, description="requests/s"),
+        prompt_len=SelectionSlider(options=(128, 256, 512, 1024, 2048, 4096), value=1024, description="prompt tokens"),
+        gen_len=SelectionSlider(options=(32, 64, 128, 256, 512, 1024), value=256, description="generated tokens"),
+        tpot_ms=SelectionSlider(options=(5, 7, 10, 15, 20, 30, 50, 100), value=50, description="TPOT target (ms)"),
+    )

@@ -172,3 +172,27 @@ def test_lesson15_mutant_gets_the_hint_that_names_its_mistake(task, mutant, text
     res = run_check(task, mutant)
     assert res.points == 0, res.line
     assert text in res.message, res.line
+
+
+def test_serving_widget_sweeps_its_controls_and_the_figure_draws_the_ranking():
+    from ipywidgets import Widget
+
+    from minillm.capstone import plot_serving, serving_summary, serving_view, serving_widget
+
+    w = serving_widget(draw=False)
+    try:
+        tpot = w.children[4]
+        counts = []
+        for value in tpot.options:  # a tighter target can only remove options
+            tpot.value = value
+            counts.append(len(w.result["rows"]))
+            assert all(r["decode_s"] <= value / 1e3 for r in w.result["rows"])
+        assert counts == sorted(counts) and counts[0] < counts[-1]
+    finally:
+        Widget.close_all()
+    view = serving_view()
+    fig = plot_serving(view)
+    ax_cost = fig.axes[0]
+    widths = sorted(p.get_width() for p in ax_cost.patches)
+    assert widths == pytest.approx(sorted(r["usd_per_million"] for r in view["rows"]), rel=1e-12)
+    assert serving_summary(view).splitlines()[2].startswith(view["rows"][0]["device"])
