@@ -20,8 +20,9 @@ compute the same numbers:
 - **the proof at small scale** (:func:`small_layout`, :func:`prove_layout`): the planned
   layout's axes, each capped, trained on the simulator with :func:`~minillm.parallel.three_d.train_3d`
   and compared with one device.
-- **compression** (:func:`measure_model`, :func:`budget_verdict`): size, one-thread latency,
-  loss and fact recall of a model, and whether they meet a budget.
+- **compression** (:func:`budget_verdict`): whether a model that
+  :func:`~minillm.compress.pipeline.compress` measured (size, one-thread latency, loss, fact
+  recall) meets each part of a budget.
 
 Units: seconds, bytes, US dollars, tokens. Nothing in minillm imports this module but
 :mod:`minillm.course.checks`.
@@ -49,7 +50,6 @@ __all__ = [
     "training_budget",
     "small_layout",
     "prove_layout",
-    "measure_model",
     "budget_verdict",
     "serving_view",
     "serving_summary",
@@ -243,51 +243,29 @@ def prove_layout(dp: int, tp: int, pp: int, *, steps: int = 2, seed: int = 0, ze
 # --------------------------------------------------------------------------- compression
 
 
-def measure_model(model, tokenizer, val_ids, questions, *, seq_len: int = 128, repeats: int = 5,
-                  n_batches: int = 8) -> dict:
-    """Size, one-thread latency, validation loss and fact recall of ``model``.
-
-    ``size_bytes``: every stored tensor (:func:`~minillm.compress.model_quant.size_report`);
-    ``latency_s``: best of ``repeats`` forward passes of one ``seq_len``-token sequence on one
-    thread (:func:`~minillm.timing.best_time`); ``loss``: :func:`~minillm.evaluate.evaluate_loss`
-    on ``val_ids`` (``n_batches`` batches of 8); ``recall``: :func:`~minillm.evaluate.accuracy`.
-    """
-    import torch
-
-    from minillm.compress.model_quant import size_report
-    from minillm.evaluate import accuracy, evaluate_loss
-    from minillm.threads import one_thread
-    from minillm.timing import best_time
-
-    T = check_int("seq_len", seq_len)
-    x = val_ids[:T].view(1, T)
-    with torch.no_grad(), one_thread():
-        latency = best_time(lambda: model(x), repeats=check_int("repeats", repeats))
-        loss = evaluate_loss(model, val_ids, batch_size=8, block_size=T, n_batches=n_batches)
-        recall = accuracy(model, tokenizer, questions)
-    return {"size_bytes": size_report(model)["total_bytes"], "latency_s": latency, "loss": loss, "recall": recall}
-
-
-def budget_verdict(measured: dict, reference: dict, *, max_bytes: float, max_latency_s: float,
+def budget_verdict(row: dict, reference: dict, *, max_bytes: float, max_latency_ms: float,
                    max_loss_increase: float) -> dict:
-    """Which budgets ``measured`` (a :func:`measure_model` dict) meets, against the float32 ``reference``.
+    """Which budgets a measured model meets, against the float32 ``reference``.
 
-    Returns ``size``, ``latency``, ``quality`` (each True or False), ``all``, and the ratios
-    ``smaller`` (reference size / size), ``faster`` (reference latency / latency) and
-    ``loss_increase`` (nats/token).
+    ``row`` and ``reference`` are rows of :func:`~minillm.compress.pipeline.compress`'s report
+    (``bytes``, ``latency_ms`` on one thread, ``val_loss``, ``recall``). Returns ``size``,
+    ``latency``, ``quality`` (each True or False), ``all``, and ``smaller`` (reference bytes /
+    bytes), ``faster`` (reference latency / latency), ``loss_increase`` (relative: 0.05 = 5%)
+    and ``recall_change`` (percentage points as a fraction, None without recall).
     """
-    increase = measured["loss"] - reference["loss"]
+    increase = (row["val_loss"] - reference["val_loss"]) / reference["val_loss"]
     out = {
-        "size": measured["size_bytes"] <= check_number("max_bytes", max_bytes, strict=True),
-        "latency": measured["latency_s"] <= check_number("max_latency_s", max_latency_s, strict=True),
+        "size": row["bytes"] <= check_number("max_bytes", max_bytes, strict=True),
+        "latency": row["latency_ms"] <= check_number("max_latency_ms", max_latency_ms, strict=True),
         "quality": increase <= check_number("max_loss_increase", max_loss_increase),
-        "smaller": reference["size_bytes"] / measured["size_bytes"],
-        "faster": reference["latency_s"] / measured["latency_s"],
+        "smaller": reference["bytes"] / row["bytes"],
+        "faster": reference["latency_ms"] / row["latency_ms"],
         "loss_increase": increase,
+        "recall_change": None if row.get("recall") is None or reference.get("recall") is None
+        else row["recall"] - reference["recall"],
     }
     out["all"] = out["size"] and out["latency"] and out["quality"]
     return out
-
 
 
 # --------------------------------------------------------------------------- pictures and the widget
