@@ -15,38 +15,10 @@ replicas, a batch size, a device name) must match exactly.
 
 from __future__ import annotations
 
-import math
 import random
 
 from minillm.course.checks import CheckFailure, describe, register
-
-#: Relative tolerance of every float comparison in this lesson (see the module docstring).
-RTOL = 1e-9
-
-
-def _close(a: float, b: float) -> bool:
-    return math.isclose(a, b, rel_tol=RTOL, abs_tol=0.0)
-
-
-def _number(got, what: str, hint: str | None = None) -> float:
-    if hasattr(got, "item") and getattr(got, "ndim", 0) == 0 and not isinstance(got, (int, float)):
-        got = got.item()
-    if isinstance(got, bool) or not isinstance(got, (int, float)) or not math.isfinite(got):
-        raise CheckFailure(f"{what} is", got=describe(got) if not isinstance(got, float) else got,
-                           expected="a finite number", hint=hint)
-    return float(got)
-
-
-def _expect(got, expected: float, *, what: str, hint: str, diagnose: dict[str, float] | None = None) -> None:
-    """Fail unless number ``got`` equals ``expected`` to RTOL; name the mistake ``got`` matches, if any."""
-    value = _number(got, what, hint)
-    if _close(value, expected):
-        return
-    for mistake, wrong in (diagnose or {}).items():
-        if _close(value, wrong) and not _close(wrong, expected):
-            hint = mistake
-            break
-    raise CheckFailure(f"{what} is", got=f"{value:.6g}", expected=f"{expected:.6g}", hint=hint)
+from minillm.course.checks.lesson09 import _expect  # the same comparison (1e-9 relative) and diagnosis
 
 
 def _tuple(got, n: int, what: str, names: str):
