@@ -10,7 +10,6 @@ forms (a few products and quotients); 1e-5 absolute for the fp32 training compar
 import math
 
 import pytest
-import torch
 
 from minillm.capstone import (
     SERVING_BATCHES,
