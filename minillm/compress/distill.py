@@ -157,10 +157,10 @@ def distill(
     Both are minillm GPTs with the same vocabulary; the teacher runs in eval mode under
     ``no_grad``. The optimizer, schedule and clipping are the course's (minillm.train:
     AdamW with weight decay on matrices only, cosine with warm-up to lr/10, global-norm
-    clipping), so a distilled and a
-    hard-label student trained with the same arguments differ only in the loss. Batches
-    come from a generator seeded with ``seed``. Returns a history dict with ``step``,
-    ``loss`` (the mixed loss), ``kd`` and ``ce`` per step, ``lr``, and ``seconds`` and
+    clipping), so a distilled and a hard-label student trained with the same arguments
+    differ only in the loss. Batches come from a generator seeded with ``seed``. Returns a
+    history dict with ``step``, ``loss`` (the mixed loss), ``kd`` (NaN when ``alpha=0``:
+    the teacher is then not run) and ``ce`` per step, ``lr``, and ``seconds`` and
     ``tokens_per_s`` for the whole run (teacher forward included).
     """
     from tqdm.auto import tqdm
@@ -189,12 +189,17 @@ def distill(
     for step in tqdm(range(steps), desc="distill", disable=not progress, leave=False):
         opt.lr = cosine_lr(step, lr, min(warmup, steps - 1), steps, lr / 10)
         x, y = get_batch(train_ids, batch_size, block_size, generator=g)
-        with torch.no_grad():
-            t_logits = teacher(x)[0]
-        s_logits = student(x)[0]
-        kd = kd_loss(s_logits, t_logits, T, kind)
-        ce = _cross_entropy(s_logits, y)
-        loss = alpha * kd + (1 - alpha) * ce
+        if alpha == 0.0:  # hard labels only: the teacher is not run (kd is logged as NaN)
+            s_logits = student(x)[0]
+            kd = torch.tensor(float("nan"))
+            loss = ce = _cross_entropy(s_logits, y)
+        else:
+            with torch.no_grad():
+                t_logits = teacher(x)[0]
+            s_logits = student(x)[0]
+            kd = kd_loss(s_logits, t_logits, T, kind)
+            ce = _cross_entropy(s_logits, y)
+            loss = alpha * kd + (1 - alpha) * ce
         opt.zero_grad()
         loss.backward()
         if grad_clip:

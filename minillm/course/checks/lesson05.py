@@ -87,7 +87,8 @@ def check_kd_loss(fn) -> None:
             got = _scalar(fn(s.clone(), t.clone(), T, kind), what)
             want = float(_kl(s, t, T, kind))
             _first_match(got, want, what, {
-                f"that is the {other} KL: forward is KL(teacher ‖ student) = Σ p_t (log p_t − log p_s)": float(_kl(s, t, T, other)),
+                f"that is the {other} KL: forward is KL(teacher ‖ student) = Σ p_t (log p_t − log p_s)":
+                    float(_kl(s, t, T, other)),
                 "multiply by T² (Hinton et al.): the soft gradients shrink as 1/T²": want / (T * T),
                 "the factor is T², not T": want / T,
                 "average over positions (tokens), do not sum": want * n,
@@ -95,8 +96,8 @@ def check_kd_loss(fn) -> None:
             }, hint="soften both with T, take Σ over the vocabulary of p (log p − log q), mean over positions, times T²")
 
 
-@register("05.distill_loss", points=2, references=(f"{_DISTILL}.distill_loss", f"{_DISTILL}.kd_loss", "torch.nn.functional.kl_div",
-                                                   "torch.nn.functional.cross_entropy"))
+@register("05.distill_loss", points=2, references=(f"{_DISTILL}.distill_loss", f"{_DISTILL}.kd_loss",
+                                                   "torch.nn.functional.kl_div", "torch.nn.functional.cross_entropy"))
 def check_distill_loss(fn) -> None:
     """distill_loss(student_logits, teacher_logits, targets, T, alpha) -> alpha·kd (forward) + (1 − alpha)·CE."""
     for seed, (shape, T, alpha) in enumerate([((2, 3, 7), 2.0, 0.5), ((2, 3, 7), 1.0, 0.0), ((4, 9), 3.0, 0.7),
@@ -130,7 +131,8 @@ def check_kd_gradient(fn) -> None:
         want = T * (q - p) / n
         expect_close(got.double(), want, atol=1e-8, rtol=1e-4, what=what, diagnose={
             "the sign: the loss falls when the student's q moves toward the teacher's p, so the gradient is q − p": -want,
-            "the chain rule through z / T gives 1/T and the loss carries T²: T² · 1/T = T, so the gradient is T·(q − p), not (q − p)/T": (q - p) / (T * n),
+            "the chain rule through z / T gives 1/T and the loss carries T²: T² · 1/T = T, "
+            "so the gradient is T·(q − p), not (q − p)/T": (q - p) / (T * n),
             "the T² of the loss and the 1/T of the chain rule leave one factor T; you dropped it": (q - p) / n,
             "the loss is a mean over positions: divide by their number": T * (q - p),
         }, hint="d/dz_s of T²·Σ p log(p/q) with q = softmax(z_s/T) is T²·(q − p)/T; the mean over n positions divides by n")
