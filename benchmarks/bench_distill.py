@@ -31,15 +31,15 @@ def seeds_row(quick: bool = False) -> list[dict]:
         teacher, tok = zoo.load("teacher")
         train_ids, val_ids = encode_splits(load_corpus(), tok)
         questions = fact_recall_task(1000)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         rows = seed_study(teacher, train_ids, val_ids, tok, questions, config=STUDENT, seeds=(0, 1, 2), steps=steps,
                           batch_size=16, block_size=64, progress=False)
-        secs = time.perf_counter() - t0
+        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     s = summarize(rows)
     hard, dist = s["hard labels"], s["distilled"]
     loss_ratio = dist["val_loss"][0] / hard["val_loss"][0]
     recall_gain = dist["recall"][0] - hard["recall"][0]
-    setup = f"3 seeds, {steps} steps of 16x64 tokens, lr 3e-3, T=2, alpha=0.5, 1 thread, {secs:.0f} s"
+    setup = f"3 seeds, {steps} steps of 16x64 tokens, lr 3e-3, T=2, alpha=0.5, 1 thread, {secs:.0f} s wall / {cpu:.0f} s CPU"
     return [
         {
             "name": "distilled / hard-label student: validation loss (mean of 3 seeds)",

@@ -29,7 +29,7 @@ from torch import Tensor
 from minillm.evaluate import accuracy, evaluate_loss
 from minillm.kernels import cross_entropy_loss
 from minillm.model import GPT, GPTConfig, Linear
-from minillm.train import AdamW, clip_grad_norm_, cosine_lr, param_groups, train
+from minillm.train import AdamW, clip_grad_norm_, cosine_lr, param_groups
 from minillm.validate import check_choice, check_int, check_number
 
 from .distill import KINDS, distill, feature_loss, kd_loss, soft_targets
@@ -45,6 +45,7 @@ __all__ = [
     "hidden_states",
     "feature_distill",
     "teacher_text",
+    "continuation_loss",
     "sequence_level",
     "student_table",
     "seed_study",
@@ -111,7 +112,10 @@ def temperature_widget(model: GPT, tokenizer, prompt: str, k: int = 8):
         display(plot_soft_targets(table))
         return table
 
-    return w.interactive(show, T=w.FloatLogSlider(value=1.0, base=2, min=-2, max=4, step=0.25, description="temperature T"))
+    style = {"description_width": "initial"}
+    return w.interactive(
+        show, T=w.FloatLogSlider(value=1.0, base=2, min=-2, max=4, step=0.25, description="temperature T", style=style)
+    )
 
 
 # --------------------------------------------------------------------------- forward vs reverse KL, toy
@@ -283,41 +287,77 @@ def feature_distill(
 
 @torch.no_grad()
 def teacher_text(teacher: GPT, prompts: Tensor, new_tokens: int = 96, temperature: float = 0.0, seed: int = 0) -> Tensor:
-    """Continue each prompt [B, P] with the teacher (greedy by default) and return the ids as one stream [B·(P+new)]."""
+    """Continue each prompt [B, P] with the teacher (greedy by default): returns [B, P + new_tokens] ids."""
     g = torch.Generator().manual_seed(seed)
-    return teacher.generate(prompts, new_tokens, temperature=temperature, generator=g).reshape(-1)
+    return teacher.generate(prompts, new_tokens, temperature=temperature, generator=g)
+
+
+def _windows(ids: Tensor, n: int, length: int, g: torch.Generator) -> Tensor:
+    starts = torch.randint(0, ids.numel() - length, (n,), generator=g)
+    return torch.stack([ids[i : i + length] for i in starts]).long()
+
+
+def _targets(seqs: Tensor, prompt_len: int) -> tuple[Tensor, Tensor]:
+    """Inputs and next-token targets of [B, L] sequences, the prompt's own tokens not scored (-1)."""
+    y = seqs[:, 1:].clone()
+    y[:, : prompt_len - 1] = -1
+    return seqs[:, :-1], y
+
+
+@torch.no_grad()
+def continuation_loss(model: GPT, seqs: Tensor, prompt_len: int) -> float:
+    """Mean cross-entropy (nats/token) of ``model`` on the tokens after the first ``prompt_len`` of each row of ``seqs``."""
+    was = model.training
+    model.eval()
+    loss = float(model(*_targets(seqs, prompt_len))[1])
+    model.train(was)
+    return loss
+
+
+def _finetune(model: GPT, seqs: Tensor, prompt_len: int, steps: int, lr: float, seed: int, batch_size: int = 8) -> None:
+    """A few steps of AdamW (cosine schedule, clipping) on random rows of ``seqs``, scoring only the continuations."""
+    g = torch.Generator().manual_seed(seed)
+    opt = AdamW(param_groups(model, 0.01), lr=lr)
+    model.train()
+    for step in range(steps):
+        opt.lr = cosine_lr(step, lr, min(5, steps - 1), steps, lr / 10)
+        rows = torch.randint(0, seqs.size(0), (batch_size,), generator=g)
+        loss = model(*_targets(seqs[rows], prompt_len))[1]
+        opt.zero_grad()
+        loss.backward()
+        clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+    model.eval()
 
 
 def sequence_level(student: GPT, teacher: GPT, real_ids: Tensor, val_ids: Tensor, *, n_prompts: int = 16,
                    prompt_len: int = 16, new_tokens: int = 96, steps: int = 30, lr: float = 3e-4, seed: int = 0) -> dict:
-    """Fine-tune copies of ``student`` on teacher-generated text and on as many real tokens; compare.
+    """Fine-tune copies of ``student`` on teacher-generated continuations and on real ones; compare.
 
-    ``2 · n_prompts`` windows of ``real_ids`` are continued greedily by the teacher (Kim & Rush use beam
-    search; greedy is its one-beam case); the first half trains, the second half is held out. Returns
-    the generated ids, the teacher's own loss on its text and on real text, the student's before, and
-    for each fine-tuned copy (``"on teacher text"``, ``"on real text"``) the validation loss on real
-    text and the loss on the held-out teacher text. ``student`` is untouched.
+    ``2 · n_prompts`` windows of ``prompt_len`` tokens of ``real_ids`` are continued greedily by the
+    teacher for ``new_tokens`` (Kim & Rush use beam search; greedy is its one-beam case); the first half
+    trains, the second half is held out. The real-text run trains on as many windows of ``real_ids`` of
+    the same length, and real text is scored on windows of ``val_ids``; every loss counts only the tokens
+    after each window's first ``prompt_len``. Returns ``{"generated": [2·n_prompts, prompt_len + new_tokens],
+    "teacher": {...}, "before": {...}, "on teacher text": {...}, "on real text": {...}}``, each inner dict
+    holding ``teacher_text_loss`` (held-out generated text) and ``real_text_loss``. ``student`` is untouched.
     """
+    n_prompts = check_int("n_prompts", n_prompts)
     g = torch.Generator().manual_seed(seed)
-    starts = torch.randint(0, real_ids.numel() - prompt_len, (2 * n_prompts,), generator=g)
-    prompts = torch.stack([real_ids[i : i + prompt_len] for i in starts]).long()
-    gen = teacher_text(teacher, prompts, new_tokens, seed=seed)
-    half = gen.numel() // 2
-    gen_train, gen_held = gen[:half], gen[half:]
-    real = real_ids[:half]  # as many real training tokens
-    block = min(64, half // 4)
-    ev = lambda m, ids: evaluate_loss(m, ids, 8, block_size=block)  # noqa: E731
-    out = {
-        "generated": gen,
-        "teacher_loss_on_own_text": ev(teacher, gen_held),
-        "teacher_loss_on_real_text": ev(teacher, val_ids[: gen_held.numel()]),
-        "before": {"val_loss": ev(student, val_ids[: 8 * gen_held.numel()]), "teacher_text_loss": ev(student, gen_held)},
-    }
-    for name, ids in (("on teacher text", gen_train), ("on real text", real)):
+    length = prompt_len + new_tokens
+    gen = teacher_text(teacher, _windows(real_ids, 2 * n_prompts, prompt_len, g), new_tokens, seed=seed)
+    gen_train, gen_held = gen[:n_prompts], gen[n_prompts:]
+    real_train, real_held = _windows(real_ids, n_prompts, length, g), _windows(val_ids, n_prompts, length, g)
+
+    def score(m: GPT) -> dict:
+        return {"teacher_text_loss": continuation_loss(m, gen_held, prompt_len),
+                "real_text_loss": continuation_loss(m, real_held, prompt_len)}
+
+    out = {"generated": gen, "teacher": score(teacher), "before": score(student)}
+    for name, seqs in (("on teacher text", gen_train), ("on real text", real_train)):
         s = copy.deepcopy(student)
-        train(s, ids, steps=steps, batch_size=8, block_size=block, lr=lr, warmup=min(5, steps - 1), eval_every=0,
-              seed=seed, progress=False, log=None)
-        out[name] = {"val_loss": ev(s, val_ids[: 8 * gen_held.numel()]), "teacher_text_loss": ev(s, gen_held)}
+        _finetune(s, seqs, prompt_len, steps, lr, seed)
+        out[name] = score(s)
     return out
 
 

@@ -114,3 +114,30 @@ def test_summarize_is_mean_and_sample_sd():
     fig = ds.plot_students(rows, key="method")
     heights = [b.get_height() for b in fig.axes[0].patches]
     assert heights == pytest.approx([7 / 3, 3.0])
+
+
+def test_continuation_loss_scores_only_the_tokens_after_the_prompt():
+    torch.manual_seed(0)
+    m = GPT(CFG_T).eval()
+    seqs = torch.randint(0, 48, (3, 12), generator=torch.Generator().manual_seed(4))
+    logits = m(seqs[:, :-1])[0]
+    ref = torch.nn.functional.cross_entropy(logits[:, 4:].reshape(-1, 48), seqs[:, 5:].reshape(-1))  # prompt of 5
+    assert ds.continuation_loss(m, seqs, 5) == pytest.approx(float(ref), rel=1e-5)
+
+
+def test_teacher_text_is_greedy_and_sequence_level_leaves_the_student_alone():
+    torch.manual_seed(0)
+    teacher, student = GPT(CFG_T).eval(), GPT(CFG_S)
+    prompts = torch.randint(0, 48, (2, 4), generator=torch.Generator().manual_seed(5))
+    gen = ds.teacher_text(teacher, prompts, new_tokens=3)
+    assert gen.shape == (2, 7) and torch.equal(gen[:, :4], prompts)
+    assert torch.equal(gen[:, 4], teacher(prompts)[0][:, -1].argmax(-1))
+    before = [p.clone() for p in student.parameters()]
+    ids = torch.randint(0, 48, (3000,), generator=torch.Generator().manual_seed(6))
+    out = ds.sequence_level(student, teacher, ids, ids, n_prompts=16, prompt_len=4, new_tokens=8, steps=30, lr=1e-2)
+    assert out["generated"].shape == (32, 12)
+    assert all(torch.equal(a, b) for a, b in zip(before, student.parameters()))
+    # a random teacher's greedy text repeats itself: training on it lowers the loss on held-out
+    # teacher text far below the loss after training on as many random tokens
+    t, r = out["on teacher text"], out["on real text"]
+    assert t["teacher_text_loss"] < 0.8 * min(out["before"]["teacher_text_loss"], r["teacher_text_loss"])
