@@ -141,3 +141,18 @@ def test_teacher_text_is_greedy_and_sequence_level_leaves_the_student_alone():
     # teacher text far below the loss after training on as many random tokens
     t, r = out["on teacher text"], out["on real text"]
     assert t["teacher_text_loss"] < 0.8 * min(out["before"]["teacher_text_loss"], r["teacher_text_loss"])
+
+
+def test_tour_step_writes_a_table_and_a_picture(tmp_path, capsys, monkeypatch):
+    import minillm.data
+
+    full = minillm.data.fact_recall_task
+    monkeypatch.setattr(minillm.data, "fact_recall_task", lambda n=200, **kw: full(min(n, 30), **kw))  # keep the test fast
+    md = ds.tour_step(tmp_path)
+    out = capsys.readouterr().out
+    assert (tmp_path / "distillation.png").stat().st_size > 1000
+    rows = [line for line in md.splitlines() if line.startswith("| student")]
+    assert len(rows) == 2 and "| student-distilled | 182,848 |" in md
+    loss = {r.split("|")[1].strip(): float(r.split("|")[3]) for r in rows}
+    assert loss["student-distilled"] < loss["student"]  # the shipped distilled student is better on held-out text
+    assert "distillation: teacher" in out
