@@ -69,7 +69,9 @@ MODELS: dict[str, ZooEntry] = {
         description="3 layers, 2 heads, 64 wide: a student trained from scratch",
     ),
     # The same student shape, seed, data, batches and schedule as "student"; only the loss
-    # differs: alpha·T²·KL(teacher ‖ student) + (1 − alpha)·cross-entropy (lesson 05).
+    # differs: alpha·T²·KL(teacher ‖ student) + (1 − alpha)·cross-entropy (lesson 05). The
+    # shipped student.pt predates train()'s no-decay groups for biases and LayerNorm weights;
+    # student-distilled was built with them (distill() and train() share them today).
     "student-distilled": ZooEntry(
         name="student-distilled",
         config=PRESETS["student"].config,
