@@ -128,6 +128,7 @@ STEPS: list[tuple[str, str, Callable[[Path], str]]] = [
     ("lora", "LoRA: 2% of the weights learn a new question as well as all of them", _external("minillm.compress.lora_study")),
     ("quantization", "int8: smaller, and faster only with int8 kernels", _external("minillm.compress.tour")),
     ("pruning", "Pruning: masks save nothing, removing heads and neurons does", _external("minillm.compress.prune_study")),
+    ("distillation", "Distillation: the same student, taught by the teacher", _external("minillm.compress.distill_study")),
     ("hardware", "This machine on the roofline; cost per million tokens", _external("minillm.hardware.tour")),
     ("parallel", "Data parallelism on 4 simulated devices equals one device", _external("minillm.parallel.tour")),
     ("tp_pp", "Tensor and pipeline parallelism equal one device; the pipeline's bubble", _tp_pp),

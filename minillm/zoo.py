@@ -8,7 +8,7 @@ user's cache folder (``$MINILLM_CACHE`` or ``~/.cache/minillm``).
 
 Reproduce the shipped files with::
 
-    python -m minillm.zoo build teacher student
+    python -m minillm.zoo build teacher student student-distilled
 
 The file format (atomic save, SHA-256, load with checks, :class:`CheckpointError`)
 lives in :mod:`minillm.checkpoint`; its names are re-exported here.
@@ -67,6 +67,19 @@ MODELS: dict[str, ZooEntry] = {
         batch_size=PRESETS["student"].batch_size,
         lr=PRESETS["student"].lr,
         description="3 layers, 2 heads, 64 wide: a student trained from scratch",
+    ),
+    # The same student shape, seed, data, batches and schedule as "student"; only the loss
+    # differs: alpha·T²·KL(teacher ‖ student) + (1 − alpha)·cross-entropy (lesson 05). The
+    # shipped student.pt predates train()'s no-decay groups for biases and LayerNorm weights;
+    # student-distilled was built with them (distill() and train() share them today).
+    "student-distilled": ZooEntry(
+        name="student-distilled",
+        config=PRESETS["student"].config,
+        steps=PRESETS["student"].steps,
+        batch_size=PRESETS["student"].batch_size,
+        lr=PRESETS["student"].lr,
+        description="the student's shape and recipe, distilled from the teacher (T=2, alpha=0.5, forward KL)",
+        extra={"teacher": "teacher", "T": 2.0, "alpha": 0.5, "kind": "forward"},
     ),
 }
 
@@ -139,18 +152,37 @@ def build(name: str, out_dir: str | os.PathLike = WEIGHTS_DIR, progress: bool = 
     train_ids, val_ids = encode_splits(corpus, tok)
     torch.manual_seed(entry.seed)
     model = GPT(entry.config)
-    hist = train(
-        model,
-        train_ids,
-        val_ids,
-        steps=entry.steps,
-        batch_size=entry.batch_size,
-        lr=entry.lr,
-        warmup=100,
-        eval_every=max(1, entry.steps // 10),
-        seed=entry.seed,
-        progress=progress,
-    )
+    if "teacher" in entry.extra:  # distilled: same seed, batches and schedule as plain training
+        from minillm.compress.distill import distill
+
+        teacher, _ = load(entry.extra["teacher"])
+        hist = distill(
+            model,
+            teacher,
+            train_ids,
+            steps=entry.steps,
+            T=entry.extra["T"],
+            alpha=entry.extra["alpha"],
+            kind=entry.extra["kind"],
+            batch_size=entry.batch_size,
+            lr=entry.lr,
+            warmup=100,
+            seed=entry.seed,
+            progress=progress,
+        )
+    else:
+        hist = train(
+            model,
+            train_ids,
+            val_ids,
+            steps=entry.steps,
+            batch_size=entry.batch_size,
+            lr=entry.lr,
+            warmup=100,
+            eval_every=max(1, entry.steps // 10),
+            seed=entry.seed,
+            progress=progress,
+        )
     path = save_checkpoint(Path(out_dir) / f"{name}.pt", model, tok, meta={"recipe": entry.name})
     # Measure what was shipped (the float16-rounded weights), not the float32 in memory.
     model, tok, _ = load_checkpoint(path)

@@ -126,3 +126,24 @@ def test_distill_trains_a_student_toward_its_teacher():
     assert hist2["loss"] == hist["loss"]  # same seed, same student init: the same run
     with pytest.raises(ValueError, match="same tokenizer"):
         distill(GPT(GPTConfig(vocab_size=31, block_size=16, n_layer=1, n_head=1, n_embd=16)), teacher, ids, steps=1)
+
+
+def test_distill_with_alpha_zero_is_the_courses_training_loop():
+    # The fairness claim of the zoo's student-distilled: with alpha=0 distill() *is* minillm.train.train
+    # (same init, batches, AdamW groups, schedule and clipping), so only the loss differs.
+    from minillm.train import train
+
+    cfg = GPTConfig(vocab_size=32, block_size=16, n_layer=1, n_head=1, n_embd=16)
+    torch.manual_seed(0)
+    teacher = GPT(GPTConfig(vocab_size=32, block_size=16, n_layer=1, n_head=2, n_embd=32))
+    ids = torch.randint(0, 32, (2000,), generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(3)
+    a = GPT(cfg)
+    torch.manual_seed(3)
+    b = GPT(cfg)
+    hist = distill(a, teacher, ids, steps=12, alpha=0.0, batch_size=4, lr=1e-2, warmup=3, seed=5, progress=False)
+    ref = train(b, ids, steps=12, batch_size=4, lr=1e-2, warmup=3, eval_every=0, seed=5, progress=False, log=None)
+    assert hist["ce"] == pytest.approx(ref["loss"], rel=1e-6)
+    for (n, p), q in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7, msg=n)
+    assert hist["seconds"] > 0 and hist["tokens_per_s"] > 0
