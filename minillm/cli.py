@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tour", help="the course in under a minute: model, speed, and what each part adds")
     t.add_argument("--out", default="tour-report", help="folder for the report and plots (default: tour-report/)")
     t.add_argument("--skip", action="append", default=[], metavar="STEP",
-                   help="leave out a step (model, speed, quantization, pruning, hardware, parallel, tp_pp); repeatable")
+                   help="leave out a step (model, speed, lora, quantization, pruning, distillation, hardware, parallel, tp_pp, three_d); repeatable")
 
     tr = sub.add_parser("train", help="train a GPT on the embedded stories or on your own text")
     tr.add_argument("--preset", choices=sorted(PRESETS), default="tiny", help="model size and schedule (default: tiny)")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from minillm.tour import _whole_sentences, step_model
+from minillm.tour import STEPS, _whole_sentences, step_model
 
 pytestmark = pytest.mark.lesson01
 
@@ -31,3 +31,12 @@ def test_model_step_names_both_counts_and_ends_the_story(tmp_path: Path, capsys)
     assert sample.rstrip().endswith((".", "!", "?", '"')), sample
     assert (tmp_path / "parameters.png").stat().st_size > 1000  # the bar chart was drawn and saved
     assert "## The model" in md
+
+
+def test_the_cli_help_names_every_tour_step():
+    """`minillm tour --help` lists the steps --skip accepts; a new step must be added there too."""
+    from minillm.cli import build_parser
+
+    text = build_parser()._subparsers._group_actions[0].choices["tour"].format_help()
+    for name, _, _ in STEPS:
+        assert name in text, f"`minillm tour --help` does not name the step {name!r}"
