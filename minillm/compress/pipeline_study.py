@@ -35,10 +35,14 @@ def front_data(rows: list[dict], cost: str = "bytes") -> dict:
     return {"x": x, "y": y, "names": [r["name"] for r in rows], "front": front}
 
 
-def plot_pareto(rows: list[dict], chosen: int | None = None, max_loss_increase: float | None = None) -> Figure:
+def plot_pareto(
+    rows: list[dict], chosen: int | None = None, max_loss_increase: float | None = None,
+    max_mb: float | None = None, max_latency_ms: float | None = None,
+) -> Figure:
     """Size against loss and latency against loss; the front as a step line, ``chosen`` ringed in red.
 
-    ``max_loss_increase`` draws the quality budget as a dashed line (relative to row 0's loss).
+    ``max_loss_increase`` draws the quality budget as a dashed horizontal line (relative to row 0's
+    loss); ``max_mb`` and ``max_latency_ms`` draw the size and latency budgets as dashed vertical lines.
     """
     fig = Figure(figsize=(10, 3.8))
     axes = fig.subplots(1, 2)
@@ -55,6 +59,10 @@ def plot_pareto(rows: list[dict], chosen: int | None = None, max_loss_increase: 
         if max_loss_increase is not None:
             ax.axhline(d["y"][0] * (1 + max_loss_increase), color="red", linestyle="--", linewidth=0.8,
                        label=f"+{max_loss_increase:.0%} loss budget")
+        limit = max_mb if cost == "bytes" else max_latency_ms
+        if limit is not None:
+            unit = "MB" if cost == "bytes" else "ms"
+            ax.axvline(limit, color="purple", linestyle=":", linewidth=1.0, label=f"{limit:.3g} {unit} budget")
         ax.set_xlabel(_AXES[cost][0])
         ax.set_ylabel("validation loss (nats/token)")
         ax.grid(alpha=0.3)
@@ -93,7 +101,7 @@ def budget_widget(rows: list[dict]):
                 f"best ({objective}): {best['name']}: {best['bytes'] / 1e6:.2f} MB, {best['latency_ms']:.1f} ms, "
                 f"loss {best['val_loss']:.3f} ({best['loss_increase']:+.1%})"
             )
-        display(plot_pareto(rows, None if best is None else best["index"], max_loss_pct / 100))
+        display(plot_pareto(rows, None if best is None else best["index"], max_loss_pct / 100, max_mb, max_latency_ms))
         return best
 
     return w.interactive(

@@ -360,8 +360,13 @@ def test_front_data_and_plot(searched):
         front = front_data(rows, cost)["front"]
         step = [l for l in ax.get_lines() if l.get_label() == "Pareto front"][0]
         assert list(step.get_xdata()) == pytest.approx([front_data(rows, cost)["x"][i] for i in front])
-        budget = [l for l in ax.get_lines() if "budget" in l.get_label()][0]
+        budget = [l for l in ax.get_lines() if "loss budget" in l.get_label()][0]
         assert budget.get_ydata()[0] == pytest.approx(rows[0]["val_loss"] * 1.05)
+    # The size and latency budgets are vertical lines where the sliders put them.
+    fig = plot_pareto(rows, chosen=1, max_loss_increase=0.05, max_mb=1.25, max_latency_ms=7.5)
+    for ax, unit, x in zip(fig.get_axes(), ("MB", "ms"), (1.25, 7.5)):
+        line = [l for l in ax.get_lines() if l.get_label().endswith(f"{unit} budget")][0]
+        assert list(line.get_xdata()) == pytest.approx([x, x])
     with pytest.raises(ValueError, match="cost"):
         front_data(rows, "flops")
 
