@@ -41,6 +41,7 @@ import json
 import math
 import os
 import re
+import secrets
 import tempfile
 import time
 from collections import defaultdict
@@ -51,7 +52,8 @@ from typing import Callable, Iterable
 import nbformat
 from nbformat import NotebookNode
 
-from minillm.course.checks import GRADING_ENV, RESULT_MIME, shorten
+from minillm.course.checks import GRADING_ENV, grade_check, shorten
+from minillm.course.remote import KernelLost, RemoteFunction
 from minillm.course.notebooks import current_env_kernel_manager, kernel_env, notebook_client, release_cells
 
 __all__ = ["TaskGrade", "GradeError", "course_root", "find_release", "merge", "grade_notebook", "grade_paths", "format_table", "gradebook"]
@@ -201,6 +203,8 @@ class _Kernel:
     def __init__(self, workdir: Path, timeout: int, cells: list[NotebookNode]) -> None:
         self.workdir, self.timeout = workdir, timeout
         self.nb = nbformat.v4.new_notebook(cells=cells)  # nbclient stores each executed cell back here
+        self.scratch = len(cells)  # the grader's own calls run as this extra cell
+        self.nb.cells.append(nbformat.v4.new_code_cell(""))
         self.client = None
         self.starts = 0
         # The release's read-only cells before the first answer cell: imports and set-up.
@@ -248,6 +252,15 @@ class _Kernel:
                 pass
             self.client = None
 
+    def call(self, code: str) -> list:
+        """Run the grader's ``code`` in the kernel; its outputs, or :class:`KernelLost` on a timeout or death."""
+        cell = nbformat.v4.new_code_cell(code)
+        self.nb.cells[self.scratch] = cell
+        outcome = self.run(cell, self.scratch)
+        if outcome in ("timeout", "dead"):
+            raise KernelLost(outcome)
+        return list(cell.get("outputs", []))
+
     def run(self, cell: NotebookNode, index: int) -> str:
         """Execute ``cell`` (outputs land in it): "ok", "error", "timeout" or "dead"."""
         from nbclient.exceptions import CellTimeoutError, DeadKernelError
@@ -276,13 +289,16 @@ def _error_text(cell: NotebookNode) -> str:
     return ""
 
 
-def _check_result(cell: NotebookNode) -> dict | None:
-    for o in cell.get("outputs", []):
-        data = o.get("data", {}) if o.get("output_type") in ("display_data", "execute_result") else {}
-        if RESULT_MIME in data:
-            res = data[RESULT_MIME]
-            return json.loads(res) if isinstance(res, str) else dict(res)
-    return None
+def _check_call(source: str) -> tuple[str, str]:
+    """``check("NN.task", expr)`` in a release's check cell: the task id and the source of ``expr``."""
+    import ast
+
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "check"
+                and len(node.args) == 2 and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            return node.args[0].value, ast.unparse(node.args[1])
+    raise GradeError(f"the release's check cell {source.strip()[:60]!r} is not check(\"NN.task\", function)")
 
 
 # --------------------------------------------------------------------------- grading
@@ -317,6 +333,7 @@ def grade_notebook(
     results: dict[str, dict] = {}
     notes: list[str] = []
     per_cell = max(1, int(math.ceil(timeout)))
+    salt = secrets.randbits(62)  # fresh inputs for every run: the check's seeds are mixed with it
 
     with tempfile.TemporaryDirectory(prefix="minillm-grade-") as workdir:
         kernel = _Kernel(Path(workdir), per_cell, [rc.cell for rc in run])
@@ -328,20 +345,20 @@ def grade_notebook(
                     continue
                 if rc.role == "check" and rc.task in state:
                     continue  # its answer cell already timed out or crashed
-                outcome = kernel.run(cell, i)
+                if rc.role == "check":  # decided here, in the grader; the kernel only runs the learner's function
+                    try:
+                        task_id, expr = _check_call(cell.source)
+                        res = grade_check(task_id, RemoteFunction(kernel.call, task_id, expr, salt), salt)
+                        results[rc.task] = res.to_dict()
+                        continue
+                    except KernelLost as e:
+                        outcome = e.status
+                else:
+                    outcome = kernel.run(cell, i)
                 if outcome in ("ok", "error"):
-                    if rc.role != "check":
-                        done.append(i)
+                    done.append(i)
                     if rc.role == "answer" and outcome == "error":
                         answer_errors[rc.task] = _error_text(cell)
-                    if rc.role == "check":
-                        res = _check_result(cell)
-                        if res is not None:
-                            results[rc.task] = res
-                        else:
-                            err = _error_text(cell) or "the check cell printed no verdict"
-                            extra = f" (your answer cell raised {answer_errors[rc.task]})" if rc.task in answer_errors else ""
-                            state[rc.task] = ("error", f"{err}{extra}")
                     continue
                 # timeout or dead kernel: blame the owning task, restart, replay what ran before
                 where = "your answer cell" if rc.role in ("answer", "extra") else "your function during its check"
@@ -376,6 +393,8 @@ def grade_notebook(
             res = results[task]
             status, message = res.get("status", "error"), res.get("message", "")
             points = min(int(res.get("points", 0)), max_points)
+            if status != "passed" and task in answer_errors:
+                message += f" (your answer cell raised {answer_errors[task]})"
         else:
             status, message, points = "error", "the check did not run", 0
         if missing:

@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["shorten"]
+__all__ = ["shorten", "salted_seeds"]
 
 
 class _NotAttempted(Exception):
@@ -208,3 +208,39 @@ class _Learner:
         if hits:
             raise _UsedReference(hits[0])
         return out
+
+
+def _mix(seed: int, salt: int) -> int:
+    """A seed derived from a check's fixed ``seed`` and the grader's secret ``salt`` (0 ≤ result < 2**63)."""
+    return (int(seed) * 6364136223846793005 + int(salt) * 1442695040888963407 + 1) % (2**63)
+
+
+@contextlib.contextmanager
+def salted_seeds(salt: int | None):
+    """While grading, every seed a check sets is mixed with the grader's secret ``salt``.
+
+    ``torch.manual_seed(s)`` and ``torch.Generator().manual_seed(s)`` (the ways checks seed their
+    inputs) then draw from ``_mix(s, salt)``: fresh inputs for every grading run, so answers
+    looked up from a table of the fixed-seed cases do not pass. ``salt=None`` changes nothing
+    (the learner's own ``check()``, the tests). Process-wide while it lasts: the grader runs one
+    check at a time.
+    """
+    if salt is None:
+        yield
+        return
+    import torch
+
+    orig_gen, orig_seed, orig_rseed = torch.Generator, torch.manual_seed, torch.random.manual_seed
+
+    class SaltedGenerator(orig_gen):
+        def manual_seed(self, seed):
+            return orig_gen.manual_seed(self, _mix(seed, salt))
+
+    def manual_seed(seed):
+        return orig_seed(_mix(seed, salt))
+
+    torch.Generator, torch.manual_seed, torch.random.manual_seed = SaltedGenerator, manual_seed, manual_seed
+    try:
+        yield
+    finally:
+        torch.Generator, torch.manual_seed, torch.random.manual_seed = orig_gen, orig_seed, orig_rseed
