@@ -52,7 +52,7 @@ from typing import Callable, Iterable
 import nbformat
 from nbformat import NotebookNode
 
-from minillm.course.checks import GRADING_ENV, grade_check, shorten
+from minillm.course.checks import GRADING_ENV, get_task, grade_check, shorten
 from minillm.course.remote import KernelLost, RemoteFunction
 from minillm.course.notebooks import current_env_kernel_manager, kernel_env, notebook_client, release_cells
 
@@ -333,6 +333,10 @@ def grade_notebook(
     results: dict[str, dict] = {}
     notes: list[str] = []
     per_cell = max(1, int(math.ceil(timeout)))
+    forbidden = _static_findings(run, [t for t, _ in tasks])
+    for task, _ in tasks:
+        if task in forbidden:
+            state[task] = ("failed", forbidden[task])
     salt = secrets.randbits(62)  # fresh inputs for every run: the check's seeds are mixed with it
 
     with tempfile.TemporaryDirectory(prefix="minillm-grade-") as workdir:
@@ -343,8 +347,10 @@ def grade_notebook(
                 cell = rc.cell
                 if cell.cell_type != "code" or not cell.source.strip():
                     continue
+                if len(state) == len(tasks):
+                    break  # every task is decided (static findings): the learner's code never runs
                 if rc.role == "check" and rc.task in state:
-                    continue  # its answer cell already timed out or crashed
+                    continue  # its answer cell already timed out or crashed, or the task is forbidden
                 if rc.role == "check":  # decided here, in the grader; the kernel only runs the learner's function
                     try:
                         task_id, expr = _check_call(cell.source)
@@ -408,6 +414,26 @@ def grade_notebook(
             message = "; ".join(notes_first) + ("; " + message if message else "")
         rows.append(TaskGrade(label, task, points, max_points, status, message))
     return rows
+
+
+def _static_findings(run: list[RunCell], task_ids: list[str]) -> dict[str, str]:
+    """Task -> the message of its first static finding (:mod:`minillm.course.static`) in the learner's cells."""
+    from minillm.course.static import scan
+
+    learner = [(rc.task if rc.role == "answer" else None, rc.cell.source)
+               for rc in run if rc.cell.cell_type == "code" and (rc.role == "extra" or (rc.role == "answer" and not rc.missing))]
+    setup = [rc.cell.source for rc in run if rc.role == "readonly" and rc.cell.cell_type == "code"]
+    refs = {}
+    for t in task_ids:
+        try:
+            refs[t] = get_task(t).references
+        except ValueError:
+            refs[t] = ()
+    out: dict[str, str] = {}
+    for f in scan(learner, setup, refs):
+        for t in ([f.task] if f.task else task_ids):
+            out.setdefault(t, f.message)
+    return out
 
 
 def _unreadable_rows(path: Path, root: Path, label: str, problem: str) -> list[TaskGrade]:

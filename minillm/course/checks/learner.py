@@ -168,6 +168,10 @@ def _quiet():
                 _quiet_saved = None
 
 
+#: What a verdict names when the learner's code replaced or removed the reference watch.
+_SWITCHED_OFF = "(your code switched off the grader's watch for it with sys.setprofile)"
+
+
 class _Learner:
     """Calls the learner's function the way checks need: quiet, watched, with exceptions translated."""
 
@@ -189,22 +193,29 @@ class _Learner:
                 hits.append(builtins[id(arg)])
 
         old = sys.getprofile()
+        old_threads = threading.getprofile() if hasattr(threading, "getprofile") else None
         sys.setprofile(profile)
+        threading.setprofile(profile)  # threads the learner starts during the call are watched too
         try:
             with _quiet():
                 out = self.fn(*args, **kwargs)
         except NotImplementedError as e:
-            sys.setprofile(old)
             if not str(e):
                 raise _NotAttempted() from None
             raise _LearnerError(_describe_exception(e)) from None
         except Exception as e:  # the learner's bug: report it, never a traceback from here
-            sys.setprofile(old)
             if hits:
                 raise _UsedReference(hits[0]) from None
+            if sys.getprofile() is not profile:
+                raise _UsedReference(_SWITCHED_OFF) from None
             raise _LearnerError(_describe_exception(e)) from None
         finally:
+            still = sys.getprofile() is profile
             sys.setprofile(old)
+            if hasattr(threading, "getprofile") and threading.getprofile() is profile:
+                threading.setprofile(old_threads)
+        if not still:
+            raise _UsedReference(_SWITCHED_OFF)
         if hits:
             raise _UsedReference(hits[0])
         return out
