@@ -168,6 +168,47 @@ def _quiet():
                 _quiet_saved = None
 
 
+_SIM_FILE = str(Path(__file__).resolve().parents[2] / "parallel" / "sim.py")
+_watch_lock = threading.Lock()
+_watchers: list[tuple] = []
+_watch_saved: list = []
+
+
+def _thread_profile(frame, event, arg):
+    """The profile hook of threads started while a learner's function runs: a reference call counts for every
+    learner call in progress. The simulator's rank threads (``sim-rank-N``, started by minillm, which may start
+    while another rank already runs the learner's code) switch it off for themselves: their check code calls
+    the simulator's collectives on purpose, and their calls of the learner's code are watched by :class:`_Learner`."""
+    me = threading.current_thread()
+    target = getattr(me, "_target", None)
+    code = getattr(target, "__code__", None)
+    if me.name.startswith("sim-rank-") and code is not None and code.co_filename == _SIM_FILE:
+        sys.setprofile(None)
+        return
+    for codes, builtins, hits in list(_watchers):
+        if event == "call":
+            name = codes.get(frame.f_code)
+            if name:
+                hits.append(name)
+        elif event == "c_call" and id(arg) in builtins:
+            hits.append(builtins[id(arg)])
+
+
+def _watch_threads(watcher: tuple, on: bool) -> None:
+    """Add or remove a learner call's watcher; ``threading.setprofile`` is set while any is active."""
+    with _watch_lock:
+        if on:
+            if not _watchers:
+                _watch_saved[:] = [threading.getprofile() if hasattr(threading, "getprofile") else None]
+                threading.setprofile(_thread_profile)
+            _watchers.append(watcher)
+        else:
+            if watcher in _watchers:
+                _watchers.remove(watcher)
+            if not _watchers:
+                threading.setprofile(_watch_saved[0] if _watch_saved else None)
+
+
 #: What a verdict names when the learner's code replaced or removed the reference watch.
 _SWITCHED_OFF = "(your code switched off the grader's watch for it with sys.setprofile)"
 
@@ -193,9 +234,11 @@ class _Learner:
                 hits.append(builtins[id(arg)])
 
         old = sys.getprofile()
-        old_threads = threading.getprofile() if hasattr(threading, "getprofile") else None
+        if old is _thread_profile:  # a rank thread started during another rank's call: not a learner's thread
+            old = None
+        watcher = (codes, builtins, hits)
+        _watch_threads(watcher, True)  # threads the learner starts during the call are watched too
         sys.setprofile(profile)
-        threading.setprofile(profile)  # threads the learner starts during the call are watched too
         try:
             with _quiet():
                 out = self.fn(*args, **kwargs)
@@ -212,8 +255,7 @@ class _Learner:
         finally:
             still = sys.getprofile() is profile
             sys.setprofile(old)
-            if hasattr(threading, "getprofile") and threading.getprofile() is profile:
-                threading.setprofile(old_threads)
+            _watch_threads(watcher, False)
         if not still:
             raise _UsedReference(_SWITCHED_OFF)
         if hits:
