@@ -58,6 +58,9 @@ from minillm.course.notebooks import current_env_kernel_manager, kernel_env, not
 
 __all__ = ["TaskGrade", "GradeError", "course_root", "find_release", "merge", "grade_notebook", "grade_paths", "format_table", "gradebook"]
 
+#: Static analysis of the learner's cells (minillm.course.static); tests switch it off to try the
+#: run-time defences on their own.
+STATIC_ANALYSIS = True
 DEFAULT_TIMEOUT = 60
 READONLY_TIMEOUT = 300
 
@@ -333,7 +336,7 @@ def grade_notebook(
     results: dict[str, dict] = {}
     notes: list[str] = []
     per_cell = max(1, int(math.ceil(timeout)))
-    forbidden = _static_findings(run, [t for t, _ in tasks])
+    forbidden = _static_findings(run, [t for t, _ in tasks]) if STATIC_ANALYSIS else {}
     for task, _ in tasks:
         if task in forbidden:
             state[task] = ("failed", forbidden[task])

@@ -215,10 +215,10 @@ def _tamper(node: ast.AST, aliases: dict[str, str], where: str) -> list[Finding]
             hit = _matches(name, BANNED_MODULES) or _matches(name, BANNED_ATTRS)
             if hit and (isinstance(node, ast.Attribute) or name != node.id):
                 out.append(Finding(None, where, line, f"it uses {hit}"))
-        if isinstance(node, ast.Attribute) and (node.attr in _DUNDERS or (node.attr.startswith("_") and not node.attr.startswith("__"))):
-            base = node.value
-            if not (isinstance(base, ast.Name) and base.id == "self"):
-                out.append(Finding(None, where, line, f"it reaches the private attribute .{node.attr}"))
+    if isinstance(node, ast.Attribute) and (node.attr in _DUNDERS or (node.attr.startswith("_") and not node.attr.startswith("__"))):
+        base = node.value
+        if not (isinstance(base, ast.Name) and base.id == "self"):
+            out.append(Finding(None, where, line, f"it reaches the private attribute .{node.attr}"))
     if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
         targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
         for t in targets:
