@@ -185,13 +185,19 @@ def _thread_profile(frame, event, arg):
     if me.name.startswith("sim-rank-") and code is not None and code.co_filename == _SIM_FILE:
         sys.setprofile(None)
         return
-    for codes, builtins, hits in list(_watchers):
-        if event == "call":
-            name = codes.get(frame.f_code)
-            if name:
-                hits.append(name)
-        elif event == "c_call" and id(arg) in builtins:
-            hits.append(builtins[id(arg)])
+    for watcher in list(_watchers):
+        _record(watcher, frame, event, arg)
+
+
+def _record(watcher: tuple, frame, event: str, arg) -> None:
+    """Note in ``watcher = (codes, builtins, hits)`` a call of one of its references."""
+    codes, builtins, hits = watcher
+    if event == "call":
+        name = codes.get(frame.f_code)
+        if name:
+            hits.append(name)
+    elif event == "c_call" and id(arg) in builtins:
+        hits.append(builtins[id(arg)])
 
 
 def _watch_threads(watcher: tuple, on: bool) -> None:
@@ -223,20 +229,14 @@ class _Learner:
 
     def __call__(self, *args, **kwargs):
         hits: list[str] = []
-        codes, builtins = self._codes, self._builtins
+        watcher = (self._codes, self._builtins, hits)
 
         def profile(frame, event, arg):
-            if event == "call":
-                name = codes.get(frame.f_code)
-                if name:
-                    hits.append(name)
-            elif event == "c_call" and id(arg) in builtins:
-                hits.append(builtins[id(arg)])
+            _record(watcher, frame, event, arg)
 
         old = sys.getprofile()
         if old is _thread_profile:  # a rank thread started during another rank's call: not a learner's thread
             old = None
-        watcher = (codes, builtins, hits)
         _watch_threads(watcher, True)  # threads the learner starts during the call are watched too
         sys.setprofile(profile)
         try:
