@@ -53,7 +53,7 @@ import nbformat
 from nbformat import NotebookNode
 
 from minillm.course.checks import GRADING_ENV, get_task, grade_check, shorten
-from minillm.course.remote import KernelLost, RemoteFunction
+from minillm.course.remote import REPLY_MIME, KernelLost, RemoteFunction
 from minillm.course.notebooks import current_env_kernel_manager, kernel_env, notebook_client, release_cells
 
 __all__ = ["TaskGrade", "GradeError", "course_root", "find_release", "merge", "grade_notebook", "grade_paths", "format_table", "gradebook"]
@@ -62,6 +62,8 @@ __all__ = ["TaskGrade", "GradeError", "course_root", "find_release", "merge", "g
 #: run-time defences on their own.
 STATIC_ANALYSIS = True
 DEFAULT_TIMEOUT = 60
+#: Characters of output kept per cell; the rest is dropped with a note (a 100 MB print must not cost the grader).
+OUTPUT_CAP = 100_000
 READONLY_TIMEOUT = 300
 
 
@@ -210,6 +212,9 @@ class _Kernel:
         self.nb.cells.append(nbformat.v4.new_code_cell(""))
         self.client = None
         self.starts = 0
+        self.asked_exit = False
+        self.output_used: dict[int, int] = {}
+        self.capped: set[int] = set()  # cells whose output was cut at OUTPUT_CAP
         # The release's read-only cells before the first answer cell: imports and set-up.
         # Read-only cells further down (demos) may call the learner's functions, so they
         # keep the learner's timeout: a loop there must not cost READONLY_TIMEOUT.
@@ -239,7 +244,31 @@ class _Kernel:
         )
         self.client.start_new_kernel(env=kernel_env({GRADING_ENV: "1"}))
         self.client.start_new_kernel_client()
+        self.client.on_cell_executed = self._executed
+        self._cap_output(self.client)
         self.starts += 1
+
+    def _executed(self, cell=None, cell_index=None, execute_reply=None, **_) -> None:
+        """Notes an ``exit()`` (IPython's ask_exit payload): the kernel stops 0.1 s after the cell, so the
+        cell that asked is blamed, not the next one."""
+        payload = (execute_reply or {}).get("content", {}).get("payload", []) or []
+        if any(isinstance(p, dict) and p.get("source") == "ask_exit" for p in payload):
+            self.asked_exit = True
+
+    def _cap_output(self, client) -> None:
+        """Keep at most :data:`OUTPUT_CAP` characters of each cell's output; note what was dropped."""
+        original = client.output
+
+        def output(outs, msg, display_id, cell_index):
+            size = len(json.dumps(msg.get("content", {}), default=str)) if msg.get("msg_type") != "status" else 0
+            used = self.output_used.get(cell_index, 0)
+            self.output_used[cell_index] = used + size
+            if used + size > OUTPUT_CAP and not (msg.get("content", {}).get("data", {}) or {}).get(REPLY_MIME):
+                self.capped.add(cell_index)
+                return None
+            return original(outs, msg, display_id, cell_index)
+
+        client.output = output
 
     def timeout_of(self, cell: NotebookNode) -> int:
         """The release's read-only set-up cells (imports, data, before the first answer cell) get at
@@ -270,6 +299,8 @@ class _Kernel:
 
         if self.client is None:
             self.start()
+        self.asked_exit = False
+        self.output_used[index] = 0
         try:
             self.client.execute_cell(cell, index)
         except CellTimeoutError:
@@ -280,6 +311,8 @@ class _Kernel:
             if "died" in str(e).lower() or "dead" in str(e).lower():
                 return "dead"
             raise
+        if self.asked_exit:
+            return "dead"
         return "error" if any(o.get("output_type") == "error" for o in cell.get("outputs", [])) else "ok"
 
 
@@ -334,7 +367,7 @@ def grade_notebook(
     state: dict[str, tuple[str, str]] = {}  # task -> (status, message) when decided without a check
     answer_errors: dict[str, str] = {}
     results: dict[str, dict] = {}
-    notes: list[str] = []
+    notes: dict[str, list[str]] = defaultdict(list)  # task -> notes on cells near its answer
     per_cell = max(1, int(math.ceil(timeout)))
     forbidden = _static_findings(run, [t for t, _ in tasks]) if STATIC_ANALYSIS else {}
     for task, _ in tasks:
@@ -382,7 +415,8 @@ def grade_notebook(
                     state[rc.task] = (status, msg)
                 else:
                     first = shorten(cell.source.strip().splitlines()[0], 40, cap=40)
-                    notes.append(f"a cell you added ({first!r}) hit a {status}; it was skipped")
+                    what = "ran past the time limit" if status == "timeout" else "crashed the kernel"
+                    notes[_near_task(run, i)].append(f"a cell you added ({first!r}) {what}; it was skipped")
                 kernel.start()
                 for j in list(done):
                     if kernel.run(run[j].cell, j) in ("timeout", "dead"):  # not reproducible: drop it and go on
@@ -390,6 +424,12 @@ def grade_notebook(
                         kernel.start()
         finally:
             kernel.stop()
+        for i in sorted(kernel.capped):
+            if i < len(run):
+                who = "your answer cell" if run[i].role == "answer" else "a cell near this task's"
+                notes[_near_task(run, i)].append(f"{who} printed more than {OUTPUT_CAP} characters; the rest was not kept")
+            else:
+                notes[tasks[0][0]].append(f"your function printed more than {OUTPUT_CAP} characters; the rest was not kept")
 
     rows = []
     for task, max_points in tasks:
@@ -411,12 +451,20 @@ def grade_notebook(
             message = "the answer cell is missing from the submission (deleted or its metadata stripped); 0 points"
         elif rc.restored:
             message = (message + "; " if message else "") + "check cell restored from the release"
-        if notes and task == tasks[-1][0]:
-            message = (message + "; " if message else "") + "; ".join(notes)
+        if notes.get(task):
+            message = (message + "; " if message else "") + "; ".join(notes[task])
         if notes_first and task == tasks[0][0]:
             message = "; ".join(notes_first) + ("; " + message if message else "")
         rows.append(TaskGrade(label, task, points, max_points, status, message))
     return rows
+
+
+def _near_task(run: list[RunCell], i: int) -> str | None:
+    """The task a note on cell ``i`` belongs to: the task of the nearest answer or check cell before it, else after."""
+    for j in list(range(i, -1, -1)) + list(range(i + 1, len(run))):
+        if run[j].task is not None:
+            return run[j].task
+    return None
 
 
 def _static_findings(run: list[RunCell], task_ids: list[str]) -> dict[str, str]:
