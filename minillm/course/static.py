@@ -40,7 +40,7 @@ BANNED_MODULES = ("inspect", "importlib", "ctypes", "subprocess", "multiprocessi
                   "nbformat", "nbclient", "jupyter_client", "ipykernel", "pickle", "marshal", "runpy",
                   "pty", "socket", "shutil", "pathlib", "io", "glob", "minillm.kernels", "torch.ops", "torch._C", "torch._refs", "torch._prims", "torch._decomp", "torch.library")
 #: Modules graded code may not import itself (the release's set-up cells may: ``check`` comes from there).
-IMPORT_ONLY = ("minillm.course", "os", "sys", "threading", "IPython")
+IMPORT_ONLY = ("minillm.course", "IPython")
 #: Dotted names (after resolving imports) that are tampering.
 BANNED_ATTRS = ("sys.setprofile", "sys.settrace", "sys.modules", "sys._getframe", "sys.meta_path", "sys.path_hooks",
                 "threading.setprofile", "threading.settrace", "threading.setprofile_all_threads",
@@ -68,6 +68,8 @@ TWINS = {
 }
 #: Method names too common to forbid as ``x.name`` when a reference is ``Class.name``.
 _COMMON_METHODS = frozenset({"step", "forward", "matmul", "__call__", "dequantize", "generate", "num_params"})
+#: Private names that are only a crash, which the grader survives and blames on the task (not tampering).
+_PRIVATE_OK = frozenset({"os._exit"})
 #: Fragments of the course's file names that graded code has no business naming.
 _COURSE_PATHS = ("solutions", ".ipynb", "exercises/", "lessons/", "minillm/")
 
@@ -217,7 +219,7 @@ def _tamper(node: ast.AST, aliases: dict[str, str], where: str) -> list[Finding]
                 out.append(Finding(None, where, line, f"it uses {hit}"))
     if isinstance(node, ast.Attribute) and (node.attr in _DUNDERS or (node.attr.startswith("_") and not node.attr.startswith("__"))):
         base = node.value
-        if not (isinstance(base, ast.Name) and base.id == "self"):
+        if not (isinstance(base, ast.Name) and (base.id == "self" or _dotted(node, aliases) in _PRIVATE_OK)):
             out.append(Finding(None, where, line, f"it reaches the private attribute .{node.attr}"))
     if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
         targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
