@@ -52,9 +52,10 @@ from typing import Callable, Iterable
 import nbformat
 from nbformat import NotebookNode
 
-from minillm.course.checks import GRADING_ENV, get_task, grade_check, shorten
-from minillm.course.remote import REPLY_MIME, KernelLost, RemoteFunction
-from minillm.course.notebooks import current_env_kernel_manager, kernel_env, notebook_client, release_cells
+from minillm.course.checks import get_task, grade_check, shorten
+from minillm.course.kernel import OUTPUT_CAP, READONLY_TIMEOUT, GradingKernel, check_call, error_text
+from minillm.course.remote import KernelLost, RemoteFunction
+from minillm.course.notebooks import release_cells
 
 __all__ = ["TaskGrade", "GradeError", "course_root", "find_release", "merge", "grade_notebook", "grade_paths", "format_table", "gradebook"]
 
@@ -62,9 +63,6 @@ __all__ = ["TaskGrade", "GradeError", "course_root", "find_release", "merge", "g
 #: run-time defences on their own.
 STATIC_ANALYSIS = True
 DEFAULT_TIMEOUT = 60
-#: Characters of output kept per cell; the rest is dropped with a note (a 100 MB print must not cost the grader).
-OUTPUT_CAP = 100_000
-READONLY_TIMEOUT = 300
 
 
 class GradeError(ValueError):
@@ -199,151 +197,18 @@ def merge(release: NotebookNode, submission: NotebookNode) -> list[RunCell]:
     return run
 
 
-# --------------------------------------------------------------------------- the kernel
-
-
-class _Kernel:
-    """One kernel at a time, restartable; runs single cells with a timeout."""
-
-    def __init__(self, workdir: Path, timeout: int, cells: list[NotebookNode]) -> None:
-        self.workdir, self.timeout = workdir, timeout
-        self.nb = nbformat.v4.new_notebook(cells=cells)  # nbclient stores each executed cell back here
-        self.scratch = len(cells)  # the grader's own calls run as this extra cell
-        self.nb.cells.append(nbformat.v4.new_code_cell(""))
-        self.client = None
-        self.starts = 0
-        self.asked_exit = False
-        self.output_used: dict[int, int] = {}
-        self.capped: set[int] = set()  # cells whose output was cut at OUTPUT_CAP
-        # The release's read-only cells before the first answer cell: imports and set-up.
-        # Read-only cells further down (demos) may call the learner's functions, so they
-        # keep the learner's timeout: a loop there must not cost READONLY_TIMEOUT.
-        self._setup: set[int] = set()
-        for cell in cells:
-            if cell.cell_type != "code":
-                continue
-            meta = cell.metadata.get("nbgrader", {})
-            if meta.get("solution") or meta.get("grade") or not meta.get("locked"):
-                break
-            self._setup.add(id(cell))
-
-    def start(self) -> None:
-        self.stop()
-        ipc = Path(tempfile.mkdtemp(prefix="ipc-", dir=self.workdir))
-        km = current_env_kernel_manager(ipc)
-        self.client = notebook_client(
-            self.nb,
-            km,
-            timeout=self.timeout,
-            allow_errors=True,
-            record_timing=False,
-            store_widget_state=True,  # nbclient's Output-widget emulation needs it
-            shutdown_kernel="immediate",
-            timeout_func=self.timeout_of,
-            resources={"metadata": {"path": str(self.workdir)}},
-        )
-        self.client.start_new_kernel(env=kernel_env({GRADING_ENV: "1"}))
-        self.client.start_new_kernel_client()
-        self.client.on_cell_executed = self._executed
-        self._cap_output(self.client)
-        self.starts += 1
-
-    def _executed(self, cell=None, cell_index=None, execute_reply=None, **_) -> None:
-        """Notes an ``exit()`` (IPython's ask_exit payload): the kernel stops 0.1 s after the cell, so the
-        cell that asked is blamed, not the next one."""
-        payload = (execute_reply or {}).get("content", {}).get("payload", []) or []
-        if any(isinstance(p, dict) and p.get("source") == "ask_exit" for p in payload):
-            self.asked_exit = True
-
-    def _cap_output(self, client) -> None:
-        """Keep at most :data:`OUTPUT_CAP` characters of each cell's output; note what was dropped."""
-        original = client.output
-
-        def output(outs, msg, display_id, cell_index):
-            size = len(json.dumps(msg.get("content", {}), default=str)) if msg.get("msg_type") != "status" else 0
-            used = self.output_used.get(cell_index, 0)
-            self.output_used[cell_index] = used + size
-            if used + size > OUTPUT_CAP and not (msg.get("content", {}).get("data", {}) or {}).get(REPLY_MIME):
-                self.capped.add(cell_index)
-                return None
-            return original(outs, msg, display_id, cell_index)
-
-        client.output = output
-
-    def timeout_of(self, cell: NotebookNode) -> int:
-        """The release's read-only set-up cells (imports, data, before the first answer cell) get at
-        least ``READONLY_TIMEOUT``, so a slow import on a loaded machine is not blamed on a task;
-        every other cell gets ``timeout``."""
-        return max(self.timeout, READONLY_TIMEOUT) if id(cell) in self._setup else self.timeout
-
-    def stop(self) -> None:
-        if self.client is not None:
-            try:
-                self.client._cleanup_kernel()
-            except Exception:  # the kernel may already be gone
-                pass
-            self.client = None
-
-    def call(self, code: str) -> list:
-        """Run the grader's ``code`` in the kernel; its outputs, or :class:`KernelLost` on a timeout or death."""
-        cell = nbformat.v4.new_code_cell(code)
-        self.nb.cells[self.scratch] = cell
-        outcome = self.run(cell, self.scratch)
-        if outcome in ("timeout", "dead"):
-            raise KernelLost(outcome)
-        return list(cell.get("outputs", []))
-
-    def run(self, cell: NotebookNode, index: int) -> str:
-        """Execute ``cell`` (outputs land in it): "ok", "error", "timeout" or "dead"."""
-        from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
-        if self.client is None:
-            self.start()
-        self.asked_exit = False
-        self.output_used[index] = 0
-        try:
-            self.client.execute_cell(cell, index)
-        except CellTimeoutError:
-            return "timeout"
-        except DeadKernelError:
-            return "dead"
-        except RuntimeError as e:  # "Kernel died" variants from jupyter_client
-            if "died" in str(e).lower() or "dead" in str(e).lower():
-                return "dead"
-            raise
-        if self.asked_exit:
-            return "dead"
-        return "error" if any(o.get("output_type") == "error" for o in cell.get("outputs", [])) else "ok"
-
-
-def _error_text(cell: NotebookNode) -> str:
-    for o in cell.get("outputs", []):
-        if o.get("output_type") == "error":
-            text = f"{o.get('ename', 'Error')}: {o.get('evalue', '')}".strip().rstrip(":")
-            text = re.sub(r"\x1b\[[0-9;]*m", "", text)
-            return shorten(text, 200)
-    return ""
-
-
-def _check_call(source: str) -> tuple[str, str]:
-    """``check("NN.task", expr)`` in a release's check cell: the task id and the source of ``expr``."""
-    import ast
-
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "check"
-                and len(node.args) == 2 and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
-            return node.args[0].value, ast.unparse(node.args[1])
-    raise GradeError(f"the release's check cell {source.strip()[:60]!r} is not check(\"NN.task\", function)")
-
-
 # --------------------------------------------------------------------------- grading
 
 
 def grade_notebook(
-    path: str | Path, root: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT, label: str | None = None
+    path: str | Path, root: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT, label: str | None = None,
+    releases: dict[str, str] | None = None,
 ) -> list[TaskGrade]:
-    """Grade one submission; returns one row per task of its released exercise."""
+    """Grade one submission; returns one row per task of its released exercise.
+
+    ``releases`` (exercise file name -> its text, read once before a class is graded) keeps a
+    submission that overwrites a release on disk from changing how the next one is graded.
+    """
     path = Path(path)
     label = label or str(path)
     root = course_root(root)
@@ -361,7 +226,8 @@ def grade_notebook(
         notes_first = [f"its metadata names {claimed!r}, its file name {release_path.stem!r}: graded as the file name says"]
     else:
         notes_first = []
-    release = nbformat.reads(release_path.read_text(encoding="utf-8"), as_version=4)
+    text = (releases or {}).get(release_path.name) or release_path.read_text(encoding="utf-8")
+    release = nbformat.reads(text, as_version=4)
     run = merge(release, submission)
     tasks = [(rc.task, int(rc.cell.metadata["nbgrader"].get("points", 0))) for rc in run if rc.role == "check"]
     state: dict[str, tuple[str, str]] = {}  # task -> (status, message) when decided without a check
@@ -376,7 +242,7 @@ def grade_notebook(
     salt = secrets.randbits(62)  # fresh inputs for every run: the check's seeds are mixed with it
 
     with tempfile.TemporaryDirectory(prefix="minillm-grade-") as workdir:
-        kernel = _Kernel(Path(workdir), per_cell, [rc.cell for rc in run])
+        kernel = GradingKernel(Path(workdir), per_cell, [rc.cell for rc in run])
         done: list[int] = []  # indices of non-check code cells that ran (replayed after a restart)
         try:
             for i, rc in enumerate(run):
@@ -389,7 +255,7 @@ def grade_notebook(
                     continue  # its answer cell already timed out or crashed, or the task is forbidden
                 if rc.role == "check":  # decided here, in the grader; the kernel only runs the learner's function
                     try:
-                        task_id, expr = _check_call(cell.source)
+                        task_id, expr = check_call(cell.source)
                         res = grade_check(task_id, RemoteFunction(kernel.call, task_id, expr, salt), salt)
                         results[rc.task] = res.to_dict()
                         continue
@@ -400,7 +266,7 @@ def grade_notebook(
                 if outcome in ("ok", "error"):
                     done.append(i)
                     if rc.role == "answer" and outcome == "error":
-                        answer_errors[rc.task] = _error_text(cell)
+                        answer_errors[rc.task] = error_text(cell)
                     continue
                 # timeout or dead kernel: blame the owning task, restart, replay what ran before
                 where = "your answer cell" if rc.role in ("answer", "extra") else "your function during its check"
@@ -536,8 +402,12 @@ def format_table(rows: list[TaskGrade]) -> str:
 def _write_atomically(path: str | Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
 
 
@@ -576,26 +446,87 @@ def grade_paths(
     json_out: str | Path | None = None,
     echo: Callable[[str], None] = print,
     csv_out: str | Path | None = None,
+    jobs: int = 1,
+    sandbox: bool = False,
+    progress: bool = False,
 ) -> tuple[list[TaskGrade], int]:
     """Grade files and folders; print the table, write JSON rows; return (rows, exit code).
 
+    Each submission is graded by a worker process (:mod:`minillm.course.isolate`): ``jobs`` of them
+    in parallel, each killing every process of a submission before it reports; with ``sandbox``
+    each worker runs under bubblewrap. ``progress`` shows a bar over submissions.
+
     The exit code is 0 when every submission was graded, 1 when one could not be
-    (it then has a single row with task "*" and status "error"). ``json_out`` and ``csv_out``
-    (the per-student :func:`gradebook`) are written atomically, after every submission is done.
+    (a file that is no notebook of a release then has a single row with task "*" and status
+    "error"; a submission whose worker was killed scores 0 of its release's points).
+    ``json_out`` and ``csv_out`` (the per-student :func:`gradebook`) are written atomically,
+    after every submission is done and every process it started is gone.
     """
-    rows: list[TaskGrade] = []
-    code = 0
-    for path in _expand(paths):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from minillm.course import isolate
+    from minillm.validate import check_int
+
+    check_int("jobs", jobs, minimum=1)
+    files = _expand(paths)
+    root_path = course_root(root)
+    prefix = isolate.sandbox_argv(root_path, files) if sandbox else []
+    if sandbox:
+        problem = isolate.sandbox_works(prefix)
+        if problem:
+            raise isolate.SandboxError(f"--sandbox: bubblewrap cannot start here ({problem})")
+    isolate.become_subreaper()
+    before = set(isolate.descendants())
+    releases = {p.name: p.read_text(encoding="utf-8") for p in sorted((root_path / "exercises").glob("*.ipynb"))}
+    free: list = []
+    lock = threading.Lock()
+    results: dict[int, list[TaskGrade]] = {}
+    failed: set[int] = set()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(files), unit="notebook", desc="grading")
+    say = (lambda s: bar.write(s)) if bar is not None and echo is print else echo
+
+    def one(i: int) -> None:
+        path = files[i]
+        with lock:
+            worker = free.pop() if free else isolate.Worker(prefix)
         t0 = time.perf_counter()
-        try:
-            got = grade_notebook(path, root=root, timeout=timeout)
-        except GradeError as e:
-            got, code = [TaskGrade(str(path), "*", 0, 0, "error", str(e))], 1
-        except Exception as e:  # e.g. no kernel could start: report it and grade the others
-            msg = f"the grader failed on this submission: {type(e).__name__}: {shorten(str(e), 200)}"
-            got, code = [TaskGrade(str(path), "*", 0, 0, "error", msg)], 1
-        rows.extend(got)
-        echo(format_table(got).rstrip() + f"\n  (graded in {time.perf_counter() - t0:.1f} s)\n")
+        job = {"path": str(path.resolve()), "root": str(root_path), "timeout": timeout, "label": str(path),
+               "static": STATIC_ANALYSIS, "releases": releases}
+        reply = worker.grade(job)
+        if "rows" in reply:
+            got = [TaskGrade(**d) for d in reply["rows"]]
+        elif "grade_error" in reply:
+            got = [TaskGrade(str(path), "*", 0, 0, "error", reply["grade_error"])]
+            failed.add(i)
+        else:
+            try:
+                got = _unreadable_rows(path, root_path, str(path), reply.get("error", "not graded"))
+            except GradeError:
+                got = [TaskGrade(str(path), "*", 0, 0, "error", reply.get("error", "not graded"))]
+            failed.add(i)
+        with lock:
+            results[i] = got
+            free.append(worker)
+            say(format_table(got).rstrip() + f"\n  (graded in {time.perf_counter() - t0:.1f} s)\n")
+            if bar is not None:
+                bar.update(1)
+
+    try:
+        with ThreadPoolExecutor(max_workers=min(jobs, max(1, len(files)))) as pool:
+            list(pool.map(one, range(len(files))))
+    finally:
+        for w in free:
+            w.close()
+        isolate.kill_tree(keep=before)  # anything a submission left behind, before the results are written
+        if bar is not None:
+            bar.close()
+    rows = [r for i in range(len(files)) for r in results.get(i, [])]
+    code = 1 if failed else 0
     if json_out is not None:
         _write_atomically(json_out, json.dumps([r.to_dict() for r in rows], indent=1, ensure_ascii=False) + "\n")
     if csv_out is not None:

@@ -347,3 +347,66 @@ def test_replies_forged_with_the_right_nonce_are_only_answers(tmp_path, monkeypa
     rows, code = grade_paths([sub], timeout=20, echo=lambda s: None)
     assert code == 0 and len(rows) == 6 and all(r.points == 0 for r in rows), rows
     assert any("tuple of 3" in r.message for r in rows)  # the forged (0, 0, 0) was read and judged
+
+
+# --------------------------------------------------------------------------- attacks on the grader's processes
+
+
+@pytest.mark.slow
+def test_a_setsid_daemon_cannot_outlive_grading_or_rewrite_the_json(tmp_path, monkeypatch):
+    from minillm.course.isolate import descendants
+
+    monkeypatch.setattr(grade_mod, "STATIC_ANALYSIS", False)
+    out = tmp_path / "grades.json"
+    sub = tmp_path / f"{STEM}.ipynb"
+    daemon = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        time.sleep(4)\n"
+        f"        open({str(out)!r}, 'w').write('[{{\"points\": 7}}]')\n"
+        "    os._exit(0)\n"
+    )
+    _submission(sub, {}, extra=[daemon])
+    before = set(descendants())
+    t0 = time.perf_counter()
+    rows, code = grade_paths([sub], json_out=out, timeout=20, echo=lambda s: None)
+    assert time.perf_counter() - t0 < 60  # no pipe held open by the daemon
+    assert set(descendants()) <= before  # every process of the submission is gone
+    time.sleep(5)
+    assert [d["points"] for d in json.loads(out.read_text())] == [0] * 6
+
+
+@pytest.mark.slow
+def test_killing_its_worker_costs_a_submission_its_own_row_only(tmp_path, monkeypatch):
+    monkeypatch.setattr(grade_mod, "STATIC_ANALYSIS", False)
+    bad, good = tmp_path / "bad", tmp_path / "good"
+    bad.mkdir(), good.mkdir()
+    _submission(bad / f"{STEM}.ipynb", {}, extra=["import os, signal\nos.kill(os.getppid(), signal.SIGKILL)"])
+    (good / "07_roofline.ipynb").write_bytes((ROOT / "solutions" / "07_roofline.ipynb").read_bytes())
+    out = tmp_path / "grades.json"
+    rows, code = grade_paths([bad, good], json_out=out, echo=lambda s: None)
+    by = {(r.submission.split("/")[-2], r.task): r for r in rows}
+    assert code == 1
+    assert all(r.points == 0 and r.max > 0 and "worker" in r.message for (s, _), r in by.items() if s == "bad")
+    assert all(r.status == "passed" for (s, _), r in by.items() if s == "good")
+    assert len(json.loads(out.read_text())) == len(rows)
+
+
+@pytest.mark.slow
+def test_overwriting_the_release_does_not_change_the_next_student_s_grade(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(grade_mod, "STATIC_ANALYSIS", False)
+    root = tmp_path / "course"
+    shutil.copytree(ROOT / "exercises", root / "exercises")
+    release = root / "exercises" / f"{STEM}.ipynb"
+    a, b = tmp_path / "class" / "a", tmp_path / "class" / "b"
+    a.mkdir(parents=True), b.mkdir(parents=True)
+    _submission(a / f"{STEM}.ipynb", {}, extra=[f"open({str(release)!r}, 'w').write('{{}}')"])
+    (b / f"{STEM}.ipynb").write_bytes((ROOT / "solutions" / f"{STEM}.ipynb").read_bytes())
+    rows, code = grade_paths([tmp_path / "class"], root=root, echo=lambda s: None)
+    assert release.read_text() == "{}"  # the attack did write (no --sandbox here) ...
+    got = {r.task: r.status for r in rows if "/b/" in r.submission}
+    assert len(got) == 6 and set(got.values()) == {"passed"}  # ... but the next student is graded as released
