@@ -148,13 +148,14 @@ def sandbox_argv(root: Path, paths: list[Path]) -> list[str]:
             "--unshare-all", "--die-with-parent", "--new-session",
             "--setenv", "HOME", "/tmp", "--setenv", "IPYTHONDIR", "/tmp/.ipython",
             "--setenv", "JUPYTER_RUNTIME_DIR", "/tmp/.jupyter", "--setenv", "MPLCONFIGDIR", "/tmp/.mpl"]
+    if str(root.resolve()).startswith("/tmp/"):  # a course tree under /tmp stays visible, read-only
+        argv += ["--ro-bind", str(root.resolve()), str(root.resolve())]
     solutions = (root / "solutions").resolve()
     if solutions.is_dir():
         argv += ["--tmpfs", str(solutions)]
-    for p in paths:  # submissions under /tmp must stay visible under the private /tmp
+    for p in paths:  # the submissions stay visible (read-only) under the private /tmp or the hidden solutions/
         p = p.resolve()
-        if str(p).startswith("/tmp/"):
-            argv += ["--ro-bind", str(p), str(p)]
+        argv += ["--ro-bind", str(p), str(p)]
     return argv + ["--"]
 
 

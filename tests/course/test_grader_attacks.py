@@ -410,3 +410,56 @@ def test_overwriting_the_release_does_not_change_the_next_student_s_grade(tmp_pa
     assert release.read_text() == "{}"  # the attack did write (no --sandbox here) ...
     got = {r.task: r.status for r in rows if "/b/" in r.submission}
     assert len(got) == 6 and set(got.values()) == {"passed"}  # ... but the next student is graded as released
+
+
+def _sandbox_ok() -> bool:
+    import shutil
+
+    if shutil.which("bwrap") is None:
+        return False
+    from minillm.course.isolate import sandbox_argv, sandbox_works
+
+    return sandbox_works(sandbox_argv(ROOT, [])) is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _sandbox_ok(), reason="bubblewrap (Debian's bubblewrap) is not installed or cannot start here")
+def test_under_the_sandbox_a_submission_sees_no_solutions_no_grader_and_cannot_write(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setattr(grade_mod, "STATIC_ANALYSIS", False)
+    root = tmp_path / "course"
+    shutil.copytree(ROOT / "exercises", root / "exercises")
+    (root / "solutions").mkdir()
+    (root / "solutions" / "secret.txt").write_text("answers")
+    release = root / "exercises" / f"{STEM}.ipynb"
+    before = release.read_bytes()
+    probe = (
+        "import os\n"
+        f"seen = os.listdir({str(root / 'solutions')!r})\n"
+        "pids = [p for p in os.listdir('/proc') if p.isdigit()]\n"
+        f"try:\n    open({str(release)!r}, 'w').write('{{}}')\nexcept OSError:\n    pass\n"
+        "def count_params(vocab_size, block_size, n_layer, n_embd):\n"
+        "    return len(seen) * 1000 + len(pids)\n"
+    )
+    sub = tmp_path / "class" / "a" / f"{STEM}.ipynb"
+    sub.parent.mkdir(parents=True)
+    _submission(sub, {"count_params": probe})
+    rows, code = grade_paths([sub], root=root, sandbox=True, echo=lambda s: None)
+    assert release.read_bytes() == before  # read-only course tree
+    msg = next(r.message for r in rows if r.task == "01.count_params")
+    import re
+
+    got = int(re.search(r" is (\d+), expected", msg).group(1))  # what the probe saw, as its "count"
+    assert code == 0 and all(r.points == 0 for r in rows)
+    assert got < 10, msg  # no file of solutions/ and only the sandbox's own few processes
+
+
+def test_sandbox_without_bubblewrap_is_a_clear_error(monkeypatch):
+    import shutil
+
+    from minillm.course.isolate import SandboxError, sandbox_argv
+
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    with pytest.raises(SandboxError, match="apt-get install bubblewrap"):
+        sandbox_argv(ROOT, [])
