@@ -256,8 +256,11 @@ def grade_notebook(
                 if rc.role == "check":  # decided here, in the grader; the kernel only runs the learner's function
                     try:
                         task_id, expr = check_call(cell.source)
-                        res = grade_check(task_id, RemoteFunction(kernel.call, task_id, expr, salt), salt)
+                        remote = RemoteFunction(kernel.call, task_id, expr, salt)
+                        res = grade_check(task_id, remote, salt)
                         results[rc.task] = res.to_dict()
+                        if remote.stray:  # a rank stuck in a C call must not stall the next check
+                            _restart(kernel, run, done)
                         continue
                     except KernelLost as e:
                         outcome = e.status
@@ -283,11 +286,7 @@ def grade_notebook(
                     first = shorten(cell.source.strip().splitlines()[0], 40, cap=40)
                     what = "ran past the time limit" if status == "timeout" else "crashed the kernel"
                     notes[_near_task(run, i)].append(f"a cell you added ({first!r}) {what}; it was skipped")
-                kernel.start()
-                for j in list(done):
-                    if kernel.run(run[j].cell, j) in ("timeout", "dead"):  # not reproducible: drop it and go on
-                        done.remove(j)
-                        kernel.start()
+                _restart(kernel, run, done)
         finally:
             kernel.stop()
         for i in sorted(kernel.capped):
@@ -323,6 +322,15 @@ def grade_notebook(
             message = "; ".join(notes_first) + ("; " + message if message else "")
         rows.append(TaskGrade(label, task, points, max_points, status, message))
     return rows
+
+
+def _restart(kernel: GradingKernel, run: list[RunCell], done: list[int]) -> None:
+    """A fresh kernel with the non-check cells that had run replayed (one that now fails is dropped)."""
+    kernel.start()
+    for j in list(done):
+        if kernel.run(run[j].cell, j) in ("timeout", "dead"):  # not reproducible: drop it and go on
+            done.remove(j)
+            kernel.start()
 
 
 def _near_task(run: list[RunCell], i: int) -> str | None:

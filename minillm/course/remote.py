@@ -108,14 +108,21 @@ def _serve(task_id: str, get_fn: Callable[[], Any], payload: str) -> dict:
             return {"raise": "learner", "message": str(e)}
         except CheckFailure as e:
             unset = CheckFailure._UNSET
-            return {"raise": "check", "what": e.what, "hint": e.hint,
+            return {"raise": "check", "what": e.what, "hint": e.hint, "stray": _stray_ranks(),
                     "got": None if e.got is unset else str(e.got), "expected": None if e.expected is unset else str(e.expected)}
         except Exception as e:
-            return {"raise": "other", "message": f"{type(e).__name__}: {shorten(str(e), 120)}"}
+            return {"raise": "other", "message": f"{type(e).__name__}: {shorten(str(e), 120)}", "stray": _stray_ranks()}
     try:
-        return {"out": encode(out), "args": encode([args, kwargs], lenient=True)}
+        return {"out": encode(out), "args": encode([args, kwargs], lenient=True), "stray": _stray_ranks()}
     except PlainDataError as e:
         return {"raise": "failed", "message": f"your function returned {describe(out)}, which the grader cannot use: {e}"}
+
+
+def _stray_ranks() -> int:
+    """Simulated ranks still alive after a run (stuck in a C call, say): the grader then restarts the kernel."""
+    import threading
+
+    return sum(1 for t in threading.enumerate() if t.name.startswith("sim-rank-") and t.is_alive())
 
 
 # --------------------------------------------------------------------------- in the grader
@@ -140,6 +147,7 @@ class RemoteFunction:
     def __init__(self, execute: Callable[[str], list], task_id: str, expr: str, salt: int) -> None:
         self.execute, self.task_id, self.expr, self.salt = execute, task_id, expr, salt
         self.calls = 0
+        self.stray = False  # a rank of the learner's was left running: the kernel must be restarted
 
     def __repr__(self) -> str:
         return f"<your {self.expr}>"
@@ -172,6 +180,8 @@ class RemoteFunction:
             raise CheckFailure("your function gave the grader no answer",
                                hint="the kernel printed no reply for this call; do not replace the grader's functions")
         kind = reply.get("raise") if isinstance(reply, dict) else "bad"
+        if isinstance(reply, dict) and reply.get("stray"):
+            self.stray = True
         if kind is None:
             try:
                 out = loads(json.dumps(reply.get("out")))

@@ -182,3 +182,25 @@ def test_grading_a_class_folder_writes_the_gradebook(tmp_path):
     total = sum(r.max for r in rows)
     assert code == 0 and list(csv.reader(out.open())) == [
         ["student", "lesson 07", "total"], ["(max)", str(total), str(total)], ["ann", str(total), str(total)]]
+
+
+@pytest.mark.lesson10
+def test_the_lesson_10_solution_scores_full_marks_through_the_grader(tmp_path):
+    # Rank code: the whole simulated run happens in the kernel and comes back as plain data.
+    rows, code = grade_paths([ROOT / "solutions" / "10_collectives.ipynb"], echo=lambda s: None)
+    assert code == 0 and rows and all((r.status, r.points) == ("passed", r.max) for r in rows), rows
+
+
+@pytest.mark.lesson10
+def test_a_rank_stuck_in_a_c_call_does_not_stall_the_next_check(tmp_path):
+    nb = nbformat.read(ROOT / "solutions" / "10_collectives.ipynb", as_version=4)
+    for c in nb.cells:
+        if c.metadata.get("nbgrader", {}).get("grade_id") == "answer-10_ring_all_gather":
+            c.source = c.source.replace("### BEGIN SOLUTION", "import time\n    if comm.rank == 1:\n        time.sleep(40)", 1)
+    nbformat.write(nb, tmp_path / "10_collectives.ipynb")
+    t0 = time.perf_counter()
+    rows, code = grade_paths([tmp_path], timeout=30, echo=lambda s: None)
+    got = {r.task: r.status for r in rows}
+    assert got["10.ring_all_gather"] in ("failed", "timeout") and got["10.ring_reduce_scatter"] == "passed", got
+    assert got["10.tree_all_reduce"] == "passed" and got["10.ring_time"] == "passed", got
+    assert time.perf_counter() - t0 < 120
