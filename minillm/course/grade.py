@@ -16,22 +16,31 @@ How a submission is graded
    deleted check cell changes nothing. Answer cells come from the submission by
    ``grade_id``; a missing one is replaced by the blank stub and scores 0. Cells
    the learner added stay after the cell they followed.
-4. **Run cell by cell** in one kernel started on this Python (``MINILLM_GRADING=1``
-   makes ``check()`` publish its result as JSON next to its verdict line), with a
-   per-cell timeout (``--timeout``) for every cell but the release's read-only set-up
-   cells before the first answer (imports, data), which get at least 300 s; read-only
-   demo cells further down may call the learner's code, so a loop there costs only
-   ``--timeout``. An exception is just an output. After a **timeout** or a
-   **kernel death** (``os._exit``, a segfault) the task owning that cell is marked
-   ``timeout``/``crashed``, a fresh kernel is started, and the non-check cells that
-   had already run are replayed (the failed one left out) before grading goes on.
-   So one task's infinite loop or crash costs that task alone.
-5. **Score.** Each task's row comes from its check cell's JSON: ``passed``,
-   ``failed``, ``not attempted`` or ``error``; or ``timeout``, ``crashed``,
-   ``missing`` from step 3 or 4. ``max`` is the check cell's nbgrader ``points``.
+4. **Scan** the learner's cells (:mod:`minillm.course.static`): a task's references in its answer
+   cell score that task 0; tampering anywhere (``exec``, ``sys.setprofile``, ``os.kill``, patching a
+   library, ...) scores every task 0, and then nothing runs.
+5. **Run cell by cell** in one kernel started on this Python, with a per-cell timeout (``--timeout``)
+   for every cell but the release's read-only set-up cells before the first answer (imports,
+   data), which get at least 300 s; read-only demo cells further down may call the learner's code,
+   so a loop there costs only ``--timeout``. Each cell keeps at most
+   :data:`~minillm.course.kernel.OUTPUT_CAP` characters of output. An exception is just an output.
+   **Check cells are not run**: at a check cell the registered check runs *here*, in the grader,
+   on a :class:`~minillm.course.remote.RemoteFunction` that calls the learner's function in the
+   kernel and gets plain data back (:mod:`minillm.course.protocol`), with its seeds mixed with a
+   secret per-run salt. After a **timeout** or a **kernel death** (``os._exit``, ``exit()``, a
+   segfault) the task owning that cell is marked ``timeout``/``crashed``, a fresh kernel is
+   started, and the non-check cells that had already run are replayed (the failed one left out)
+   before grading goes on. So one task's infinite loop or crash costs that task alone.
+6. **Score.** Each task's row is the grader's own verdict: ``passed``, ``failed``, ``not attempted``
+   or ``error``; or ``timeout``, ``crashed``, ``missing`` from steps 3 to 5. ``max`` is the check
+   cell's nbgrader ``points``.
 
-Cost: one kernel start (about a second) plus the notebook's imports per
-submission, and one more per timeout or crash.
+:func:`grade_paths` hands each submission to a worker process (:mod:`minillm.course.isolate`),
+which kills every process the submission started before it reports; see the threat model in
+``minillm/course/README.md``.
+
+Cost: one kernel start (about a second) plus the notebook's imports per submission, one more
+per timeout or crash, and one worker start (torch's import) per ``--jobs`` slot and run.
 """
 
 from __future__ import annotations
