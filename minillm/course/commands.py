@@ -50,6 +50,16 @@ def _build(a: argparse.Namespace) -> int:
         return _error("course build", e)
 
 
+def _gib(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = 0.0
+    if not 0.5 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"--memory {text!r} must be a number of GiB >= 0.5, e.g. --memory 8")
+    return v
+
+
 def _jobs(text: str) -> int:
     try:
         n = int(text)
@@ -74,7 +84,7 @@ def _grade(a: argparse.Namespace) -> int:
             return _error("grade", f"{flag} {out} is a folder; give a file name such as {example}")
     try:
         _, code = grade_paths(a.paths, timeout=a.timeout, json_out=a.json, csv_out=a.csv, jobs=a.jobs,
-                              sandbox=a.sandbox, progress=True)
+                              sandbox=a.sandbox, progress=True, memory=int(a.memory * 2**30))
     except (GradeError, SandboxError) as e:
         return _error("grade", e)
     for out in (a.json, a.csv):
@@ -130,6 +140,8 @@ def register(subparsers) -> None:
         help=f"per-cell time limit for the learner's code (default: {DEFAULT_TIMEOUT})",
     )
     g.add_argument("--jobs", type=_jobs, default=1, metavar="N", help="grade N submissions at once, each in its own worker (default: 1)")
+    g.add_argument("--memory", type=_gib, default=8, metavar="GB",
+                   help="address space each learner kernel may use, in GiB (default: 8)")
     g.add_argument("--sandbox", action="store_true",
                    help="run each submission under bubblewrap: read-only files without solutions/, no network, own PID namespace")
     g.set_defaults(handler=_grade)

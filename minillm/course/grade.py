@@ -62,7 +62,7 @@ import nbformat
 from nbformat import NotebookNode
 
 from minillm.course.checks import get_task, grade_check, shorten
-from minillm.course.kernel import OUTPUT_CAP, READONLY_TIMEOUT, GradingKernel, check_call, error_text
+from minillm.course.kernel import MEMORY_LIMIT, OUTPUT_CAP, READONLY_TIMEOUT, GradingKernel, check_call, error_text
 from minillm.course.remote import KernelLost, RemoteFunction
 from minillm.course.notebooks import release_cells
 
@@ -211,12 +211,13 @@ def merge(release: NotebookNode, submission: NotebookNode) -> list[RunCell]:
 
 def grade_notebook(
     path: str | Path, root: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT, label: str | None = None,
-    releases: dict[str, str] | None = None,
+    releases: dict[str, str] | None = None, memory: int | None = MEMORY_LIMIT,
 ) -> list[TaskGrade]:
     """Grade one submission; returns one row per task of its released exercise.
 
     ``releases`` (exercise file name -> its text, read once before a class is graded) keeps a
-    submission that overwrites a release on disk from changing how the next one is graded.
+    submission that overwrites a release on disk from changing how the next one is graded;
+    ``memory`` caps the kernel's address space in bytes (RLIMIT_AS; None: no cap).
     """
     path = Path(path)
     label = label or str(path)
@@ -251,7 +252,7 @@ def grade_notebook(
     salt = secrets.randbits(62)  # fresh inputs for every run: the check's seeds are mixed with it
 
     with tempfile.TemporaryDirectory(prefix="minillm-grade-") as workdir:
-        kernel = GradingKernel(Path(workdir), per_cell, [rc.cell for rc in run])
+        kernel = GradingKernel(Path(workdir), per_cell, [rc.cell for rc in run], memory=memory)
         done: list[int] = []  # indices of non-check code cells that ran (replayed after a restart)
         try:
             for i, rc in enumerate(run):
@@ -466,12 +467,14 @@ def grade_paths(
     jobs: int = 1,
     sandbox: bool = False,
     progress: bool = False,
+    memory: int | None = MEMORY_LIMIT,
 ) -> tuple[list[TaskGrade], int]:
     """Grade files and folders; print the table, write JSON rows; return (rows, exit code).
 
     Each submission is graded by a worker process (:mod:`minillm.course.isolate`): ``jobs`` of them
     in parallel, each killing every process of a submission before it reports; with ``sandbox``
-    each worker runs under bubblewrap. ``progress`` shows a bar over submissions.
+    each worker runs under bubblewrap. ``progress`` shows a bar over submissions; ``memory`` caps
+    each kernel's address space (bytes, RLIMIT_AS).
 
     The exit code is 0 when every submission was graded, 1 when one could not be
     (a file that is no notebook of a release then has a single row with task "*" and status
@@ -513,7 +516,7 @@ def grade_paths(
             worker = free.pop() if free else isolate.Worker(prefix)
         t0 = time.perf_counter()
         job = {"path": str(path.resolve()), "root": str(root_path), "timeout": timeout, "label": str(path),
-               "static": STATIC_ANALYSIS, "releases": releases}
+               "static": STATIC_ANALYSIS, "releases": releases, "memory": memory}
         reply = worker.grade(job)
         if "rows" in reply:
             got = [TaskGrade(**d) for d in reply["rows"]]

@@ -19,10 +19,13 @@ from minillm.course.checks import GRADING_ENV, shorten
 from minillm.course.notebooks import current_env_kernel_manager, kernel_env, notebook_client
 from minillm.course.remote import REPLY_MIME, KernelLost
 
-__all__ = ["GradingKernel", "OUTPUT_CAP", "READONLY_TIMEOUT", "error_text", "check_call"]
+__all__ = ["GradingKernel", "OUTPUT_CAP", "MEMORY_LIMIT", "READONLY_TIMEOUT", "error_text", "check_call"]
 
 #: Characters of output kept per cell; the rest is dropped with a note (a 100 MB print must not cost the grader).
 OUTPUT_CAP = 100_000
+#: Address space a learner's kernel may use (RLIMIT_AS, bytes); a kernel with torch and a lesson loaded
+#: maps under 1 GB, so 8 GiB leaves room for honest work and stops a runaway allocation.
+MEMORY_LIMIT = 8 * 2**30
 #: Seconds the release's set-up cells (imports, data) get at least, on a loaded machine.
 READONLY_TIMEOUT = 300
 
@@ -30,8 +33,8 @@ READONLY_TIMEOUT = 300
 class GradingKernel:
     """One kernel at a time, restartable; runs single cells with a timeout."""
 
-    def __init__(self, workdir: Path, timeout: int, cells: list[NotebookNode]) -> None:
-        self.workdir, self.timeout = workdir, timeout
+    def __init__(self, workdir: Path, timeout: int, cells: list[NotebookNode], memory: int | None = MEMORY_LIMIT) -> None:
+        self.workdir, self.timeout, self.memory = workdir, timeout, memory
         self.nb = nbformat.v4.new_notebook(cells=cells)  # nbclient stores each executed cell back here
         self.scratch = len(cells)  # the grader's own calls run as this extra cell
         self.nb.cells.append(nbformat.v4.new_code_cell(""))
@@ -67,7 +70,7 @@ class GradingKernel:
             timeout_func=self.timeout_of,
             resources={"metadata": {"path": str(self.workdir)}},
         )
-        self.client.start_new_kernel(env=kernel_env({GRADING_ENV: "1"}))
+        self.client.start_new_kernel(env=kernel_env({GRADING_ENV: "1"}), preexec_fn=_limit_memory(self.memory))
         self.client.start_new_kernel_client()
         self.client.on_cell_executed = self._executed
         self._cap_output(self.client)
@@ -139,6 +142,20 @@ class GradingKernel:
         if self.asked_exit:
             return "dead"
         return "error" if any(o.get("output_type") == "error" for o in cell.get("outputs", [])) else "ok"
+
+
+def _limit_memory(limit: int | None):
+    """A ``preexec_fn`` that caps the kernel's address space at ``limit`` bytes (None: no cap; not on Windows)."""
+    def apply() -> None:
+        try:
+            import resource
+
+            if limit:
+                resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        except (ImportError, ValueError, OSError):
+            pass  # no RLIMIT_AS here: the per-cell timeout and output cap still hold
+
+    return apply
 
 
 def error_text(cell: NotebookNode) -> str:

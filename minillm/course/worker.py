@@ -35,7 +35,8 @@ def main() -> int:
             job = json.loads(line)
             grade_mod.STATIC_ANALYSIS = bool(job.get("static", True))
             rows = grade_mod.grade_notebook(job["path"], root=job.get("root"), timeout=job["timeout"],
-                                            label=job.get("label"), releases=job.get("releases"))
+                                            label=job.get("label"), releases=job.get("releases"),
+                                            memory=job.get("memory"))
             reply = {"rows": [r.to_dict() for r in rows]}
         except grade_mod.GradeError as e:
             reply = {"grade_error": str(e)}

@@ -482,3 +482,16 @@ def test_every_solution_passes_its_checks_under_secret_seeds(stem):
         for task, fn in fns.items():
             res = grade_check(task, _Learner(fn, {}), salt)
             assert res.passed, (salt, res.line)
+
+
+@pytest.mark.slow
+def test_the_kernel_runs_under_the_memory_limit(tmp_path, monkeypatch):
+    monkeypatch.setattr(grade_mod, "STATIC_ANALYSIS", False)
+    probe = ("import resource\n"
+             "def count_params(vocab_size, block_size, n_layer, n_embd):\n"
+             "    return resource.getrlimit(resource.RLIMIT_AS)[0]\n")
+    sub = tmp_path / f"{STEM}.ipynb"
+    _submission(sub, {"count_params": probe})
+    rows, _ = grade_paths([sub], memory=3 * 2**30, echo=lambda s: None)
+    msg = next(r.message for r in rows if r.task == "01.count_params")
+    assert f"is {3 * 2**30:,}" in msg, msg
