@@ -92,17 +92,22 @@ def test_tampered_submission_costs_only_the_broken_tasks(tmp_path):
     assert elapsed < 120, elapsed
 
 
+def _ring_all_gather_starting_with(code: str, path) -> None:
+    """Lesson 10's solution with ``code`` first in ring_all_gather's body, written to ``path`` (file name decides)."""
+    nb = nbformat.read(ROOT / "solutions" / "10_collectives.ipynb", as_version=4)
+    for c in nb.cells:
+        if c.metadata.get("nbgrader", {}).get("grade_id") == "answer-10_ring_all_gather":
+            c.source = c.source.replace("### BEGIN SOLUTION", code, 1)
+    nb.metadata.pop("minillm", None)
+    nbformat.write(nb, path)
+
+
 @pytest.mark.lesson10
 def test_a_loop_reached_from_a_release_demo_cell_costs_only_the_learner_timeout(tmp_path):
     # Lesson 10's closing demo (a read-only release cell) calls the learner's ring functions.
     # With a loop in ring_all_gather, the demo must time out at --timeout like the learner's own
     # cells; only the set-up cells before the first answer get the long READONLY_TIMEOUT.
-    nb = nbformat.read(ROOT / "solutions" / "10_collectives.ipynb", as_version=4)
-    for c in nb.cells:
-        if c.metadata.get("nbgrader", {}).get("grade_id") == "answer-10_ring_all_gather":
-            c.source = c.source.replace("### BEGIN SOLUTION", "while True:\n        pass", 1)
-    nb.metadata.pop("minillm", None)
-    nbformat.write(nb, tmp_path / "10_collectives.ipynb")
+    _ring_all_gather_starting_with("while True:\n        pass", tmp_path / "10_collectives.ipynb")
     t0 = time.perf_counter()
     rows, code = grade_paths([tmp_path], timeout=5, echo=lambda s: None)
     elapsed = time.perf_counter() - t0
@@ -193,11 +198,7 @@ def test_the_lesson_10_solution_scores_full_marks_through_the_grader(tmp_path):
 
 @pytest.mark.lesson10
 def test_a_rank_stuck_in_a_c_call_does_not_stall_the_next_check(tmp_path):
-    nb = nbformat.read(ROOT / "solutions" / "10_collectives.ipynb", as_version=4)
-    for c in nb.cells:
-        if c.metadata.get("nbgrader", {}).get("grade_id") == "answer-10_ring_all_gather":
-            c.source = c.source.replace("### BEGIN SOLUTION", "import time\n    if comm.rank == 1:\n        time.sleep(40)", 1)
-    nbformat.write(nb, tmp_path / "10_collectives.ipynb")
+    _ring_all_gather_starting_with("import time\n    if comm.rank == 1:\n        time.sleep(40)", tmp_path / "10_collectives.ipynb")
     t0 = time.perf_counter()
     rows, code = grade_paths([tmp_path], timeout=30, echo=lambda s: None)
     got = {r.task: r.status for r in rows}
