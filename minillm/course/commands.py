@@ -73,8 +73,7 @@ def _jobs(text: str) -> int:
 def _grade(a: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from minillm.course.grade import GradeError, grade_paths
-    from minillm.course.isolate import SandboxError
+    from minillm.course.worker import grade_hidden
 
     missing = [p for p in a.paths if not Path(p).exists()]
     if missing:
@@ -82,15 +81,9 @@ def _grade(a: argparse.Namespace) -> int:
     for flag, out, example in (("--json", a.json, "grades.json"), ("--csv", a.csv, "gradebook.csv")):
         if out is not None and Path(out).is_dir():
             return _error("grade", f"{flag} {out} is a folder; give a file name such as {example}")
-    try:
-        _, code = grade_paths(a.paths, timeout=a.timeout, json_out=a.json, csv_out=a.csv, jobs=a.jobs,
-                              sandbox=a.sandbox, progress=True, memory=int(a.memory * 2**30))
-    except (GradeError, SandboxError) as e:
-        return _error("grade", e)
-    for out in (a.json, a.csv):
-        if out is not None:
-            print(f"wrote {out}")
-    return code
+    options = {"paths": [str(p) for p in a.paths], "timeout": a.timeout, "json_out": a.json, "csv_out": a.csv,
+               "jobs": a.jobs, "sandbox": a.sandbox, "memory": int(a.memory * 2**30)}
+    return grade_hidden(options)  # the process's command line no longer names the output files
 
 
 def _start(a: argparse.Namespace) -> int:

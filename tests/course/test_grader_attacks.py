@@ -495,3 +495,28 @@ def test_the_kernel_runs_under_the_memory_limit(tmp_path, monkeypatch):
     rows, _ = grade_paths([sub], memory=3 * 2**30, echo=lambda s: None)
     msg = next(r.message for r in rows if r.task == "01.count_params")
     assert f"is {3 * 2**30:,}" in msg, msg
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and os.execv hiding are Linux only")
+def test_no_process_a_kernel_can_see_names_the_output_files(tmp_path):
+    import subprocess
+
+    from minillm.course.isolate import descendants
+
+    out = tmp_path / "secret-grades.json"
+    proc = subprocess.Popen([sys.executable, "-m", "minillm.cli", "grade", str(ROOT / "solutions" / "07_roofline.ipynb"),
+                             "--json", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen = []
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline:
+        kids = descendants(proc.pid)
+        if kids:  # a worker (and soon a kernel) exists: what can they read in /proc?
+            for pid in [proc.pid, *kids]:
+                try:
+                    seen.append(open(f"/proc/{pid}/cmdline", "rb").read().decode("utf-8", "replace"))
+                except OSError:
+                    pass
+        time.sleep(0.2)
+    assert proc.wait(timeout=120) == 0 and out.exists()
+    assert seen and not any(out.name in c for c in seen), seen
