@@ -205,3 +205,29 @@ def test_a_rank_stuck_in_a_c_call_does_not_stall_the_next_check(tmp_path):
     assert got["10.ring_all_gather"] in ("failed", "timeout") and got["10.ring_reduce_scatter"] == "passed", got
     assert got["10.tree_all_reduce"] == "passed" and got["10.ring_time"] == "passed", got
     assert time.perf_counter() - t0 < 120
+
+
+def test_exit_an_added_crash_and_a_huge_print_are_blamed_on_their_own_tasks(tmp_path):
+    # issue 12: exit() in one answer cell cost the *next* task; the note on an added cell that
+    # crashed went to an unrelated task; a 100 MB print had no cap.
+    nb = nbformat.read(ROOT / "solutions" / f"{STEM}.ipynb", as_version=4)
+    at = None
+    for i, c in enumerate(nb.cells):
+        gid = c.metadata.get("nbgrader", {}).get("grade_id")
+        if gid == "answer-01_layer_norm":
+            c.source += "\nexit()\n"
+        elif gid == "answer-01_adamw_step":
+            c.source += "\nprint('x' * 20_000_000)\n"
+        elif gid == "answer-01_count_params":
+            at = i + 1
+    nb.cells.insert(at, nbformat.v4.new_code_cell("import os\nos._exit(1)  # added after count_params"))
+    nbformat.write(nb, tmp_path / f"{STEM}.ipynb")
+    rows, code = grade_paths([tmp_path], timeout=30, echo=lambda s: None)
+    got = {r.task: (r.status, r.points) for r in rows}
+    msgs = {r.task: r.message for r in rows}
+    assert got["01.layer_norm"] == ("crashed", 0) and "your answer cell" in msgs["01.layer_norm"]
+    assert got["01.cross_entropy"] == ("passed", 2), got  # the next task is not blamed
+    assert got["01.adamw_step"] == ("passed", 3) and "printed more than" in msgs["01.adamw_step"]
+    assert "crashed the kernel" in msgs["01.count_params"], msgs  # the note sits by its own task
+    assert not any("crashed the kernel" in m for t, m in msgs.items() if t != "01.count_params")
+    assert got["01.decode_positions"] == ("passed", 2)
