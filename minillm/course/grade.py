@@ -48,13 +48,12 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import re
 import secrets
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -62,8 +61,10 @@ import nbformat
 from nbformat import NotebookNode
 
 from minillm.course.checks import get_task, grade_check, shorten
-from minillm.course.kernel import MEMORY_LIMIT, OUTPUT_CAP, READONLY_TIMEOUT, GradingKernel, check_call, error_text
+from minillm.course.kernel import MEMORY_LIMIT, OUTPUT_CAP, GradingKernel, check_call, error_text
 from minillm.course.remote import KernelLost, RemoteFunction
+from minillm.course.report import TaskGrade, format_table, gradebook
+from minillm.course.report import write_atomically as _write_atomically
 from minillm.course.notebooks import release_cells
 
 __all__ = ["TaskGrade", "GradeError", "course_root", "find_release", "merge", "grade_notebook", "grade_paths", "format_table", "gradebook"]
@@ -76,21 +77,6 @@ DEFAULT_TIMEOUT = 60
 
 class GradeError(ValueError):
     """A submission cannot be graded (not a notebook, no matching exercise)."""
-
-
-@dataclass
-class TaskGrade:
-    """One row of the score table and of the JSON report."""
-
-    submission: str
-    task: str
-    points: int
-    max: int
-    status: str
-    message: str = ""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def course_root(root: str | Path | None = None) -> Path:
@@ -397,64 +383,6 @@ def _expand(paths: Iterable[str | Path]) -> list[Path]:
         else:
             raise FileNotFoundError(f"no such file or folder: {p}")
     return out
-
-
-def format_table(rows: list[TaskGrade]) -> str:
-    """A score table: one block per submission, one line per task, with totals."""
-    lines: list[str] = []
-    by_sub: dict[str, list[TaskGrade]] = defaultdict(list)
-    for r in rows:
-        by_sub[r.submission].append(r)
-    width = max([len(r.task) for r in rows] + [4])
-    for sub, rs in by_sub.items():
-        got, total = sum(r.points for r in rs), sum(r.max for r in rs)
-        lines.append(f"{sub}  {got}/{total}")
-        lines.append(f"  {'task':<{width}}  points  {'status':<13}  message")
-        for r in rs:
-            pts = f"{r.points}/{r.max}"
-            lines.append(f"  {r.task:<{width}}  {pts:<6}  {r.status:<13}  {r.message}".rstrip())
-        lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def _write_atomically(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
-def gradebook(rows: list[TaskGrade]) -> tuple[list[str], list[list]]:
-    """Per student, points per lesson and the total: (header, rows), the way a gradebook imports it.
-
-    A student is the folder that holds the notebook (``submitted/<student>/NN_topic.ipynb``, as
-    nbgrader lays a class out); a lesson is the ``NN`` of the task (or of the file name, for a
-    notebook that could not be graded). The first row after the header holds the maximum points.
-    """
-    points: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    maxima: dict[str, int] = defaultdict(int)
-    seen_max: set[tuple[str, str]] = set()
-    for r in rows:
-        sub = Path(r.submission)
-        m = re.match(r"(\d\d)", r.task) or re.match(r"(\d\d)_", sub.name)
-        lesson = m.group(1) if m else "?"
-        student = sub.parent.name or sub.stem
-        points[student][lesson] += r.points
-        if (r.task, lesson) not in seen_max:
-            seen_max.add((r.task, lesson))
-            maxima[lesson] += r.max
-    lessons = sorted(maxima)
-    header = ["student", *[f"lesson {n}" for n in lessons], "total"]
-    table = [["(max)", *[maxima[n] for n in lessons], sum(maxima.values())]]
-    for student in sorted(points):
-        got = [points[student].get(n, 0) for n in lessons]
-        table.append([student, *got, sum(got)])
-    return header, table
 
 
 def grade_paths(
