@@ -66,6 +66,9 @@ def serve(nonce: str, task_id: str, get_fn: Callable[[], Any], payload: str) -> 
     publish_display_data({REPLY_MIME: text})
 
 
+_REFS: dict[str, dict] = {}
+
+
 def _serve(task_id: str, get_fn: Callable[[], Any], payload: str) -> dict:
     import torch
 
@@ -80,7 +83,9 @@ def _serve(task_id: str, get_fn: Callable[[], Any], payload: str) -> dict:
     task = get_task(task_id)
     if not callable(fn):
         return {"raise": "failed", "message": f"expected your function, got {describe(fn)}; pass the function itself, without ()"}
-    refs = _references(task)
+    if task_id not in _REFS:  # resolved once per kernel: a check calls the function many times
+        _REFS[task_id] = _references(task)
+    refs = _REFS[task_id]
     ref = _is_reference(fn, refs)
     if ref:
         return {"raise": "failed", "message": f"this is the reference {ref}, not your own code: 0 points; pass the function you wrote"}
