@@ -27,7 +27,8 @@ How a submission is graded
    **Check cells are not run**: at a check cell the registered check runs *here*, in the grader,
    on a :class:`~minillm.course.remote.RemoteFunction` that calls the learner's function in the
    kernel and gets plain data back (:mod:`minillm.course.protocol`), with its seeds mixed with a
-   secret per-run salt. After a **timeout** or a **kernel death** (``os._exit``, ``exit()``, a
+   secret per-run salt; a task that fails is checked again on fresh inputs, up to
+   :data:`SALTED_TRIES` times (tolerances tuned on fixed seeds). After a **timeout** or a **kernel death** (``os._exit``, ``exit()``, a
    segfault) the task owning that cell is marked ``timeout``/``crashed``, a fresh kernel is
    started, and the non-check cells that had already run are replayed (the failed one left out)
    before grading goes on. So one task's infinite loop or crash costs that task alone.
@@ -73,6 +74,11 @@ __all__ = ["TaskGrade", "GradeError", "course_root", "find_release", "merge", "g
 #: run-time defences on their own.
 STATIC_ANALYSIS = True
 DEFAULT_TIMEOUT = 60
+#: How many fresh sets of inputs a task may be checked on before it counts as failed. Some checks'
+#: float tolerances were tuned on their fixed seeds (lesson 01's layer norm with mean 300 fails an
+#: honest fp32 solution for about 2% of random seeds); three tries make that about 1 in 100 000,
+#: while a lookup table of the fixed cases, or a wrong formula, fails every try.
+SALTED_TRIES = 3
 
 
 class GradeError(ValueError):
@@ -252,11 +258,15 @@ def grade_notebook(
                 if rc.role == "check":  # decided here, in the grader; the kernel only runs the learner's function
                     try:
                         task_id, expr = check_call(cell.source)
-                        remote = RemoteFunction(kernel.call, task_id, expr, salt)
-                        res = grade_check(task_id, remote, salt)
+                        for attempt in range(SALTED_TRIES):  # a failure must hold for fresh inputs each time
+                            salt_k = (salt + attempt * 0x9E3779B97F4A7C15) % 2**62
+                            remote = RemoteFunction(kernel.call, task_id, expr, salt_k)
+                            res = grade_check(task_id, remote, salt_k)
+                            if remote.stray:  # a rank stuck in a C call must not stall the next check
+                                _restart(kernel, run, done)
+                            if res.status != "failed":
+                                break
                         results[rc.task] = res.to_dict()
-                        if remote.stray:  # a rank stuck in a C call must not stall the next check
-                            _restart(kernel, run, done)
                         continue
                     except KernelLost as e:
                         outcome = e.status

@@ -231,3 +231,19 @@ def test_exit_an_added_crash_and_a_huge_print_are_blamed_on_their_own_tasks(tmp_
     assert "crashed the kernel" in msgs["01.count_params"], msgs  # the note sits by its own task
     assert not any("crashed the kernel" in m for t, m in msgs.items() if t != "01.count_params")
     assert got["01.decode_positions"] == ("passed", 2)
+
+
+def test_a_failed_task_is_checked_again_on_fresh_inputs(tmp_path):
+    # Tolerances tuned on fixed seeds can fail an honest solution on a rare salted input; a
+    # failure only counts when it holds for SALTED_TRIES sets of fresh inputs.
+    from minillm.course.grade import SALTED_TRIES
+
+    nb = nbformat.read(ROOT / "solutions" / f"{STEM}.ipynb", as_version=4)
+    for c in nb.cells:
+        if c.metadata.get("nbgrader", {}).get("grade_id") == "answer-01_count_params":
+            c.source = "_calls = []\n" + c.source.replace(
+                "### BEGIN SOLUTION", "_calls.append(1)\n    if len(_calls) == 1:\n        return -1", 1)
+    nbformat.write(nb, tmp_path / f"{STEM}.ipynb")
+    rows, _ = grade_paths([tmp_path], echo=lambda s: None)
+    assert SALTED_TRIES >= 2
+    assert {r.task: r.status for r in rows}["01.count_params"] == "passed"
