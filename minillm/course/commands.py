@@ -1,7 +1,7 @@
 """The course's command-line commands; ``minillm.cli`` calls :func:`register`.
 
 - ``minillm course build [NN] [--check] [--no-execute]``  regenerate exercises and mirrors, re-execute lessons and solutions
-- ``minillm grade PATH... [--json OUT] [--timeout SECONDS]``  grade submissions
+- ``minillm grade PATH... [--json OUT] [--csv OUT] [--timeout SECONDS] [--jobs N] [--sandbox]``  grade submissions
 - ``minillm start [DIR]``  copy the exercises into your workspace (default my-work/)
 - ``minillm progress [DIR]``  your score per task
 
@@ -50,10 +50,30 @@ def _build(a: argparse.Namespace) -> int:
         return _error("course build", e)
 
 
+def _gib(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = 0.0
+    if not 0.5 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"--memory {text!r} must be a number of GiB >= 0.5, e.g. --memory 8")
+    return v
+
+
+def _jobs(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--jobs {text!r} must be a whole number >= 1, e.g. --jobs 2")
+    return n
+
+
 def _grade(a: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from minillm.course.grade import GradeError, grade_paths
+    from minillm.course.worker import grade_hidden
 
     missing = [p for p in a.paths if not Path(p).exists()]
     if missing:
@@ -61,14 +81,9 @@ def _grade(a: argparse.Namespace) -> int:
     for flag, out, example in (("--json", a.json, "grades.json"), ("--csv", a.csv, "gradebook.csv")):
         if out is not None and Path(out).is_dir():
             return _error("grade", f"{flag} {out} is a folder; give a file name such as {example}")
-    try:
-        _, code = grade_paths(a.paths, timeout=a.timeout, json_out=a.json, csv_out=a.csv)
-    except GradeError as e:
-        return _error("grade", e)
-    for out in (a.json, a.csv):
-        if out is not None:
-            print(f"wrote {out}")
-    return code
+    options = {"paths": [str(p) for p in a.paths], "timeout": a.timeout, "json_out": a.json, "csv_out": a.csv,
+               "jobs": a.jobs, "sandbox": a.sandbox, "memory": int(a.memory * 2**30)}
+    return grade_hidden(options)  # the process's command line no longer names the output files
 
 
 def _start(a: argparse.Namespace) -> int:
@@ -117,6 +132,11 @@ def register(subparsers) -> None:
         "--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
         help=f"per-cell time limit for the learner's code (default: {DEFAULT_TIMEOUT})",
     )
+    g.add_argument("--jobs", type=_jobs, default=1, metavar="N", help="grade N submissions at once, each in its own worker (default: 1)")
+    g.add_argument("--memory", type=_gib, default=8, metavar="GB",
+                   help="address space each learner kernel may use, in GiB (default: 8)")
+    g.add_argument("--sandbox", action="store_true",
+                   help="run each submission under bubblewrap: read-only files without solutions/, no network, own PID namespace")
     g.set_defaults(handler=_grade)
 
     s = subparsers.add_parser("start", help=f"copy the exercises into your workspace (default: {DEFAULT_DIR}/)")

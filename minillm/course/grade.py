@@ -16,22 +16,32 @@ How a submission is graded
    deleted check cell changes nothing. Answer cells come from the submission by
    ``grade_id``; a missing one is replaced by the blank stub and scores 0. Cells
    the learner added stay after the cell they followed.
-4. **Run cell by cell** in one kernel started on this Python (``MINILLM_GRADING=1``
-   makes ``check()`` publish its result as JSON next to its verdict line), with a
-   per-cell timeout (``--timeout``) for every cell but the release's read-only set-up
-   cells before the first answer (imports, data), which get at least 300 s; read-only
-   demo cells further down may call the learner's code, so a loop there costs only
-   ``--timeout``. An exception is just an output. After a **timeout** or a
-   **kernel death** (``os._exit``, a segfault) the task owning that cell is marked
-   ``timeout``/``crashed``, a fresh kernel is started, and the non-check cells that
-   had already run are replayed (the failed one left out) before grading goes on.
-   So one task's infinite loop or crash costs that task alone.
-5. **Score.** Each task's row comes from its check cell's JSON: ``passed``,
-   ``failed``, ``not attempted`` or ``error``; or ``timeout``, ``crashed``,
-   ``missing`` from step 3 or 4. ``max`` is the check cell's nbgrader ``points``.
+4. **Scan** the learner's cells (:mod:`minillm.course.static`): a task's references in its answer
+   cell score that task 0; tampering anywhere (``exec``, ``sys.setprofile``, ``os.kill``, patching a
+   library, ...) scores every task 0, and then nothing runs.
+5. **Run cell by cell** in one kernel started on this Python, with a per-cell timeout (``--timeout``)
+   for every cell but the release's read-only set-up cells before the first answer (imports,
+   data), which get at least 300 s; read-only demo cells further down may call the learner's code,
+   so a loop there costs only ``--timeout``. Each cell keeps at most
+   :data:`~minillm.course.kernel.OUTPUT_CAP` characters of output. An exception is just an output.
+   **Check cells are not run**: at a check cell the registered check runs *here*, in the grader,
+   on a :class:`~minillm.course.remote.RemoteFunction` that calls the learner's function in the
+   kernel and gets plain data back (:mod:`minillm.course.protocol`), with its seeds mixed with a
+   secret per-run salt; a task that fails is checked again on fresh inputs, up to
+   :data:`SALTED_TRIES` times (tolerances tuned on fixed seeds). After a **timeout** or a **kernel death** (``os._exit``, ``exit()``, a
+   segfault) the task owning that cell is marked ``timeout``/``crashed``, a fresh kernel is
+   started, and the non-check cells that had already run are replayed (the failed one left out)
+   before grading goes on. So one task's infinite loop or crash costs that task alone.
+6. **Score.** Each task's row is the grader's own verdict: ``passed``, ``failed``, ``not attempted``
+   or ``error``; or ``timeout``, ``crashed``, ``missing`` from steps 3 to 5. ``max`` is the check
+   cell's nbgrader ``points``.
 
-Cost: one kernel start (about a second) plus the notebook's imports per
-submission, and one more per timeout or crash.
+:func:`grade_paths` hands each submission to a worker process (:mod:`minillm.course.isolate`),
+which kills every process the submission started before it reports; see the threat model in
+``minillm/course/README.md``.
+
+Cost: one kernel start (about a second) plus the notebook's imports per submission, one more
+per timeout or crash, and one worker start (torch's import) per ``--jobs`` slot and run.
 """
 
 from __future__ import annotations
@@ -39,44 +49,40 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import re
+import secrets
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 import nbformat
 from nbformat import NotebookNode
 
-from minillm.course.checks import GRADING_ENV, RESULT_MIME, shorten
-from minillm.course.notebooks import current_env_kernel_manager, kernel_env, notebook_client, release_cells
+from minillm.course.checks import get_task, grade_check, shorten
+from minillm.course.kernel import MEMORY_LIMIT, OUTPUT_CAP, GradingKernel, check_call, error_text
+from minillm.course.remote import KernelLost, RemoteFunction
+from minillm.course.report import TaskGrade, format_table, gradebook
+from minillm.course.report import write_atomically as _write_atomically
+from minillm.course.notebooks import release_cells
 
 __all__ = ["TaskGrade", "GradeError", "course_root", "find_release", "merge", "grade_notebook", "grade_paths", "format_table", "gradebook"]
 
+#: Static analysis of the learner's cells (minillm.course.static); tests switch it off to try the
+#: run-time defences on their own.
+STATIC_ANALYSIS = True
 DEFAULT_TIMEOUT = 60
-READONLY_TIMEOUT = 300
+#: How many fresh sets of inputs a task may be checked on before it counts as failed. Some checks'
+#: float tolerances were tuned on their fixed seeds (lesson 01's layer norm with mean 300 fails an
+#: honest fp32 solution for about 2% of random seeds); three tries make that about 1 in 100 000,
+#: while a lookup table of the fixed cases, or a wrong formula, fails every try.
+SALTED_TRIES = 3
 
 
 class GradeError(ValueError):
     """A submission cannot be graded (not a notebook, no matching exercise)."""
-
-
-@dataclass
-class TaskGrade:
-    """One row of the score table and of the JSON report."""
-
-    submission: str
-    task: str
-    points: int
-    max: int
-    status: str
-    message: str = ""
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def course_root(root: str | Path | None = None) -> Path:
@@ -192,106 +198,19 @@ def merge(release: NotebookNode, submission: NotebookNode) -> list[RunCell]:
     return run
 
 
-# --------------------------------------------------------------------------- the kernel
-
-
-class _Kernel:
-    """One kernel at a time, restartable; runs single cells with a timeout."""
-
-    def __init__(self, workdir: Path, timeout: int, cells: list[NotebookNode]) -> None:
-        self.workdir, self.timeout = workdir, timeout
-        self.nb = nbformat.v4.new_notebook(cells=cells)  # nbclient stores each executed cell back here
-        self.client = None
-        self.starts = 0
-        # The release's read-only cells before the first answer cell: imports and set-up.
-        # Read-only cells further down (demos) may call the learner's functions, so they
-        # keep the learner's timeout: a loop there must not cost READONLY_TIMEOUT.
-        self._setup: set[int] = set()
-        for cell in cells:
-            if cell.cell_type != "code":
-                continue
-            meta = cell.metadata.get("nbgrader", {})
-            if meta.get("solution") or meta.get("grade") or not meta.get("locked"):
-                break
-            self._setup.add(id(cell))
-
-    def start(self) -> None:
-        self.stop()
-        ipc = Path(tempfile.mkdtemp(prefix="ipc-", dir=self.workdir))
-        km = current_env_kernel_manager(ipc)
-        self.client = notebook_client(
-            self.nb,
-            km,
-            timeout=self.timeout,
-            allow_errors=True,
-            record_timing=False,
-            store_widget_state=True,  # nbclient's Output-widget emulation needs it
-            shutdown_kernel="immediate",
-            timeout_func=self.timeout_of,
-            resources={"metadata": {"path": str(self.workdir)}},
-        )
-        self.client.start_new_kernel(env=kernel_env({GRADING_ENV: "1"}))
-        self.client.start_new_kernel_client()
-        self.starts += 1
-
-    def timeout_of(self, cell: NotebookNode) -> int:
-        """The release's read-only set-up cells (imports, data, before the first answer cell) get at
-        least ``READONLY_TIMEOUT``, so a slow import on a loaded machine is not blamed on a task;
-        every other cell gets ``timeout``."""
-        return max(self.timeout, READONLY_TIMEOUT) if id(cell) in self._setup else self.timeout
-
-    def stop(self) -> None:
-        if self.client is not None:
-            try:
-                self.client._cleanup_kernel()
-            except Exception:  # the kernel may already be gone
-                pass
-            self.client = None
-
-    def run(self, cell: NotebookNode, index: int) -> str:
-        """Execute ``cell`` (outputs land in it): "ok", "error", "timeout" or "dead"."""
-        from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
-        if self.client is None:
-            self.start()
-        try:
-            self.client.execute_cell(cell, index)
-        except CellTimeoutError:
-            return "timeout"
-        except DeadKernelError:
-            return "dead"
-        except RuntimeError as e:  # "Kernel died" variants from jupyter_client
-            if "died" in str(e).lower() or "dead" in str(e).lower():
-                return "dead"
-            raise
-        return "error" if any(o.get("output_type") == "error" for o in cell.get("outputs", [])) else "ok"
-
-
-def _error_text(cell: NotebookNode) -> str:
-    for o in cell.get("outputs", []):
-        if o.get("output_type") == "error":
-            text = f"{o.get('ename', 'Error')}: {o.get('evalue', '')}".strip().rstrip(":")
-            text = re.sub(r"\x1b\[[0-9;]*m", "", text)
-            return shorten(text, 200)
-    return ""
-
-
-def _check_result(cell: NotebookNode) -> dict | None:
-    for o in cell.get("outputs", []):
-        data = o.get("data", {}) if o.get("output_type") in ("display_data", "execute_result") else {}
-        if RESULT_MIME in data:
-            res = data[RESULT_MIME]
-            return json.loads(res) if isinstance(res, str) else dict(res)
-    return None
-
-
 # --------------------------------------------------------------------------- grading
 
 
 def grade_notebook(
-    path: str | Path, root: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT, label: str | None = None
+    path: str | Path, root: str | Path | None = None, timeout: float = DEFAULT_TIMEOUT, label: str | None = None,
+    releases: dict[str, str] | None = None, memory: int | None = MEMORY_LIMIT,
 ) -> list[TaskGrade]:
-    """Grade one submission; returns one row per task of its released exercise."""
+    """Grade one submission; returns one row per task of its released exercise.
+
+    ``releases`` (exercise file name -> its text, read once before a class is graded) keeps a
+    submission that overwrites a release on disk from changing how the next one is graded;
+    ``memory`` caps the kernel's address space in bytes (RLIMIT_AS; None: no cap).
+    """
     path = Path(path)
     label = label or str(path)
     root = course_root(root)
@@ -309,39 +228,54 @@ def grade_notebook(
         notes_first = [f"its metadata names {claimed!r}, its file name {release_path.stem!r}: graded as the file name says"]
     else:
         notes_first = []
-    release = nbformat.reads(release_path.read_text(encoding="utf-8"), as_version=4)
+    text = (releases or {}).get(release_path.name) or release_path.read_text(encoding="utf-8")
+    release = nbformat.reads(text, as_version=4)
     run = merge(release, submission)
     tasks = [(rc.task, int(rc.cell.metadata["nbgrader"].get("points", 0))) for rc in run if rc.role == "check"]
     state: dict[str, tuple[str, str]] = {}  # task -> (status, message) when decided without a check
     answer_errors: dict[str, str] = {}
     results: dict[str, dict] = {}
-    notes: list[str] = []
+    notes: dict[str, list[str]] = defaultdict(list)  # task -> notes on cells near its answer
     per_cell = max(1, int(math.ceil(timeout)))
+    forbidden = _static_findings(run, [t for t, _ in tasks]) if STATIC_ANALYSIS else {}
+    for task, _ in tasks:
+        if task in forbidden:
+            state[task] = ("failed", forbidden[task])
+    salt = secrets.randbits(62)  # fresh inputs for every run: the check's seeds are mixed with it
 
     with tempfile.TemporaryDirectory(prefix="minillm-grade-") as workdir:
-        kernel = _Kernel(Path(workdir), per_cell, [rc.cell for rc in run])
+        kernel = GradingKernel(Path(workdir), per_cell, [rc.cell for rc in run], memory=memory)
         done: list[int] = []  # indices of non-check code cells that ran (replayed after a restart)
         try:
             for i, rc in enumerate(run):
                 cell = rc.cell
                 if cell.cell_type != "code" or not cell.source.strip():
                     continue
+                if len(state) == len(tasks):
+                    break  # every task is decided (static findings): the learner's code never runs
                 if rc.role == "check" and rc.task in state:
-                    continue  # its answer cell already timed out or crashed
-                outcome = kernel.run(cell, i)
+                    continue  # its answer cell already timed out or crashed, or the task is forbidden
+                if rc.role == "check":  # decided here, in the grader; the kernel only runs the learner's function
+                    try:
+                        task_id, expr = check_call(cell.source)
+                        for attempt in range(SALTED_TRIES):  # a failure must hold for fresh inputs each time
+                            salt_k = (salt + attempt * 0x9E3779B97F4A7C15) % 2**62
+                            remote = RemoteFunction(kernel.call, task_id, expr, salt_k)
+                            res = grade_check(task_id, remote, salt_k)
+                            if remote.stray:  # a rank stuck in a C call must not stall the next check
+                                _restart(kernel, run, done)
+                            if res.status != "failed":
+                                break
+                        results[rc.task] = res.to_dict()
+                        continue
+                    except KernelLost as e:
+                        outcome = e.status
+                else:
+                    outcome = kernel.run(cell, i)
                 if outcome in ("ok", "error"):
-                    if rc.role != "check":
-                        done.append(i)
+                    done.append(i)
                     if rc.role == "answer" and outcome == "error":
-                        answer_errors[rc.task] = _error_text(cell)
-                    if rc.role == "check":
-                        res = _check_result(cell)
-                        if res is not None:
-                            results[rc.task] = res
-                        else:
-                            err = _error_text(cell) or "the check cell printed no verdict"
-                            extra = f" (your answer cell raised {answer_errors[rc.task]})" if rc.task in answer_errors else ""
-                            state[rc.task] = ("error", f"{err}{extra}")
+                        answer_errors[rc.task] = error_text(cell)
                     continue
                 # timeout or dead kernel: blame the owning task, restart, replay what ran before
                 where = "your answer cell" if rc.role in ("answer", "extra") else "your function during its check"
@@ -356,14 +290,17 @@ def grade_notebook(
                     state[rc.task] = (status, msg)
                 else:
                     first = shorten(cell.source.strip().splitlines()[0], 40, cap=40)
-                    notes.append(f"a cell you added ({first!r}) hit a {status}; it was skipped")
-                kernel.start()
-                for j in list(done):
-                    if kernel.run(run[j].cell, j) in ("timeout", "dead"):  # not reproducible: drop it and go on
-                        done.remove(j)
-                        kernel.start()
+                    what = "ran past the time limit" if status == "timeout" else "crashed the kernel"
+                    notes[_near_task(run, i)].append(f"a cell you added ({first!r}) {what}; it was skipped")
+                _restart(kernel, run, done)
         finally:
             kernel.stop()
+        for i in sorted(kernel.capped):
+            if i < len(run):
+                who = "your answer cell" if run[i].role == "answer" else "a cell near this task's"
+                notes[_near_task(run, i)].append(f"{who} printed more than {OUTPUT_CAP} characters; the rest was not kept")
+            else:
+                notes[tasks[0][0]].append(f"your function printed more than {OUTPUT_CAP} characters; the rest was not kept")
 
     rows = []
     for task, max_points in tasks:
@@ -376,6 +313,8 @@ def grade_notebook(
             res = results[task]
             status, message = res.get("status", "error"), res.get("message", "")
             points = min(int(res.get("points", 0)), max_points)
+            if status != "passed" and task in answer_errors:
+                message += f" (your answer cell raised {answer_errors[task]})"
         else:
             status, message, points = "error", "the check did not run", 0
         if missing:
@@ -383,12 +322,49 @@ def grade_notebook(
             message = "the answer cell is missing from the submission (deleted or its metadata stripped); 0 points"
         elif rc.restored:
             message = (message + "; " if message else "") + "check cell restored from the release"
-        if notes and task == tasks[-1][0]:
-            message = (message + "; " if message else "") + "; ".join(notes)
+        if notes.get(task):
+            message = (message + "; " if message else "") + "; ".join(notes[task])
         if notes_first and task == tasks[0][0]:
             message = "; ".join(notes_first) + ("; " + message if message else "")
         rows.append(TaskGrade(label, task, points, max_points, status, message))
     return rows
+
+
+def _restart(kernel: GradingKernel, run: list[RunCell], done: list[int]) -> None:
+    """A fresh kernel with the non-check cells that had run replayed (one that now fails is dropped)."""
+    kernel.start()
+    for j in list(done):
+        if kernel.run(run[j].cell, j) in ("timeout", "dead"):  # not reproducible: drop it and go on
+            done.remove(j)
+            kernel.start()
+
+
+def _near_task(run: list[RunCell], i: int) -> str | None:
+    """The task a note on cell ``i`` belongs to: the task of the nearest answer or check cell before it, else after."""
+    for j in list(range(i, -1, -1)) + list(range(i + 1, len(run))):
+        if run[j].task is not None:
+            return run[j].task
+    return None
+
+
+def _static_findings(run: list[RunCell], task_ids: list[str]) -> dict[str, str]:
+    """Task -> the message of its first static finding (:mod:`minillm.course.static`) in the learner's cells."""
+    from minillm.course.static import scan
+
+    learner = [(rc.task if rc.role == "answer" else None, rc.cell.source)
+               for rc in run if rc.cell.cell_type == "code" and (rc.role == "extra" or (rc.role == "answer" and not rc.missing))]
+    setup = [rc.cell.source for rc in run if rc.role == "readonly" and rc.cell.cell_type == "code"]
+    refs = {}
+    for t in task_ids:
+        try:
+            refs[t] = get_task(t).references
+        except ValueError:
+            refs[t] = ()
+    out: dict[str, str] = {}
+    for f in scan(learner, setup, refs):
+        for t in ([f.task] if f.task else task_ids):
+            out.setdefault(t, f.message)
+    return out
 
 
 def _unreadable_rows(path: Path, root: Path, label: str, problem: str) -> list[TaskGrade]:
@@ -419,60 +395,6 @@ def _expand(paths: Iterable[str | Path]) -> list[Path]:
     return out
 
 
-def format_table(rows: list[TaskGrade]) -> str:
-    """A score table: one block per submission, one line per task, with totals."""
-    lines: list[str] = []
-    by_sub: dict[str, list[TaskGrade]] = defaultdict(list)
-    for r in rows:
-        by_sub[r.submission].append(r)
-    width = max([len(r.task) for r in rows] + [4])
-    for sub, rs in by_sub.items():
-        got, total = sum(r.points for r in rs), sum(r.max for r in rs)
-        lines.append(f"{sub}  {got}/{total}")
-        lines.append(f"  {'task':<{width}}  points  {'status':<13}  message")
-        for r in rs:
-            pts = f"{r.points}/{r.max}"
-            lines.append(f"  {r.task:<{width}}  {pts:<6}  {r.status:<13}  {r.message}".rstrip())
-        lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def _write_atomically(path: str | Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def gradebook(rows: list[TaskGrade]) -> tuple[list[str], list[list]]:
-    """Per student, points per lesson and the total: (header, rows), the way a gradebook imports it.
-
-    A student is the folder that holds the notebook (``submitted/<student>/NN_topic.ipynb``, as
-    nbgrader lays a class out); a lesson is the ``NN`` of the task (or of the file name, for a
-    notebook that could not be graded). The first row after the header holds the maximum points.
-    """
-    points: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    maxima: dict[str, int] = defaultdict(int)
-    seen_max: set[tuple[str, str]] = set()
-    for r in rows:
-        sub = Path(r.submission)
-        m = re.match(r"(\d\d)", r.task) or re.match(r"(\d\d)_", sub.name)
-        lesson = m.group(1) if m else "?"
-        student = sub.parent.name or sub.stem
-        points[student][lesson] += r.points
-        if (r.task, lesson) not in seen_max:
-            seen_max.add((r.task, lesson))
-            maxima[lesson] += r.max
-    lessons = sorted(maxima)
-    header = ["student", *[f"lesson {n}" for n in lessons], "total"]
-    table = [["(max)", *[maxima[n] for n in lessons], sum(maxima.values())]]
-    for student in sorted(points):
-        got = [points[student].get(n, 0) for n in lessons]
-        table.append([student, *got, sum(got)])
-    return header, table
-
-
 def grade_paths(
     paths: Iterable[str | Path],
     root: str | Path | None = None,
@@ -480,26 +402,89 @@ def grade_paths(
     json_out: str | Path | None = None,
     echo: Callable[[str], None] = print,
     csv_out: str | Path | None = None,
+    jobs: int = 1,
+    sandbox: bool = False,
+    progress: bool = False,
+    memory: int | None = MEMORY_LIMIT,
 ) -> tuple[list[TaskGrade], int]:
     """Grade files and folders; print the table, write JSON rows; return (rows, exit code).
 
+    Each submission is graded by a worker process (:mod:`minillm.course.isolate`): ``jobs`` of them
+    in parallel, each killing every process of a submission before it reports; with ``sandbox``
+    each worker runs under bubblewrap. ``progress`` shows a bar over submissions; ``memory`` caps
+    each kernel's address space (bytes, RLIMIT_AS).
+
     The exit code is 0 when every submission was graded, 1 when one could not be
-    (it then has a single row with task "*" and status "error"). ``json_out`` and ``csv_out``
-    (the per-student :func:`gradebook`) are written atomically, after every submission is done.
+    (a file that is no notebook of a release then has a single row with task "*" and status
+    "error"; a submission whose worker was killed scores 0 of its release's points).
+    ``json_out`` and ``csv_out`` (the per-student :func:`gradebook`) are written atomically,
+    after every submission is done and every process it started is gone.
     """
-    rows: list[TaskGrade] = []
-    code = 0
-    for path in _expand(paths):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from minillm.course import isolate
+    from minillm.validate import check_int
+
+    check_int("jobs", jobs, minimum=1)
+    files = _expand(paths)
+    root_path = course_root(root)
+    prefix = isolate.sandbox_argv(root_path, files) if sandbox else []
+    if sandbox:
+        problem = isolate.sandbox_works(prefix)
+        if problem:
+            raise isolate.SandboxError(f"--sandbox: bubblewrap cannot start here ({problem})")
+    isolate.become_subreaper()
+    before = set(isolate.descendants())
+    releases = {p.name: p.read_text(encoding="utf-8") for p in sorted((root_path / "exercises").glob("*.ipynb"))}
+    free: list = []
+    lock = threading.Lock()
+    results: dict[int, list[TaskGrade]] = {}
+    failed: set[int] = set()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(files), unit="notebook", desc="grading")
+    say = (lambda s: bar.write(s)) if bar is not None and echo is print else echo
+
+    def one(i: int) -> None:
+        path = files[i]
+        with lock:
+            worker = free.pop() if free else isolate.Worker(prefix)
         t0 = time.perf_counter()
-        try:
-            got = grade_notebook(path, root=root, timeout=timeout)
-        except GradeError as e:
-            got, code = [TaskGrade(str(path), "*", 0, 0, "error", str(e))], 1
-        except Exception as e:  # e.g. no kernel could start: report it and grade the others
-            msg = f"the grader failed on this submission: {type(e).__name__}: {shorten(str(e), 200)}"
-            got, code = [TaskGrade(str(path), "*", 0, 0, "error", msg)], 1
-        rows.extend(got)
-        echo(format_table(got).rstrip() + f"\n  (graded in {time.perf_counter() - t0:.1f} s)\n")
+        job = {"path": str(path.resolve()), "root": str(root_path), "timeout": timeout, "label": str(path),
+               "static": STATIC_ANALYSIS, "releases": releases, "memory": memory}
+        reply = worker.grade(job)
+        if "rows" in reply:
+            got = [TaskGrade(**d) for d in reply["rows"]]
+        elif "grade_error" in reply:
+            got = [TaskGrade(str(path), "*", 0, 0, "error", reply["grade_error"])]
+            failed.add(i)
+        else:
+            try:
+                got = _unreadable_rows(path, root_path, str(path), reply.get("error", "not graded"))
+            except GradeError:
+                got = [TaskGrade(str(path), "*", 0, 0, "error", reply.get("error", "not graded"))]
+            failed.add(i)
+        with lock:
+            results[i] = got
+            free.append(worker)
+            say(format_table(got).rstrip() + f"\n  (graded in {time.perf_counter() - t0:.1f} s)\n")
+            if bar is not None:
+                bar.update(1)
+
+    try:
+        with ThreadPoolExecutor(max_workers=min(jobs, max(1, len(files)))) as pool:
+            list(pool.map(one, range(len(files))))
+    finally:
+        for w in free:
+            w.close()
+        isolate.kill_tree(keep=before)  # anything a submission left behind, before the results are written
+        if bar is not None:
+            bar.close()
+    rows = [r for i in range(len(files)) for r in results.get(i, [])]
+    code = 1 if failed else 0
     if json_out is not None:
         _write_atomically(json_out, json.dumps([r.to_dict() for r in rows], indent=1, ensure_ascii=False) + "\n")
     if csv_out is not None:

@@ -65,6 +65,7 @@ __all__ = [
     "register",
     "check",
     "run_check",
+    "grade_check",
     "get_task",
     "tasks",
     "expect_tensor",
@@ -336,23 +337,36 @@ def _is_reference(fn: Callable, refs: dict[str, Any]) -> str | None:
 
 def run_check(task_id: str, fn: Any) -> CheckResult:
     """Run the check of ``task_id`` on ``fn`` and return the verdict, printing nothing."""
+    task = get_task(task_id)
+    if not callable(fn):
+        return CheckResult(task.id, 0, task.points, FAILED,
+                           f"expected your function, got {describe(fn)}; pass the function itself, without ()")
+    refs = _references(task)
+    ref = _is_reference(fn, refs)
+    if ref:
+        return CheckResult(task.id, 0, task.points, FAILED,
+                           f"this is the reference {ref}, not your own code: 0 points; pass the function you wrote")
+    return _run_task(task, _Learner(fn, refs), None)
+
+
+def grade_check(task_id: str, remote: Callable, salt: int) -> CheckResult:
+    """The grader's verdict on ``task_id``: the check runs here, ``remote`` calls the learner's
+    function in the kernel (see :mod:`minillm.course.remote`), and every seed the check sets is
+    mixed with the grader's secret ``salt`` (:func:`~minillm.course.checks.learner.salted_seeds`)."""
+    return _run_task(get_task(task_id), remote, salt)
+
+
+def _run_task(task: Task, learner: Callable, salt: int | None) -> CheckResult:
     import torch
 
-    task = get_task(task_id)
+    from minillm.course.checks.learner import salted_seeds
 
     def result(points: int, status: str, message: str = "") -> CheckResult:
         return CheckResult(task.id, points, task.points, status, message)
 
-    if not callable(fn):
-        return result(0, FAILED, f"expected your function, got {describe(fn)}; pass the function itself, without ()")
-    refs = _references(task)
-    ref = _is_reference(fn, refs)
-    if ref:
-        return result(0, FAILED, f"this is the reference {ref}, not your own code: 0 points; pass the function you wrote")
-    learner = _Learner(fn, refs)
     # Seeded, without disturbing the learner's random state; warnings are kept out
     # of the verdict so that a check cell prints exactly one line.
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+    with salted_seeds(salt), torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.manual_seed(0)
         try:

@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["shorten"]
+__all__ = ["shorten", "salted_seeds"]
 
 
 class _NotAttempted(Exception):
@@ -168,6 +168,57 @@ def _quiet():
                 _quiet_saved = None
 
 
+_SIM_FILE = str(Path(__file__).resolve().parents[2] / "parallel" / "sim.py")
+_watch_lock = threading.Lock()
+_watchers: list[tuple] = []
+_watch_saved: list = []
+
+
+def _thread_profile(frame, event, arg):
+    """The profile hook of threads started while a learner's function runs: a reference call counts for every
+    learner call in progress. The simulator's rank threads (``sim-rank-N``, started by minillm, which may start
+    while another rank already runs the learner's code) switch it off for themselves: their check code calls
+    the simulator's collectives on purpose, and their calls of the learner's code are watched by :class:`_Learner`."""
+    me = threading.current_thread()
+    target = getattr(me, "_target", None)
+    code = getattr(target, "__code__", None)
+    if me.name.startswith("sim-rank-") and code is not None and code.co_filename == _SIM_FILE:
+        sys.setprofile(None)
+        return
+    for watcher in list(_watchers):
+        _record(watcher, frame, event, arg)
+
+
+def _record(watcher: tuple, frame, event: str, arg) -> None:
+    """Note in ``watcher = (codes, builtins, hits)`` a call of one of its references."""
+    codes, builtins, hits = watcher
+    if event == "call":
+        name = codes.get(frame.f_code)
+        if name:
+            hits.append(name)
+    elif event == "c_call" and id(arg) in builtins:
+        hits.append(builtins[id(arg)])
+
+
+def _watch_threads(watcher: tuple, on: bool) -> None:
+    """Add or remove a learner call's watcher; ``threading.setprofile`` is set while any is active."""
+    with _watch_lock:
+        if on:
+            if not _watchers:
+                _watch_saved[:] = [threading.getprofile() if hasattr(threading, "getprofile") else None]
+                threading.setprofile(_thread_profile)
+            _watchers.append(watcher)
+        else:
+            if watcher in _watchers:
+                _watchers.remove(watcher)
+            if not _watchers:
+                threading.setprofile(_watch_saved[0] if _watch_saved else None)
+
+
+#: What a verdict names when the learner's code replaced or removed the reference watch.
+_SWITCHED_OFF = "(your code switched off the grader's watch for it with sys.setprofile)"
+
+
 class _Learner:
     """Calls the learner's function the way checks need: quiet, watched, with exceptions translated."""
 
@@ -178,33 +229,71 @@ class _Learner:
 
     def __call__(self, *args, **kwargs):
         hits: list[str] = []
-        codes, builtins = self._codes, self._builtins
+        watcher = (self._codes, self._builtins, hits)
 
         def profile(frame, event, arg):
-            if event == "call":
-                name = codes.get(frame.f_code)
-                if name:
-                    hits.append(name)
-            elif event == "c_call" and id(arg) in builtins:
-                hits.append(builtins[id(arg)])
+            _record(watcher, frame, event, arg)
 
         old = sys.getprofile()
+        if old is _thread_profile:  # a rank thread started during another rank's call: not a learner's thread
+            old = None
+        _watch_threads(watcher, True)  # threads the learner starts during the call are watched too
         sys.setprofile(profile)
         try:
             with _quiet():
                 out = self.fn(*args, **kwargs)
         except NotImplementedError as e:
-            sys.setprofile(old)
             if not str(e):
                 raise _NotAttempted() from None
             raise _LearnerError(_describe_exception(e)) from None
         except Exception as e:  # the learner's bug: report it, never a traceback from here
-            sys.setprofile(old)
             if hits:
                 raise _UsedReference(hits[0]) from None
+            if sys.getprofile() is not profile:
+                raise _UsedReference(_SWITCHED_OFF) from None
             raise _LearnerError(_describe_exception(e)) from None
         finally:
+            still = sys.getprofile() is profile
             sys.setprofile(old)
+            _watch_threads(watcher, False)
+        if not still:
+            raise _UsedReference(_SWITCHED_OFF)
         if hits:
             raise _UsedReference(hits[0])
         return out
+
+
+def _mix(seed: int, salt: int) -> int:
+    """A seed derived from a check's fixed ``seed`` and the grader's secret ``salt`` (0 ≤ result < 2**63)."""
+    return (int(seed) * 6364136223846793005 + int(salt) * 1442695040888963407 + 1) % (2**63)
+
+
+@contextlib.contextmanager
+def salted_seeds(salt: int | None):
+    """While grading, every seed a check sets is mixed with the grader's secret ``salt``.
+
+    ``torch.manual_seed(s)`` and ``torch.Generator().manual_seed(s)`` (the ways checks seed their
+    inputs) then draw from ``_mix(s, salt)``: fresh inputs for every grading run, so answers
+    looked up from a table of the fixed-seed cases do not pass. ``salt=None`` changes nothing
+    (the learner's own ``check()``, the tests). Process-wide while it lasts: the grader runs one
+    check at a time.
+    """
+    if salt is None:
+        yield
+        return
+    import torch
+
+    orig_gen, orig_seed, orig_rseed = torch.Generator, torch.manual_seed, torch.random.manual_seed
+
+    class SaltedGenerator(orig_gen):
+        def manual_seed(self, seed):
+            return orig_gen.manual_seed(self, _mix(seed, salt))
+
+    def manual_seed(seed):
+        return orig_seed(_mix(seed, salt))
+
+    torch.Generator, torch.manual_seed, torch.random.manual_seed = SaltedGenerator, manual_seed, manual_seed
+    try:
+        yield
+    finally:
+        torch.Generator, torch.manual_seed, torch.random.manual_seed = orig_gen, orig_seed, orig_rseed

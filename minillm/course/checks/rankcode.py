@@ -53,6 +53,8 @@ def run_ranks(rank_fn: Callable, world_size: int, *args: Any, cluster: ClusterSp
     error inside a rank is re-raised as the runner's own verdict ("not attempted",
     "your function raised ..."); a hang or a mismatch becomes a :class:`CheckFailure`.
     """
+    if args and getattr(type(args[0]), "_minillm_remote", False):  # graded: the run happens in the learner's kernel
+        return args[0].remote_ranks(rank_fn, world_size, args[1:], cluster or CHECK_CLUSTER)
     stdout = sys.stdout
     try:
         with one_thread():
@@ -86,6 +88,11 @@ class P2POnly:
         self.rank, self.world_size = comm.rank, comm.world_size
         self.sent: list[tuple[int, int]] = []
         self.received: list[tuple[int, int]] = []
+
+    def _minillm_plain(self):
+        """The log as plain data, for the trip from the kernel to the grader (see minillm.course.protocol)."""
+        return "p2p_log", {"rank": self.rank, "world_size": self.world_size,
+                           "sent": list(self.sent), "received": list(self.received)}
 
     def isend(self, tensor, dst):
         self.sent.append((dst, _numel(tensor)))
