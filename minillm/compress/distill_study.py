@@ -7,8 +7,8 @@
 - :func:`kind_comparison`: the same on the model: the student distilled a few steps with each kind.
 - :func:`feature_distill`: hidden-state (FitNets) distillation through a learned projection.
 - :func:`teacher_text`, :func:`sequence_level`: sequence-level distillation on teacher-generated text.
-- :func:`student_table`, :func:`seed_study`, :func:`summarize`, :func:`plot_students`: hard-label
-  against distilled students on validation loss and fact recall.
+- :func:`student_table`, :func:`seed_study`, :func:`summarize`, :func:`spread_table`, :func:`plot_students`:
+  hard-label against distilled students on validation loss and fact recall (mean and spread over seeds).
 - :func:`tour_step` for ``minillm tour``.
 
 Figures are built with ``matplotlib.figure.Figure`` (no pyplot). Every run is seeded.
@@ -50,6 +50,7 @@ __all__ = [
     "student_table",
     "seed_study",
     "summarize",
+    "spread_table",
     "plot_students",
     "tour_step",
 ]
@@ -376,23 +377,32 @@ def student_table(models: dict, val_ids: Tensor, tokenizer, questions, n_batches
 def seed_study(
     teacher: GPT, train_ids: Tensor, val_ids: Tensor, tokenizer, questions, *, config: GPTConfig,
     seeds: Sequence[int] = (0, 1, 2), steps: int = 300, batch_size: int = 16, block_size: int = 64,
-    lr: float = 3e-3, T: float = 2.0, alpha: float = 0.5, kind: str = "forward", progress: bool = True,
+    lr: float = 3e-3, T: float = 2.0, alpha: float = 0.5, kind: str = "forward", eval_batches: int = 8,
+    progress: bool = True,
 ) -> list[dict]:
     """For each seed, train ``config`` from the same init on the same batches twice: hard labels and distilled.
 
     Hard labels use :func:`distill` with ``alpha=0`` (pure cross-entropy, the same loop, optimizer and
-    schedule), so the two runs differ only in the loss. Returns one row per (seed, method) with
-    ``val_loss`` and ``recall``.
+    schedule), so the two runs differ only in the loss. The lesson (a short schedule) and the benchmark
+    (a longer one) both call this. Returns one row per (seed, method): ``{"seed", "method", "val_loss"
+    (nats/token on ``eval_batches`` × 8 windows of ``block_size`` tokens of ``val_ids``), "recall"
+    (fraction of ``questions`` right), "seconds" (training wall time)}``. A tqdm bar counts the runs.
     """
+    from tqdm.auto import tqdm
+
+    seeds = [check_int("seed", s, minimum=0) for s in seeds]
+    if not seeds:
+        raise ValueError("seeds is empty: pass at least one seed, e.g. seeds=(0, 1, 2)")
+    runs = [(seed, method, a) for seed in seeds for method, a in (("hard labels", 0.0), ("distilled", alpha))]
     rows = []
-    for seed in seeds:
-        for method, a in (("hard labels", 0.0), ("distilled", alpha)):
-            torch.manual_seed(seed)
-            s = GPT(config)
-            distill(s, teacher, train_ids, steps=steps, T=T, alpha=a, kind=kind, batch_size=batch_size,
-                    block_size=block_size, lr=lr, warmup=min(20, steps // 10), seed=seed, progress=progress)
-            val = evaluate_loss(s, val_ids, 8, block_size=block_size, n_batches=8)
-            rows.append({"seed": seed, "method": method, "val_loss": val, "recall": accuracy(s, tokenizer, questions)})
+    for seed, method, a in tqdm(runs, desc="seed study", disable=not progress, leave=False):
+        torch.manual_seed(seed)
+        s = GPT(config)
+        hist = distill(s, teacher, train_ids, steps=steps, T=T, alpha=a, kind=kind, batch_size=batch_size,
+                       block_size=block_size, lr=lr, warmup=min(20, steps // 10), seed=seed, progress=False)
+        val = evaluate_loss(s, val_ids, 8, block_size=block_size, n_batches=eval_batches)
+        rows.append({"seed": seed, "method": method, "val_loss": val, "recall": accuracy(s, tokenizer, questions),
+                     "seconds": hist["seconds"]})
     return rows
 
 
@@ -406,11 +416,28 @@ def summarize(rows: list[dict], key: str = "method") -> dict:
     return out
 
 
-def plot_students(rows: list[dict], key: str = "model") -> Figure:
+def spread_table(rows: list[dict], key: str = "method") -> list[dict]:
+    """One row per ``key`` value (first-seen order): ``n`` and, for ``val_loss`` and ``recall``, the mean, the
+    sample standard deviation (``_sd``, 0 for one row) and the range (``_min``, ``_max``) over its rows.
+    """
+    summary = summarize(rows, key)
+    out = []
+    for name, stats in summary.items():
+        sel = [r for r in rows if r[key] == name]
+        row: dict = {key: name, "n": len(sel)}
+        for m, (mean, sd) in stats.items():
+            row.update({m: mean, f"{m}_sd": sd, f"{m}_min": min(r[m] for r in sel), f"{m}_max": max(r[m] for r in sel)})
+        out.append(row)
+    return out
+
+
+def plot_students(rows: list[dict], key: str = "model", title: str | None = None) -> Figure:
     """Bars of validation loss and fact recall per ``key``; with several rows per name, mean ± sd and the points."""
     summary = summarize(rows, key)
     names = list(summary)
-    fig = Figure(figsize=(7, 2.8))
+    fig = Figure(figsize=(7, 3.0 if title else 2.8))
+    if title:
+        fig.suptitle(title, fontsize=9)
     axes = fig.subplots(1, 2)
     colors = ["#8c8c8c", "#dd8452", "#4c72b0", "#55a868"]
     labels = ("validation loss (lower is better)", "fact recall (higher is better)")

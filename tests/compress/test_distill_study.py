@@ -157,3 +157,61 @@ def test_tour_step_writes_a_table_and_a_picture(tmp_path, capsys, monkeypatch):
     loss = {r.split("|")[1].strip(): float(r.split("|")[3]) for r in rows}
     assert loss["student-distilled"] < loss["student"]  # the shipped distilled student is better on held-out text
     assert "distillation: teacher" in out
+
+
+def test_spread_table_is_mean_sd_and_range_of_the_per_seed_numbers():
+    import numpy as np
+
+    vals = {"hard labels": ([2.9, 2.85, 2.88], [0.18, 0.21, 0.19]), "distilled": ([2.99, 2.92, 2.96], [0.21, 0.21, 0.2])}
+    rows = [{"seed": i, "method": m, "val_loss": v[0][i], "recall": v[1][i]} for i in range(3) for m, v in vals.items()]
+    table = ds.spread_table(rows)
+    assert [r["method"] for r in table] == ["hard labels", "distilled"] and all(r["n"] == 3 for r in table)
+    for r in table:
+        for metric, per_seed in zip(("val_loss", "recall"), vals[r["method"]]):
+            x = np.array(per_seed)
+            assert r[metric] == pytest.approx(x.mean(), abs=1e-12)
+            assert r[f"{metric}_sd"] == pytest.approx(x.std(ddof=1), abs=1e-12)
+            assert (r[f"{metric}_min"], r[f"{metric}_max"]) == (x.min(), x.max())
+    one = ds.spread_table(rows[:1])
+    assert one[0]["val_loss_sd"] == 0.0 and one[0]["val_loss_min"] == one[0]["val_loss_max"] == 2.9
+
+
+@pytest.fixture(scope="module")
+def tiny_study():
+    from minillm import zoo
+    from minillm.data import encode_splits, fact_recall_task, load_corpus
+
+    teacher, tok = zoo.load("teacher")
+    train_ids, val_ids = encode_splits(load_corpus(n_stories=60), tok)
+    cfg = GPTConfig(vocab_size=teacher.config.vocab_size, block_size=16, n_layer=1, n_head=1, n_embd=16)
+    qs = fact_recall_task(5)
+    kw = dict(config=cfg, seeds=(0, 1), steps=3, batch_size=2, block_size=16, eval_batches=2, progress=False)
+    return teacher, tok, train_ids, val_ids, qs, cfg, ds.seed_study(teacher, train_ids, val_ids, tok, qs, **kw)
+
+
+def test_seed_study_trains_each_seed_both_ways_like_distill(tiny_study):
+    from minillm.compress.distill import distill
+    from minillm.evaluate import evaluate_loss
+
+    teacher, tok, train_ids, val_ids, qs, cfg, rows = tiny_study
+    assert [(r["seed"], r["method"]) for r in rows] == [
+        (0, "hard labels"), (0, "distilled"), (1, "hard labels"), (1, "distilled")]
+    assert all(0 <= r["recall"] <= 1 and r["seconds"] > 0 for r in rows)
+    # the reference: the same student trained by hand with distill(), same seed, init and batches
+    for row, alpha in zip(rows[2:], (0.0, 0.5)):
+        torch.manual_seed(1)
+        s = GPT(cfg)
+        distill(s, teacher, train_ids, steps=3, T=2.0, alpha=alpha, batch_size=2, block_size=16, warmup=0, seed=1, progress=False)
+        assert row["val_loss"] == pytest.approx(evaluate_loss(s, val_ids, 8, block_size=16, n_batches=2), abs=1e-6)
+    assert rows[0]["val_loss"] != rows[1]["val_loss"]  # the loss differs, so the students differ
+    table = ds.spread_table(rows)
+    assert table[0]["val_loss"] == pytest.approx((rows[0]["val_loss"] + rows[2]["val_loss"]) / 2)
+    fig = ds.plot_students(rows, key="method", title="2 seeds")
+    assert [b.get_height() for b in fig.axes[0].patches] == pytest.approx([table[0]["val_loss"], table[1]["val_loss"]])
+    assert len(fig.axes[1].get_lines()) >= 2  # the per-seed points are drawn
+
+
+def test_seed_study_rejects_no_seeds(tiny_study):
+    teacher, tok, train_ids, val_ids, qs, cfg, _ = tiny_study
+    with pytest.raises(ValueError, match="seeds"):
+        ds.seed_study(teacher, train_ids, val_ids, tok, qs, config=cfg, seeds=(), steps=2, progress=False)
