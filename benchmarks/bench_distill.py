@@ -6,12 +6,13 @@ weights on the same batches with the same AdamW and cosine schedule; only the lo
 (``alpha=0``: cross-entropy; ``alpha=0.5, T=2``: half ``T²·KL(teacher ‖ student)``). The
 schedule is shorter than the zoo's (windows of 64 tokens, not 256) so three seeds fit in a
 few minutes on one thread; the zoo's full-length pair is reported as well, from its weights.
+Lesson 05 (section 7) calls the same :func:`~minillm.compress.distill_study.seed_study`, live,
+with 80 steps of 16x32 tokens.
 """
 
 from __future__ import annotations
 
 import time
-
 
 from minillm import zoo
 from minillm.compress.distill_study import seed_study, student_table, summarize
