@@ -431,8 +431,11 @@ def spread_table(rows: list[dict], key: str = "method") -> list[dict]:
     return out
 
 
-def plot_students(rows: list[dict], key: str = "model", title: str | None = None) -> Figure:
-    """Bars of validation loss and fact recall per ``key``; with several rows per name, mean ± sd and the points."""
+def plot_students(rows: list[dict], key: str = "model", title: str | None = None, chance: float | None = None) -> Figure:
+    """Bars of validation loss and fact recall per ``key``; with several rows per name, mean ± sd and the points.
+
+    ``chance`` (e.g. ``minillm.data.chance_accuracy(questions)``) draws the recall of random guessing.
+    """
     summary = summarize(rows, key)
     names = list(summary)
     fig = Figure(figsize=(7, 3.0 if title else 2.8))
@@ -456,6 +459,9 @@ def plot_students(rows: list[dict], key: str = "model", title: str | None = None
             ax.set_ylim(max(0.0, lo), max(means) + 3 * max(max(sds), 0.02))
         else:
             ax.set_ylim(0, 1)
+            if chance is not None:
+                ax.axhline(chance, color="k", linestyle=":", linewidth=1, label=f"chance {chance:.0%}")
+                ax.legend(frameon=False, fontsize=7)
     fig.tight_layout()
     return fig
 

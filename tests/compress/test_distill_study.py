@@ -206,9 +206,11 @@ def test_seed_study_trains_each_seed_both_ways_like_distill(tiny_study):
     assert rows[0]["val_loss"] != rows[1]["val_loss"]  # the loss differs, so the students differ
     table = ds.spread_table(rows)
     assert table[0]["val_loss"] == pytest.approx((rows[0]["val_loss"] + rows[2]["val_loss"]) / 2)
-    fig = ds.plot_students(rows, key="method", title="2 seeds")
+    fig = ds.plot_students(rows, key="method", title="2 seeds", chance=0.2)
     assert [b.get_height() for b in fig.axes[0].patches] == pytest.approx([table[0]["val_loss"], table[1]["val_loss"]])
-    assert len(fig.axes[1].get_lines()) >= 2  # the per-seed points are drawn
+    dots = [ln for ln in fig.axes[1].get_lines() if ln.get_marker() == "."]  # one per method, a dot per seed
+    assert sorted(y for ln in dots for y in ln.get_ydata()) == pytest.approx(sorted(r["recall"] for r in rows))
+    assert [ln.get_ydata()[0] for ln in fig.axes[1].get_lines() if ln.get_linestyle() == ":"] == [0.2]
 
 
 def test_seed_study_rejects_no_seeds(tiny_study):
