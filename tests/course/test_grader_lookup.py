@@ -95,3 +95,38 @@ def test_every_check_draws_fresh_inputs_under_each_salt(stem):
         if set(b) <= set(a):
             fixed.append(task_id)
     assert not fixed, f"these checks give the same inputs whatever the salt (a lookup table passes): {fixed}"
+
+
+@pytest.mark.parametrize("stem", _lessons())
+def test_a_table_of_the_notebook_s_answers_fails_under_a_salt(stem):
+    # The attack itself: the learner records every (inputs -> output) pair their notebook's check
+    # asks for (no salt, as in their own check()), then submits a function that only looks answers
+    # up. It passes the notebook's check where the function is pure, and must fail the grader's.
+    import copy
+
+    from minillm.course.notebooks import read, task_functions
+
+    fns = task_functions(read(ROOT / "solutions" / f"{stem}.ipynb"), f"solutions/{stem}")
+    fooled, caught = [], []
+    for task_id, fn in sorted(fns.items()):
+        if task_id in NO_INPUTS:
+            continue
+        table: dict = {}
+
+        def record(*args, _fn=fn, _table=table, **kwargs):
+            key = fingerprint((args, kwargs))
+            out = _fn(*args, **kwargs)
+            _table[key] = copy.deepcopy(out)
+            return out
+
+        def lookup(*args, _table=table, **kwargs):
+            return copy.deepcopy(_table.get(fingerprint((args, kwargs))))
+
+        assert grade_check(task_id, _Learner(record, {}), None).passed
+        if grade_check(task_id, _Learner(lookup, {}), None).passed:
+            fooled.append(task_id)
+        res = grade_check(task_id, _Learner(lookup, {}), SALTS[0])
+        if not res.passed and res.points == 0:
+            caught.append(task_id)
+    assert set(fooled) <= set(caught), f"a table of the notebook's answers passes the grader: {sorted(set(fooled) - set(caught))}"
+    assert len(caught) == len(fns) - len(NO_INPUTS & set(fns)), sorted(set(fns) - set(caught) - NO_INPUTS)

@@ -136,11 +136,10 @@ def _drawn_jobs(seed: int, n: int) -> list[tuple[str, int, str, int, int]]:
     rng = case_rng(seed)
     jobs = []
     while len(jobs) < n:
-        job = (rng.choice(["llama2-13b", "llama2-70b", "llama3-70b", "gpt3-175b"]), rng.choice([16, 32, 64, 128, 256, 512]),
+        job = (rng.choice(["llama2-13b", "llama2-70b", "llama3-70b", "gpt3-175b"]), rng.choice([16, 32, 64, 128, 256]),
                rng.choice(["a100", "h100", "h200"]), rng.choice([128, 256, 512, 1024, 1536]), rng.choice([2048, 4096, 8192]))
-        if job[3] % job[1] == 0 or job[1] % 8 == 0:
-            if plan(job[0], job[1], job[2], global_batch=job[3], seq_len=job[4]):
-                jobs.append(job)
+        if plan(job[0], job[1], job[2], global_batch=job[3], seq_len=job[4]):
+            jobs.append(job)
     return jobs
 
 
