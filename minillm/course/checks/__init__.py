@@ -76,6 +76,7 @@ __all__ = [
     "RESULT_MIME",
     "NBGRADER_ENV",
     "CheckNotPassed",
+    "case_rng",
 ]
 
 #: Set in the kernel's environment by the grader; check() then also publishes its result as JSON.
@@ -310,6 +311,22 @@ def expect_close(
             expected=f"{float(e.reshape(-1)[i]):.6g} (max abs error {float(err.max()):.2g}, tolerance {atol:g} + {rtol:g}·|expected|)",
             hint=diag_hint or hint,
         )
+
+
+def case_rng(seed: int):
+    """A ``random.Random`` for a check's drawn cases: seeded with ``seed``, mixed with the grader's salt.
+
+    In the learner's own ``check()`` (no salt) it is exactly ``random.Random(seed)``, so the
+    notebook's verdicts stay the same run after run. While grading, :func:`salted_seeds`
+    mixes every torch seed with the secret salt; the seed is passed through a
+    ``torch.Generator`` so that the same mixing reaches the Python cases, and a lookup table
+    recorded from the notebook's cases does not pass.
+    """
+    import random
+
+    import torch
+
+    return random.Random(torch.Generator().manual_seed(int(seed)).initial_seed())
 
 
 # --------------------------------------------------------------------------- the runner

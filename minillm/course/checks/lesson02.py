@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from minillm.course.checks import CheckFailure, describe, expect_close, register
+from minillm.course.checks import CheckFailure, case_rng, describe, expect_close, register
 
 _LORA = "minillm.compress.lora"
 
@@ -134,7 +134,9 @@ def check_count_trainable(fn) -> None:
 @register("02.break_even_rank", points=2, references=())
 def check_break_even_rank(fn) -> None:
     """break_even_rank(n_in, n_out) -> the rank r at which A and B hold as many numbers as W [out, in]."""
-    for n_in, n_out in [(128, 384), (128, 128), (128, 512), (512, 128), (4096, 4096), (768, 2304), (10, 15)]:
+    rng = case_rng(134)
+    drawn = [(rng.randint(8, 8192), rng.randint(8, 8192)) for _ in range(3)]
+    for n_in, n_out in [(128, 384), (128, 128), (128, 512), (512, 128), (4096, 4096), (768, 2304), (10, 15), *drawn]:
         want = n_in * n_out / (n_in + n_out)
         what = f"break_even_rank(n_in={n_in}, n_out={n_out})"
         got = fn(n_in, n_out)

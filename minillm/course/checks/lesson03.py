@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from minillm.course.checks import CheckFailure, describe, register
+from minillm.course.checks import CheckFailure, case_rng, describe, register
 
 _PRUNE = "minillm.compress.prune"
 
@@ -119,7 +119,9 @@ def check_wanda_mask(fn) -> None:
 @register("03.csr_break_even", points=2, references=())
 def check_csr_break_even(fn) -> None:
     """csr_break_even(value_bytes, index_bytes) -> the sparsity above which CSR is smaller than dense."""
-    for vb, ib in [(4, 4), (2, 2), (2, 4), (4, 2), (1, 4), (8, 8), (4, 8)]:
+    rng = case_rng(119)
+    drawn = [(rng.randint(1, 16) / 2, rng.randint(1, 8)) for _ in range(3)]  # half-byte values: int4 weights
+    for vb, ib in [(4, 4), (2, 2), (2, 4), (4, 2), (1, 4), (8, 8), (4, 8), *drawn]:
         got = fn(vb, ib)
         want = ib / (vb + ib)
         what = f"csr_break_even(value_bytes={vb}, index_bytes={ib})"
@@ -140,8 +142,14 @@ def check_csr_break_even(fn) -> None:
 @register("03.cubic_sparsity", points=2, references=(f"{_PRUNE}.cubic_sparsity", f"{_PRUNE}.GradualPruner"))
 def check_cubic_sparsity(fn) -> None:
     """cubic_sparsity(step, s_init, s_final, n_steps) -> Zhu & Gupta's sparsity at ``step``."""
+    rng = case_rng(140)
+    drawn = []
+    for _ in range(3):
+        n = rng.randint(1, 1000)
+        si = round(rng.uniform(0.0, 0.5), 3)
+        drawn.append((rng.randint(0, 2 * n), si, round(rng.uniform(si + 0.05, 0.99), 3), n))
     for step, si, sf, n in [(0, 0.0, 0.8, 10), (5, 0.0, 0.8, 10), (10, 0.0, 0.8, 10), (15, 0.0, 0.8, 10),
-                            (3, 0.1, 0.9, 7), (1, 0.0, 0.5, 100), (99, 0.2, 0.6, 100)]:
+                            (3, 0.1, 0.9, 7), (1, 0.0, 0.5, 100), (99, 0.2, 0.6, 100), *drawn]:
         got = fn(step, si, sf, n)
         p = min(step / n, 1.0)
         want = sf + (si - sf) * (1 - p) ** 3

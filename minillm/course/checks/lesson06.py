@@ -10,11 +10,10 @@ and quantized with ``quantize_model``. ``choose_plan`` is compared with
 
 from __future__ import annotations
 
-import random
 
 import torch
 
-from minillm.course.checks import CheckFailure, describe, register
+from minillm.course.checks import CheckFailure, case_rng, describe, register
 from minillm.validate import is_int
 
 _PIPE = "minillm.compress.pipeline"
@@ -41,7 +40,7 @@ def _point_sets():
     yield [(1.0, 1.0)]
     yield [(3, 1), (2, 2), (1, 3), (2, 3), (3, 3)]
     yield [(1, 2), (1, 3), (2, 2)]  # weakly dominated points: same cost or same loss, worse in the other
-    rng = random.Random(6)
+    rng = case_rng(6)
     for _ in range(6):
         yield [(rng.randint(0, 6), rng.randint(0, 6) / 2) for _ in range(rng.randint(2, 14))]
 
@@ -83,6 +82,21 @@ _CASES = [
     ((32, 8, 1, 2, 64, True, False), (2, 256, "int8")),
     ((48, 12, 3, 4, 32, True, True), (4, 128, None)),
 ]
+
+
+def _drawn_cases(seed: int, n: int) -> list:
+    """``n`` random cases in the same ranges as ``_CASES`` (int4 only where every linear's inputs are whole groups of 32)."""
+    rng = case_rng(seed)
+    out = []
+    for _ in range(n):
+        H, C = rng.choice([(2, 32), (2, 64), (4, 32), (4, 64)])
+        heads, mlp = rng.randint(1, H), 32 * rng.randint(1, 4 * C // 32)
+        weights = rng.choice([None, "int8", "int4"])
+        if weights == "int4" and heads * (C // H) % 32:
+            weights = "int8"
+        out.append(((rng.randint(16, 80), rng.randint(4, 16), rng.randint(1, 3), H, C, rng.random() < 0.7, rng.random() < 0.7),
+                    (heads, mlp, weights)))
+    return out
 
 
 def _measured(cfg, heads: int, mlp: int, weights) -> int:
@@ -132,7 +146,7 @@ def check_model_bytes(fn) -> None:
     """model_bytes(config, heads, mlp, weights) -> in-memory bytes of the pruned (and quantized) GPT, before building it."""
     from minillm.model import GPTConfig
 
-    for (V, T, L, H, C, bias, tie), (heads, mlp, weights) in _CASES:
+    for (V, T, L, H, C, bias, tie), (heads, mlp, weights) in _CASES + _drawn_cases(129, 2):
         cfg = GPTConfig(vocab_size=V, block_size=T, n_layer=L, n_head=H, n_embd=C, bias=bias, tie_weights=tie)
         what = f"model_bytes(GPTConfig(vocab={V}, block={T}, layers={L}, heads={H}, n_embd={C}, bias={bias}, tie={tie}), heads={heads}, mlp={mlp}, weights={weights!r})"
         got = fn(cfg, heads, mlp, weights)
@@ -160,7 +174,7 @@ def check_model_bytes(fn) -> None:
 
 
 def _rows(seed: int, n: int):
-    rng = random.Random(seed)
+    rng = case_rng(seed)
     sizes = rng.sample(range(100, 2000, 7), n)
     rows = []
     for s in sizes:

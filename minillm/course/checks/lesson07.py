@@ -11,9 +11,8 @@ a relative tolerance of 1e-9: far above float64 rounding, far below any real mis
 from __future__ import annotations
 
 import math
-import random
 
-from minillm.course.checks import CheckFailure, describe, register
+from minillm.course.checks import CheckFailure, case_rng, describe, register
 
 RTOL = 1e-9  # float64 arithmetic in a different order: ~1e-15 relative; any formula slip is >= 1e-3
 
@@ -50,7 +49,7 @@ def _intensity(M: int, K: int, N: int, b: float) -> float:
 
 def _gemm_cases(seed: int) -> list[tuple[int, int, int, float]]:
     """(M, K, N, bytes per element): the teacher's shapes, a decode GEMV, square and random ones."""
-    rng = random.Random(seed)
+    rng = case_rng(seed)
     cases = [
         (256, 128, 384, 4),  # the teacher's qkv projection over a 256-token prompt, fp32
         (1, 4096, 4096, 2),  # one token through a 4096 x 4096 bf16 layer: a GEMV
@@ -110,7 +109,7 @@ def check_gemm_intensity(fn) -> None:
 @register("07.attainable_flops", points=2, references=("minillm.hardware.roofline.attainable_flops",))
 def check_attainable_flops(fn) -> None:
     """attainable_flops(peak, bandwidth, intensity) -> min(peak, intensity·bandwidth) FLOP/s."""
-    rng = random.Random(70)
+    rng = case_rng(70)
     # (peak FLOP/s, bytes/s): an H100 in bf16, a TPU v5e, a laptop core; plus random machines.
     machines = [(989.4e12, 3.35e12), (197e12, 819e9), (1.2e11, 2.0e10)]
     machines += [(10 ** rng.uniform(10, 15), 10 ** rng.uniform(9, 13)) for _ in range(3)]
@@ -154,7 +153,7 @@ def check_attainable_flops(fn) -> None:
 )
 def check_gemm_time(fn) -> None:
     """gemm_time(M, K, N, peak, bandwidth, bytes_per_elem) -> (seconds, "compute" | "memory")."""
-    rng = random.Random(77)
+    rng = case_rng(77)
     machines = [(989.4e12, 3.35e12), (1.2e11, 2.0e10), (5e10, 8e9)]
     shapes = [(4096, 4096, 4096, 2), (1, 4096, 4096, 2), (256, 128, 512, 4), (1, 128, 512, 4), (64, 8192, 8192, 2)]
     shapes += [(rng.randint(1, 2048), rng.randint(1, 2048), rng.randint(1, 2048), rng.choice([1, 2, 4])) for _ in range(4)]
@@ -198,7 +197,7 @@ def check_gemm_time(fn) -> None:
 
 def _ridge_batch_cases(seed: int) -> list[tuple[int, int, float, float, float]]:
     """(K, N, peak, bandwidth, bytes per element): real layers on real chips, an exact tie, no answer, random."""
-    rng = random.Random(seed)
+    rng = case_rng(seed)
     cases = [
         (4096, 4096, 989.4e12, 3.35e12, 2),  # an H100 in bf16: 346, well above the 2M/b guess of 295
         (128, 384, 1e11, 2e10, 4),  # the teacher's qkv weight on a laptop core, fp32

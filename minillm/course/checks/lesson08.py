@@ -12,9 +12,8 @@
 from __future__ import annotations
 
 import math
-import random
 
-from minillm.course.checks import CheckFailure, describe, register
+from minillm.course.checks import CheckFailure, case_rng, describe, register
 
 RTOL = 1e-9  # one float64 division in a different order: ~1e-16 relative; an off-by-one cycle is >= 1e-6 here
 
@@ -33,7 +32,7 @@ def _ws(M: int, K: int, N: int, R: int, C: int, *, load: bool = True, ceil: bool
 
 def _ws_cases(seed: int) -> list[tuple[int, int, int, int, int]]:
     """(M, K, N, rows, cols): one fold, ragged tiles, TPU-sized arrays, a decode step, random shapes."""
-    rng = random.Random(seed)
+    rng = case_rng(seed)
     cases = [
         (4, 4, 4, 4, 4),  # one fold, the docstring example: 14 cycles
         (2, 3, 4, 4, 4),  # smaller than the array: still a full pass
@@ -107,7 +106,7 @@ def _fpga_reference(M, K, N, lanes, clock_hz, ii, depth) -> float:
 )
 def check_fpga_gemm_seconds(fn) -> None:
     """fpga_gemm_seconds(M, K, N, lanes, clock_hz, ii=1, depth=8) -> seconds of the pipelined MAC loop."""
-    rng = random.Random(80)
+    rng = case_rng(80)
     # (M, K, N, lanes, clock, II, depth): the U280 DPU (28,672 lanes at 300 MHz) on the teacher's
     # qkv GEMM and on a 4096-wide layer; a toy design with II = 2; ragged iteration counts;
     # a GEMM smaller than one iteration (only the pipeline depth remains).
@@ -188,6 +187,14 @@ def check_cheapest_device(fn) -> None:
     exact = _cheapest("llama2-7b", gpus_tpus, 1, 1024, math.inf)[0]
     exact_step = next(r["step_s"] for r in _cheapest("llama2-7b", gpus_tpus, 1, 1024, math.inf)[1] if r["device"] == exact)
     cases.append(("llama2-7b", gpus_tpus, 1, 1024, exact_step))
+    # Drawn cases: a random model, catalog subset, batch and context; the deadline near a random device's step time.
+    rng = case_rng(161)
+    for _ in range(3):
+        model = rng.choice(["gpt2-124m", "llama2-7b", "llama3-70b"])
+        devices = rng.sample(everything, rng.randint(2, 6))
+        batch, context = rng.choice([1, 2, 4, 8, 16, 32, 64]), rng.choice([256, 512, 1024, 2048, 4096])
+        step = rng.choice(_cheapest(model, devices, batch, context, math.inf)[1])["step_s"]
+        cases.append((model, devices, batch, context, step * rng.uniform(0.8, 1.6)))
     for model, devices, batch, context, deadline in cases:
         name = model if isinstance(model, str) else model.name
         what = f"cheapest_device({name!r}, {devices}, batch={batch}, context={context}, max_step_s={deadline!r})"

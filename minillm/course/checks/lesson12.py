@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from minillm.course.checks import CheckFailure, describe, expect_close, register
+from minillm.course.checks import CheckFailure, case_rng, describe, expect_close, register
 from minillm.course.checks.lesson10 import run_ranks
 
 _TP = (
@@ -81,7 +81,13 @@ def check_row_parallel_linear(fn) -> None:
 @register("12.qkv_head_rows", points=3, references=("minillm.parallel.tensor_parallel._head_rows",))
 def check_qkv_head_rows(fn) -> None:
     """qkv_head_rows(n_embd, n_head, rank, tp) -> the rows of c_attn (Q, K, V of whole heads) this rank keeps."""
-    for C, H, tp in [(8, 2, 2), (12, 4, 2), (16, 4, 4), (24, 6, 3), (8, 4, 1)]:
+    rng = case_rng(81)
+    drawn = []
+    for _ in range(2):  # tp divides n_head, head_dim from 1 to 16
+        tp = rng.randint(1, 4)
+        H = tp * rng.randint(1, 4)
+        drawn.append((H * rng.randint(1, 16), H, tp))
+    for C, H, tp in [(8, 2, 2), (12, 4, 2), (16, 4, 4), (24, 6, 3), (8, 4, 1), *drawn]:
         hd, per = C // H, H // tp
         for r in range(tp):
             got = fn(C, H, r, tp)
@@ -155,7 +161,11 @@ def check_vocab_parallel_loss(fn) -> None:
 @register("12.tp_bytes_per_layer", points=2, references=("minillm.parallel.tp_costs.tp_comm_bytes",))
 def check_tp_bytes_per_layer(fn) -> None:
     """tp_bytes_per_layer(batch, seq_len, hidden, tp, bytes_per_elem) -> bytes one rank sends per layer, forward + backward."""
-    for b, s, h, tp, e in [(1, 2048, 12288, 8, 2), (4, 1024, 4096, 2, 2), (2, 16, 32, 4, 4), (1, 128, 64, 1, 2), (8, 512, 2048, 3, 1)]:
+    rng = case_rng(155)
+    drawn = [(rng.randint(1, 16), rng.choice([128, 512, 1024, 2048, 4096]), 64 * rng.randint(1, 192), rng.randint(2, 8),
+              rng.choice([1, 2, 4])) for _ in range(3)]
+    for b, s, h, tp, e in [(1, 2048, 12288, 8, 2), (4, 1024, 4096, 2, 2), (2, 16, 32, 4, 4), (1, 128, 64, 1, 2), (8, 512, 2048, 3, 1),
+                           *drawn]:
         got = fn(b, s, h, tp, e)
         n = b * s * h * e
         want = 4 * 2 * (tp - 1) / tp * n

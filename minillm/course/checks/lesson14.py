@@ -10,9 +10,8 @@ terms); a layout "fits" when :func:`~minillm.parallel.planner.predict` says so.
 from __future__ import annotations
 
 import math
-import random
 
-from minillm.course.checks import CheckFailure, describe, register
+from minillm.course.checks import CheckFailure, case_rng, describe, register
 
 RTOL = 1e-9
 _PLANNER = ("minillm.parallel.planner.plan", "minillm.parallel.planner_plots.planner_view")
@@ -28,8 +27,11 @@ def _number(got, what: str) -> float:
 def check_grid_coords(fn) -> None:
     """grid_coords(rank, tp, dp, pp) -> (pp_rank, dp_rank, tp_rank), TP fastest, then DP, then PP."""
     shapes = [(1, 1, 1), (2, 1, 1), (1, 2, 1), (1, 1, 2), (2, 2, 2), (8, 4, 2), (4, 3, 2), (2, 3, 4)]
-    for tp, dp, pp in shapes:
-        for rank in range(tp * dp * pp):
+    rng = case_rng(26)
+    drawn = [(rng.choice([1, 2, 4, 8]), rng.randint(1, 64), rng.randint(1, 16)) for _ in range(3)]
+    for tp, dp, pp in shapes + drawn:  # every rank of the fixed grids, 16 drawn ranks of each drawn one
+        n = tp * dp * pp
+        for rank in (range(n) if (tp, dp, pp) in shapes else rng.sample(range(n), min(n, 16))):
             got = fn(rank, tp, dp, pp)
             want = (rank // (tp * dp), (rank // tp) % dp, rank % tp)
             if isinstance(got, list):
@@ -48,7 +50,7 @@ def check_grid_coords(fn) -> None:
 
 def _bubble_cases(seed: int) -> list[tuple[int, int, int, int, int]]:
     """(n_devices, tp, pp, global_batch, micro_batch) with a whole number of micro-batches."""
-    rng = random.Random(seed)
+    rng = case_rng(seed)
     cases = [(8, 2, 2, 16, 1), (64, 8, 4, 256, 2), (1536, 8, 8, 2304, 1), (16, 1, 16, 64, 4), (8, 8, 1, 8, 1)]
     while len(cases) < 12:
         tp, pp, dp = rng.choice([1, 2, 4, 8]), rng.choice([1, 2, 4, 8, 16]), rng.choice([1, 2, 3, 4, 8])
@@ -89,7 +91,7 @@ def _korthikanti(s: int, b: int, h: int, a: int, t: int) -> float:
 @register("14.first_stage_activations", points=3, references=("minillm.parallel.planner.predict",))
 def check_first_stage_activations(fn) -> None:
     """first_stage_activations(seq_len, micro_batch, hidden, n_heads, n_layers, tp, pp, n_micro) -> bytes."""
-    rng = random.Random(41)
+    rng = case_rng(41)
     cases = [(2048, 1, 12288, 96, 96, 8, 8, 16), (2048, 2, 4096, 32, 32, 4, 4, 2), (1024, 1, 1024, 16, 24, 1, 1, 8),
              (4096, 1, 8192, 64, 80, 8, 16, 64), (512, 4, 2048, 16, 30, 2, 4, 3)]
     for _ in range(6):
@@ -127,12 +129,26 @@ FIT_JOBS = [("llama2-70b", 64, "h100", 256, 4096), ("gpt3-175b", 256, "a100", 15
 _LAYOUT_KEYS = ("dp", "tp", "pp", "micro_batch", "zero_stage", "recompute")
 
 
+def _drawn_jobs(seed: int, n: int) -> list[tuple[str, int, str, int, int]]:
+    """``n`` random jobs like FIT_JOBS (model, devices, device, batch, context) for which the planner finds a fitting layout."""
+    from minillm.parallel.planner import plan
+
+    rng = case_rng(seed)
+    jobs = []
+    while len(jobs) < n:
+        job = (rng.choice(["llama2-13b", "llama2-70b", "llama3-70b", "gpt3-175b"]), rng.choice([16, 32, 64, 128, 256]),
+               rng.choice(["a100", "h100", "h200"]), rng.choice([128, 256, 512, 1024, 1536]), rng.choice([2048, 4096, 8192]))
+        if plan(job[0], job[1], job[2], global_batch=job[3], seq_len=job[4]):
+            jobs.append(job)
+    return jobs
+
+
 @register("14.fitting_layout", points=3, references=_PLANNER)
 def check_fitting_layout(fn) -> None:
     """fitting_layout(model, n_devices, device, global_batch, seq_len) -> a dict of a layout that fits."""
     from minillm.parallel.planner import predict
 
-    for model, n, device, B, s in FIT_JOBS:
+    for model, n, device, B, s in FIT_JOBS + _drawn_jobs(129, 2):
         what = f"fitting_layout({model!r}, {n}, {device!r}, global_batch={B}, seq_len={s})"
         got = fn(model, n, device, B, s)
         if not isinstance(got, dict) or set(got) != set(_LAYOUT_KEYS):

@@ -15,9 +15,8 @@ replicas, a batch size, a device name) must match exactly.
 
 from __future__ import annotations
 
-import random
 
-from minillm.course.checks import CheckFailure, describe, register
+from minillm.course.checks import CheckFailure, case_rng, describe, register
 from minillm.course.checks.lesson09 import _expect  # the same comparison (1e-9 relative) and diagnosis
 
 
@@ -38,7 +37,7 @@ def _serving_cases():
         ("llama3-8b", "tpu-v5e", 16, 1000, 301),  # odd gen_len: the mean context rounds down
         ("llama2-13b", "b200", 256, 4096, 1024),
     ]
-    rng = random.Random(15)
+    rng = case_rng(15)
     for i in range(3):
         kv = rng.choice([1, 2, 4])
         shape = ModelShape(n_layer=rng.randint(4, 48), d_model=rng.choice([1024, 2048, 4096]), n_head=kv * 4,
@@ -107,7 +106,7 @@ def check_replica(fn) -> None:
 def _loads():
     from minillm.capstone import ServingLoad
 
-    rng = random.Random(1515)
+    rng = case_rng(1515)
     loads = [ServingLoad(20, 1024, 256, 0.05), ServingLoad(3.5, 2048, 512, 0.1)]
     for _ in range(3):
         loads.append(ServingLoad(rng.uniform(0.5, 200), rng.randint(100, 3000), rng.randint(17, 999), rng.uniform(0.01, 0.2)))
@@ -158,6 +157,15 @@ def check_cheapest(fn) -> None:
         ("llama2-13b", ServingLoad(2, 4096, 1024, 0.03), ("a100-80gb-sxm", "h100-sxm", "tpu-v5e"), (1, 16, 256)),
     ]
     # The TPOT target binds in the first and third cases: the loosely cheapest option is too slow.
+    rng = case_rng(147)
+    pool = ("h100-sxm", "h200-sxm", "a100-80gb-sxm", "b200", "tpu-v4", "tpu-v5e", "tpu-v5p", "tpu-v6e")
+    while len(cases) < 6:  # drawn loads, device sets and batch lists on which some option meets the target
+        case = (rng.choice(["llama2-7b", "llama3-8b", "llama2-13b", "llama2-70b"]),
+                ServingLoad(rng.randint(1, 100), rng.choice([256, 512, 1024, 2048, 4096]), rng.choice([64, 128, 256, 512, 1024]),
+                            round(rng.uniform(0.004, 0.05), 4)),
+                tuple(rng.sample(pool, rng.randint(2, 5))), tuple(sorted(rng.sample([1, 2, 4, 8, 16, 32, 64, 128, 256], rng.randint(2, 5)))))
+        if rank_serving(*case):
+            cases.append(case)
     for shape, load, devices, batches in cases:
         rows = rank_serving(shape, load, devices, batches)
         where = (f"{shape}, {load.requests_per_s:g} req/s of {load.prompt_len}+{load.gen_len} tokens, TPOT <= {load.tpot_s * 1e3:g} ms, "
@@ -200,6 +208,9 @@ def check_training_budget(fn) -> None:
         ("llama3-8b", "tpu-v5p", dict(dp=64, tp=4, pp=1, micro_batch=2, global_batch=1024, seq_len=8192,
                                       recompute="full", mfu=0.45), 1.5e13),
     ]
+    rng = case_rng(185)  # drawn runs: a listed plan with twice the batch or not, on a random number of tokens
+    for shape, dev, kw, _ in rng.sample(cases, 2):
+        cases.append((shape, dev, {**kw, "global_batch": kw["global_batch"] * rng.choice([1, 2])}, round(10 ** rng.uniform(11, 13.5), -6)))
     for shape, dev, kw, D in cases:
         p = predict(shape, dev, **kw)
         ref = training_budget(shape, D, dev, p.dp * p.tp * p.pp, p.tokens_per_s)
