@@ -27,8 +27,9 @@ How a submission is graded
    **Check cells are not run**: at a check cell the registered check runs *here*, in the grader,
    on a :class:`~minillm.course.remote.RemoteFunction` that calls the learner's function in the
    kernel and gets plain data back (:mod:`minillm.course.protocol`), with its seeds mixed with a
-   secret per-run salt; a task that fails is checked again on fresh inputs, up to
-   :data:`SALTED_TRIES` times (tolerances tuned on fixed seeds). After a **timeout** or a **kernel death** (``os._exit``, ``exit()``, a
+   secret per-run salt (tolerances are derived from float32 rounding, so an honest answer passes
+   every salt; :data:`SALTED_TRIES` is 1: a failure is not retried, which would give a nearly
+   right answer more chances). After a **timeout** or a **kernel death** (``os._exit``, ``exit()``, a
    segfault) the task owning that cell is marked ``timeout``/``crashed``, a fresh kernel is
    started, and the non-check cells that had already run are replayed (the failed one left out)
    before grading goes on. So one task's infinite loop or crash costs that task alone.
@@ -78,7 +79,7 @@ DEFAULT_TIMEOUT = 60
 #: float tolerances were tuned on their fixed seeds (lesson 01's layer norm with mean 300 fails an
 #: honest fp32 solution for about 2% of random seeds); three tries make that about 1 in 100 000,
 #: while a lookup table of the fixed cases, or a wrong formula, fails every try.
-SALTED_TRIES = 3
+SALTED_TRIES = 1
 
 
 class GradeError(ValueError):

@@ -233,9 +233,10 @@ def test_exit_an_added_crash_and_a_huge_print_are_blamed_on_their_own_tasks(tmp_
     assert got["01.decode_positions"] == ("passed", 2)
 
 
-def test_a_failed_task_is_checked_again_on_fresh_inputs(tmp_path):
-    # Tolerances tuned on fixed seeds can fail an honest solution on a rare salted input; a
-    # failure only counts when it holds for SALTED_TRIES sets of fresh inputs.
+def test_a_failure_on_one_set_of_inputs_counts(tmp_path):
+    # Tolerances are derived from float32 rounding (tests/course/test_grader_lookup.py runs every
+    # solution under many salts), so a failure is not retried: an answer that is wrong on one set
+    # of fresh inputs fails, however right it is on the next.
     from minillm.course.grade import SALTED_TRIES
 
     nb = nbformat.read(ROOT / "solutions" / f"{STEM}.ipynb", as_version=4)
@@ -245,5 +246,5 @@ def test_a_failed_task_is_checked_again_on_fresh_inputs(tmp_path):
                 "### BEGIN SOLUTION", "_calls.append(1)\n    if len(_calls) == 1:\n        return -1", 1)
     nbformat.write(nb, tmp_path / f"{STEM}.ipynb")
     rows, _ = grade_paths([tmp_path], echo=lambda s: None)
-    assert SALTED_TRIES >= 2
-    assert {r.task: r.status for r in rows}["01.count_params"] == "passed"
+    assert SALTED_TRIES == 1
+    assert {r.task: r.status for r in rows}["01.count_params"] == "failed"
