@@ -148,8 +148,15 @@ def sandbox_argv(root: Path, paths: list[Path]) -> list[str]:
             "--unshare-all", "--die-with-parent", "--new-session",
             "--setenv", "HOME", "/tmp", "--setenv", "IPYTHONDIR", "/tmp/.ipython",
             "--setenv", "JUPYTER_RUNTIME_DIR", "/tmp/.jupyter", "--setenv", "MPLCONFIGDIR", "/tmp/.mpl"]
-    if str(root.resolve()).startswith("/tmp/"):  # a course tree under /tmp stays visible, read-only
-        argv += ["--ro-bind", str(root.resolve()), str(root.resolve())]
+    # The private /tmp would hide a course tree, a virtual environment or minillm itself that live
+    # under /tmp (a CI checkout, say): those stay visible, read-only. Only minillm's own folder is
+    # bound, never the checkout around it, so a checkout's solutions/ stays hidden.
+    import minillm
+
+    keep = [root, Path(sys.prefix), Path(sys.base_prefix), Path(minillm.__file__).parent]
+    for d in dict.fromkeys(str(k.resolve()) for k in keep):
+        if d.startswith("/tmp/"):
+            argv += ["--ro-bind", d, d]
     solutions = (root / "solutions").resolve()
     if solutions.is_dir():
         argv += ["--tmpfs", str(solutions)]
