@@ -323,9 +323,9 @@ def serving_widget(draw: bool = True):
     """Lesson 15's widget: ``interactive`` over :func:`serving_view`: the ranking and why the winner wins."""
     from ipywidgets import Dropdown, SelectionSlider
 
-    from minillm.parallel.widgets import _interactive
+    from minillm.parallel.widgets import interactive_view
 
-    return _interactive(
+    return interactive_view(
         serving_view, plot_serving, serving_summary, draw,
         model=Dropdown(options=["llama2-7b", "llama3-8b", "llama2-13b", "llama2-70b"], value="llama2-7b", description="model"),
         requests_per_s=SelectionSlider(options=(0.5, 1, 2, 5, 10, 20, 50, 100, 200), value=20, description="requests/s"),

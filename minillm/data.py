@@ -52,6 +52,9 @@ __all__ = [
     "generate_stories",
     "load_corpus",
     "fact_recall_task",
+    "derive_seed",
+    "held_out_stories",
+    "train_contexts",
     "chance_accuracy",
     "load_text",
     "encode_splits",
@@ -297,7 +300,7 @@ def _story(rng: random.Random) -> Story:
     return Story(text=text, facts=facts, questions=questions)
 
 
-def _derive_seed(seed: int, stream: str) -> int:
+def derive_seed(seed: int, stream: str) -> int:
     """A 64-bit seed for one named stream; sha256 keeps streams apart and is stable across runs."""
     return int.from_bytes(hashlib.sha256(f"minillm/{stream}/{seed}".encode()).digest()[:8], "little")
 
@@ -326,11 +329,11 @@ def load_corpus(n_stories: int = 6000, seed: int = 0, val_fraction: float = 0.1)
     check_int("seed", seed, minimum=0)
     _check_val_fraction(val_fraction)
     n_val = min(max(1, round(n_stories * val_fraction)), n_stories - 1)
-    train = generate_stories(n_stories - n_val, _derive_seed(seed, "train"))
-    return Corpus(train, _held_out(n_val, _derive_seed(seed, "val"), {s.text for s in train}))
+    train = generate_stories(n_stories - n_val, derive_seed(seed, "train"))
+    return Corpus(train, held_out_stories(n_val, derive_seed(seed, "val"), {s.text for s in train}))
 
 
-def _held_out(n: int, seed: int, exclude: set[str]) -> list[Story]:
+def held_out_stories(n: int, seed: int, exclude: set[str]) -> list[Story]:
     """``n`` stories from stream ``seed`` whose text is not in ``exclude``."""
     rng = random.Random(seed)
     out: list[Story] = []
@@ -348,7 +351,8 @@ def _default_train_stories() -> tuple[Story, ...]:
 
 
 @lru_cache(maxsize=1)
-def _train_contexts() -> frozenset[str]:
+def train_contexts() -> frozenset[str]:
+    """The contexts of the default training stories: a held-out task must avoid them."""
     return frozenset(s.context for s in _default_train_stories())
 
 
@@ -366,7 +370,7 @@ def fact_recall_task(n: int = 200, seed: int = 1234, split: str = "val") -> list
             raise ValueError(f"n={n} is more than the {len(stories)} training stories; use n <= {len(stories)}")
         stories = stories[:n]
     elif split == "val":
-        stories = _held_out(n, _derive_seed(seed, "fact-recall"), _train_contexts())
+        stories = held_out_stories(n, derive_seed(seed, "fact-recall"), train_contexts())
     else:
         raise ValueError(f"split={split!r} must be 'val' or 'train'")
     rng = random.Random(seed)

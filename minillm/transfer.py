@@ -32,7 +32,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from minillm.data import N_CHOICES, NAMES, FactQuestion, _derive_seed, _held_out, _train_contexts
+from minillm.data import N_CHOICES, NAMES, FactQuestion, derive_seed, held_out_stories, train_contexts
 from minillm.validate import check_int, check_number
 
 __all__ = [
@@ -82,8 +82,8 @@ def transfer_task(n: int = 200, split: str = "train", seed: int = 0, kind: str =
         raise ValueError(f"split={split!r} must be one of {SPLITS}")
     if kind not in KINDS:
         raise ValueError(f"kind={kind!r} must be one of {KINDS}")
-    stream = _derive_seed(seed, f"transfer-{split}")
-    stories = _held_out(n, stream, set(_train_contexts()))
+    stream = derive_seed(seed, f"transfer-{split}")
+    stories = held_out_stories(n, stream, set(train_contexts()))
     rng = random.Random(stream)
     return [_question(s, rng, kind) for s in stories]
 

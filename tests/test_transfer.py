@@ -50,11 +50,11 @@ def test_task_is_deterministic_and_reads_like_the_stories():
 
 
 def test_splits_are_disjoint_and_held_out_from_pretraining():
-    from minillm.data import _train_contexts
+    from minillm.data import train_contexts
 
     train, test = transfer_task(100, "train"), transfer_task(100, "test")
     assert not {q.context for q in train} & {q.context for q in test}
-    assert not {q.context for q in train + test} & _train_contexts()
+    assert not {q.context for q in train + test} & train_contexts()
 
 
 def test_not_owner_asks_the_same_story_with_the_friend_as_answer():

@@ -113,7 +113,7 @@ def planner_widget(draw: bool = True):
     """Lesson 14's widget: ``interactive`` over :func:`planner_view`: the ranked table and the terms."""
     from ipywidgets import Dropdown, SelectionSlider
 
-    from .widgets import _interactive
+    from .widgets import interactive_view
 
     def show(view):
         fig = plot_plans(view["plans"], title=f"{view['model']} on {view['n_devices']} × {view['device']}")
@@ -122,7 +122,7 @@ def planner_widget(draw: bool = True):
     def summary(view):
         return planner_summary(view) + "\n" + format_plans(view["plans"])
 
-    return _interactive(
+    return interactive_view(
         planner_view, show, summary, draw,
         model=Dropdown(options=WIDGET_MODELS, value="llama2-70b", description="model"),
         n_devices=SelectionSlider(options=WIDGET_SIZES, value=64, description="devices"),

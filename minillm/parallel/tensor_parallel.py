@@ -99,7 +99,7 @@ class _ChargeCompute(torch.autograd.Function):
         return dy, None, None
 
 
-def _charged(y: Tensor, comm: Comm, flops: float) -> Tensor:
+def charged(y: Tensor, comm: Comm, flops: float) -> Tensor:
     """``y`` unchanged; on the simulator the rank's clock advances by the GEMM's roofline time
     (real backends ignore it), so simulated timelines show compute between the collectives."""
     return _ChargeCompute.apply(y, comm, float(flops))
@@ -142,7 +142,7 @@ class ColumnParallelLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = all_gather_from_sp(x, self.comm) if self.sequence_parallel else copy_to_tp(x, self.comm)
         y = _matmul(x, self.weight, self.bias)
-        y = _charged(y, self.comm, 2 * x[..., 0].numel() * self.weight.numel())
+        y = charged(y, self.comm, 2 * x[..., 0].numel() * self.weight.numel())
         return gather_from_tp(y, self.comm) if self.gather_output else y
 
 
@@ -180,7 +180,7 @@ class RowParallelLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.input_is_parallel:
             x = scatter_to_tp(x, self.comm)
-        y = _charged(_matmul(x, self.weight, None), self.comm, 2 * x[..., 0].numel() * self.weight.numel())
+        y = charged(_matmul(x, self.weight, None), self.comm, 2 * x[..., 0].numel() * self.weight.numel())
         y = reduce_scatter_to_sp(y, self.comm) if self.sequence_parallel else reduce_from_tp(y, self.comm)
         return y + self.bias if self.bias is not None else y
 

@@ -41,7 +41,7 @@ from .data_parallel import allreduce_gradients, micro_batches, saved_activation_
 from .grid import ProcessGrid
 from .pipeline_parallel import pipeline_train_step
 from .pp_schedule import pipeline_schedule
-from .tensor_parallel import _charged, copy_to_tp, gather_tp_tensors, tensor_parallel_gpt, vocab_parallel_cross_entropy
+from .tensor_parallel import charged, copy_to_tp, gather_tp_tensors, tensor_parallel_gpt, vocab_parallel_cross_entropy
 from .zero import ZeroOptimizer
 
 __all__ = ["Stage3D", "Shard3D", "stage_blocks", "build_3d_stage", "train_3d", "gather_3d_parameters"]
@@ -83,7 +83,7 @@ class _VocabHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = copy_to_tp(x, self.comm)  # f: every rank needs all of x; backward sums the input gradients
-        return _charged(x @ self.weight.t(), self.comm, 2 * x[..., 0].numel() * self.weight.numel())
+        return charged(x @ self.weight.t(), self.comm, 2 * x[..., 0].numel() * self.weight.numel())
 
 
 class Stage3D(nn.Module):
@@ -119,7 +119,7 @@ class Stage3D(nn.Module):
                 x = self.wte(x.long()) + self.wpe(torch.arange(x.shape[1], device=x.device))
             for block in self.h.values():
                 b, T, C = x.shape  # the attention core (QKᵀ and AV, 4·b·T²·C FLOPs) is not a TP layer: charge it here
-                x = block(_charged(x, self.tp_comm, 4 * b * T * T * C / self.tp_comm.world_size))
+                x = block(charged(x, self.tp_comm, 4 * b * T * T * C / self.tp_comm.world_size))
             if self.is_last:
                 x = self.lm_head(self.ln_f(x))
         if self.ledger is None:

@@ -237,7 +237,7 @@ CONTROL_STYLE = {"description_width": "initial"}
 CONTROL_LAYOUT = {"width": "480px"}
 
 
-def _interactive(view_fn, plot_fn, summary_fn, draw: bool, **controls):
+def interactive_view(view_fn, plot_fn, summary_fn, draw: bool, **controls):
     """``interactive`` over ``view_fn`` with the shared control layout.
 
     With ``draw`` (the lessons) the figure and the summary line are shown and the
@@ -265,7 +265,7 @@ def collective_widget(op: str = "all_reduce", world_size: int = 8, nbytes: int =
     """Lesson 10's widget: ``interactive`` over :func:`collective_view`, drawn by :func:`plot_collective_view`."""
     from ipywidgets import Dropdown, SelectionSlider
 
-    return _interactive(
+    return interactive_view(
         collective_view, plot_collective_view, collective_summary, draw,
         op=Dropdown(options=WIDGET_OPS, value=op, description="collective"),
         world_size=SelectionSlider(options=WORLD_SIZES, value=world_size, description="ranks p"),
@@ -279,7 +279,7 @@ def zero_widget(n_params: float = 7.5e9, world_size: int = 64, stage: int = 1, c
     """Lesson 11's widget: ``interactive`` over :func:`zero_view`, drawn by :func:`plot_zero_view`."""
     from ipywidgets import Dropdown, SelectionSlider
 
-    return _interactive(
+    return interactive_view(
         zero_view, plot_zero_view, zero_summary, draw,
         n_params=SelectionSlider(options=[(f"{p / 1e9:g}B", p) for p in MODEL_SIZES], value=n_params, description="parameters Ψ"),
         world_size=SelectionSlider(options=DP_WORLD_SIZES, value=world_size, description="DP ranks N_d"),

@@ -37,7 +37,7 @@ def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=RTOL, abs_tol=0.0)
 
 
-def _expect(got, expected: float, *, what: str, hint: str, diagnose: dict[str, float] | None = None) -> None:
+def expect_number(got, expected: float, *, what: str, hint: str, diagnose: dict[str, float] | None = None) -> None:
     """Fail unless number ``got`` equals ``expected`` to RTOL; name the mistake ``got`` matches, if any."""
     value = _as_number(got, what, hint)
     if _close(value, expected):
@@ -95,7 +95,7 @@ def check_kv_cache_bytes(fn) -> None:
             L, H, K, Q, D = shape.n_layer, shape.n_head, shape.n_kv_head, shape.head_dim, shape.d_model
             expected = reference(shape, T, B, e)
             what = f"KV cache of {shape.name} (L={L}, H={H}, K={K} kv heads, Q={Q}) for seq_len={T}, batch={B}, {e} bytes/elem"
-            _expect(
+            expect_number(
                 fn(shape, T, B, e),
                 expected,
                 what=what,
@@ -112,7 +112,7 @@ def check_kv_cache_bytes(fn) -> None:
             )
     # Defaults: batch=1 and 2 bytes per element (bf16).
     shape = _shapes()[0]
-    _expect(
+    expect_number(
         fn(shape, 1),
         reference(shape, 1),
         what="kv_cache_bytes(llama2-70b, 1) with the default batch and bytes_per_elem",
@@ -152,7 +152,7 @@ def check_mfu(fn) -> None:
     for tps, N, L, H, Q, T, peak in cases:
         expected = reference(tps, N, L, H, Q, T, peak)
         attn = 12.0 * L * H * Q * T
-        _expect(
+        expect_number(
             fn(tps, N, L, H, Q, T, peak),
             expected,
             what=f"MFU at {tps:.4g} tokens/s, N={N:.4g}, L={L}, H={H}, Q={Q}, T={T}, peak {peak:.4g} FLOP/s",
@@ -193,7 +193,7 @@ def check_training_days(fn) -> None:
         six = training_time(N, D, n, X) / SECONDS_PER_DAY
         eight = megatron_training_time(N, D, n, X) / SECONDS_PER_DAY
         expected = eight if recompute else six
-        _expect(
+        expect_number(
             fn(N, D, n, X, recompute),
             expected,
             what=f"days for N={N:.4g}, D={D:.4g} tokens on {n} devices at {X:.4g} FLOP/s each, recompute={recompute}",
@@ -209,7 +209,7 @@ def check_training_days(fn) -> None:
         )
     # The default is no recompute.
     N, D, n, X, _ = cases[1]
-    _expect(
+    expect_number(
         fn(N, D, n, X),
         training_time(N, D, n, X) / SECONDS_PER_DAY,
         what="days with the default recompute=False",
@@ -263,7 +263,7 @@ def check_decode_time(fn) -> None:
         kv = kv_cache_bytes(shape, ctx, b)
         attn = 4.0 * shape.n_layer * shape.n_head * shape.head_dim * ctx
         F = b * (2 * N + attn)
-        _expect(
+        expect_number(
             seconds,
             ref.seconds,
             what=f"{what}: seconds",
@@ -290,7 +290,7 @@ def check_decode_time(fn) -> None:
     assert seen == {"compute", "memory"}, "the cases must cover both bounds"
     # The default batch is 1.
     shape = shapes["llama2-7b"]
-    _expect(fn(shape, get_device("h100"), 512)[0], decode_step_time(shape, "h100", 512).seconds,
+    expect_number(fn(shape, get_device("h100"), 512)[0], decode_step_time(shape, "h100", 512).seconds,
             what="decode_time(llama2-7b, h100, 512) with the default batch", hint="batch defaults to 1")
 
 

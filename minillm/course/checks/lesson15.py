@@ -17,7 +17,7 @@ from __future__ import annotations
 
 
 from minillm.course.checks import CheckFailure, case_rng, describe, register
-from minillm.course.checks.lesson09 import _expect  # the same comparison (1e-9 relative) and diagnosis
+from minillm.course.checks.lesson09 import expect_number  # the same comparison (1e-9 relative) and diagnosis
 
 
 def _tuple(got, n: int, what: str, names: str):
@@ -80,7 +80,7 @@ def check_replica(fn) -> None:
         full = decode_step_time(shape, dev, P + G, batch=b, n_devices=n).seconds
         start = decode_step_time(shape, dev, P, batch=b, n_devices=n).seconds
         one = decode_step_time(shape, dev, P + G // 2, batch=b, n_devices=1).seconds
-        _expect(got[1], ref["decode_s"], what=f"decode_s for {where}",
+        expect_number(got[1], ref["decode_s"], what=f"decode_s for {where}",
                 hint="decode_step_time(shape, device, prompt_len + gen_len // 2, batch=batch, n_devices=n_devices).seconds",
                 diagnose={
                     "decode at the MEAN context, prompt_len + gen_len // 2: the cache grows from P to P + G": full,
@@ -90,7 +90,7 @@ def check_replica(fn) -> None:
         pre = prefill_time(shape, dev, P, batch=1, n_devices=n).seconds
         pre_batched = prefill_time(shape, dev, P, batch=b, n_devices=n).seconds
         dec = ref["decode_s"]
-        _expect(got[2], ref["requests_per_s"], what=f"requests_per_s for {where}",
+        expect_number(got[2], ref["requests_per_s"], what=f"requests_per_s for {where}",
                 hint="one cycle prefills the batch's prompts one by one, then decodes gen_len steps: batch / (batch·prefill_s + gen_len·decode_s)",
                 diagnose={
                     "count the prefills: a cycle takes batch·prefill_s + gen_len·decode_s": b / (G * dec),
@@ -130,7 +130,7 @@ def check_fleet_cost(fn) -> None:
             exact = n * price * (R / rps)
             where = (f"{_name(shape)} on {dev}, batch {b}, load of {R:.4g} req/s x ({P} prompt + {G} generated), "
                      f"one replica {rps:.4g} req/s on {n} device(s)")
-            _expect(fn(shape, dev, b, load), ref["usd_per_million"], what=f"usd_per_million for {where}",
+            expect_number(fn(shape, dev, b, load), ref["usd_per_million"], what=f"usd_per_million for {where}",
                     hint="replicas = ceil(requests_per_s / replica's); fleet $/s = replicas x n_devices x price / 3600; divide by generated tokens/s, x 1e6",
                     diagnose={
                         "you cannot rent a fraction of a replica: replicas = math.ceil(requests_per_s / replica's requests_per_s)": exact / 3600 / (R * G) * 1e6,
@@ -218,12 +218,12 @@ def check_training_budget(fn) -> None:
         where = f"{shape} on {n} x {dev} as dp={p.dp}, tp={p.tp}, pp={p.pp} ({p.tokens_per_s:.4g} tokens/s), {D:.3g} tokens"
         got = _tuple(fn(p, D, dev), 2, f"days_and_dollars({where})", "days, dollars")
         days = ref["days"]
-        _expect(got[0], days, what=f"days for {where}", hint="n_tokens / plan.tokens_per_s seconds, / 86,400",
+        expect_number(got[0], days, what=f"days for {where}", hint="n_tokens / plan.tokens_per_s seconds, / 86,400",
                 diagnose={"days, not seconds: divide by 86,400": days * 86400, "days, not hours: divide the seconds by 86,400": days * 24,
                           "plan.tokens_per_s is the whole cluster's throughput: do not divide by the devices again": days * n})
         usd = ref["usd"]
         price = as_device(dev).usd_per_hour
-        _expect(got[1], usd, what=f"dollars for {where}",
+        expect_number(got[1], usd, what=f"dollars for {where}",
                 hint="hours x n_devices (plan.dp x plan.tp x plan.pp) x the device's usd_per_hour",
                 diagnose={"pay for every device: x plan.dp x plan.tp x plan.pp": days * 24 * price,
                           "the price is per hour: days x 24 x n_devices x usd_per_hour": days * n * price,
