@@ -40,11 +40,11 @@ class _LayerNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, eps: float) -> Tensor:
         xhat = x - x.mean(dim=-1, keepdim=True)
-        rstd = torch.rsqrt((xhat * xhat).mean(dim=-1, keepdim=True).add_(eps))
+        # σ² = ‖x − μ‖² / C: vector_norm reads x − μ once, with no squared copy
+        var = torch.linalg.vector_norm(xhat, dim=-1, keepdim=True).mul_(1.0 / math.sqrt(x.size(-1))).square_()
+        rstd = var.add_(eps).rsqrt_()
         xhat.mul_(rstd)
-        y = xhat * weight
-        if bias is not None:
-            y.add_(bias)
+        y = xhat * weight if bias is None else torch.addcmul(bias, xhat, weight)  # b + x̂·w in one pass
         ctx.save_for_backward(xhat, rstd, weight)
         ctx.has_bias = bias is not None
         return y
@@ -52,13 +52,17 @@ class _LayerNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy: Tensor):
         xhat, rstd, weight = ctx.saved_tensors
-        g = dy * weight
-        mean_g = g.mean(dim=-1, keepdim=True)
-        mean_gx = (g * xhat).mean(dim=-1, keepdim=True)
-        dx = g.sub_(mean_g).sub_(xhat * mean_gx).mul_(rstd)
-        flat_dy = dy.reshape(-1, dy.size(-1))
-        dw = (flat_dy * xhat.reshape(-1, xhat.size(-1))).sum(0) if ctx.needs_input_grad[1] else None
-        db = flat_dy.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        C = dy.size(-1)
+        dy2, xhat2 = dy.reshape(-1, C), xhat.reshape(-1, C)  # [R, C], R = all positions
+        # One product of two full tensors, P = dY ⊙ x̂, serves both sums that need it:
+        # dw = Σ_rows P, and mean(g·x̂) = P·w / C (a matrix-vector product, since g = dY·w).
+        # Likewise mean(g) = dY·w / C. Products of two big tensors are the expensive passes.
+        prod = dy2 * xhat2
+        mean_g = (dy2 @ weight).div_(C).view(*dy.shape[:-1], 1)
+        mean_gx = (prod @ weight).div_(C).view(*dy.shape[:-1], 1)
+        dx = (dy * weight).sub_(mean_g).addcmul_(xhat, mean_gx, value=-1.0).mul_(rstd)
+        dw = prod.sum(0) if ctx.needs_input_grad[1] else None
+        db = dy2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return dx, dw, db, None
 
 
@@ -90,15 +94,18 @@ class _Gelu(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor) -> Tensor:
-        cdf = torch.erf(x * _SQRT_HALF).add_(1.0).mul_(0.5)  # Φ(x), kept for the backward pass
+        # Φ(x) = erfc(−x/√2)/2, built in one new tensor updated in place (three passes),
+        # and kept for the backward pass.
+        cdf = torch.mul(x, -_SQRT_HALF).erfc_().mul_(0.5)
         ctx.save_for_backward(x, cdf)
         return x * cdf
 
     @staticmethod
     def backward(ctx, dy: Tensor):
         x, cdf = ctx.saved_tensors
-        pdf = torch.exp(x * x * -0.5).mul_(_INV_SQRT_2PI)
-        return dy * pdf.mul_(x).add_(cdf)
+        t = torch.mul(x, x).mul_(-0.5).exp_()  # exp(−x²/2) = √(2π)·φ(x)
+        # Φ + x·φ in one addcmul written over t, then times dY: five passes in all
+        return torch.addcmul(cdf, t, x, value=_INV_SQRT_2PI, out=t).mul_(dy)
 
 
 def gelu(x: Tensor) -> Tensor:
@@ -143,18 +150,32 @@ def _query_blocks(Tq: int, Tk: int) -> list[tuple[int, int, int]]:
     return [(a, min(a + QUERY_BLOCK, Tq), min(a + QUERY_BLOCK, Tq) + off) for a in range(0, Tq, QUERY_BLOCK)]
 
 
-def _attention_blocks(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, list[Tensor]]:
-    """Y [B, H, Tq, D] and each query block's P = softmax(Q·Kᵀ·scale + mask) over the keys it can see."""
-    qs = q * scale  # scale q ([T, D]) rather than the scores ([T, T]): one less pass over the big matrix
-    blocks = _query_blocks(q.size(-2), k.size(-2))
-    if len(blocks) > 1:
-        # k and v are views into c_attn's output (every head's slice has gaps between
-        # rows), and matmul copies such a view to a dense one on every call. Copy once
-        # here rather than once per block.
-        k, v = k.contiguous(), v.contiguous()
-    ys, ps = [], []
-    for a, e, ke in blocks:
-        s = torch.matmul(qs[..., a:e, :], k[..., :ke, :].transpose(-2, -1))
+def _flat(x: Tensor) -> Tensor:
+    """[B, H, m, n] -> [B·H, m, n] for bmm; a view (no copy) when B and H merge, as they do for
+    slices along the last two dims of a contiguous tensor."""
+    return x.reshape(-1, x.size(-2), x.size(-1))
+
+
+def _attention_blocks(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor, Tensor, Tensor, list[Tensor]]:
+    """Y and each query block's P = softmax(Q·Kᵀ·scale + mask) over the keys it can see.
+
+    Returns (Y [B, H, Tq, D] as a view of a [B, Tq, H, D] buffer, the scaled Q·scale, K
+    and V as dense [B, H, T, D] tensors, the list of P blocks); the backward pass reuses
+    all of them.
+    """
+    B, H, Tq, D = q.shape
+    # q, k and v are views into c_attn's output (every head's slice has gaps between rows),
+    # and a matmul copies such a view to a dense one on every call. Copy each once here,
+    # the scale folded into q's copy: scaling q ([T, D]) rather than the scores ([T, T])
+    # saves a pass over the big matrix.
+    qs = torch.mul(q, scale, out=q.new_empty(q.shape))
+    k, v = k.contiguous(), v.contiguous()
+    # Y goes straight into the [B, Tq, H, D] layout the caller's head merge needs, so
+    # neither a concatenation of the blocks nor the merge copies it again.
+    y = q.new_empty(B, Tq, H, D).transpose(1, 2)
+    ps = []
+    for a, e, ke in _query_blocks(Tq, k.size(-2)):
+        s = torch.bmm(_flat(qs[..., a:e, :]), _flat(k[..., :ke, :]).transpose(-2, -1)).view(B, H, e - a, ke)
         if e - a > 1:  # only the last e - a keys can be in the future of a query in this block
             s[..., ke - (e - a) :].add_(_causal_bias(e - a, e - a, q.device, q.dtype))
         # softmax over the keys. torch.softmax is one vectorised pass that subtracts the
@@ -163,37 +184,42 @@ def _attention_blocks(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Te
         # a denormal slow path when scores are far below the row max.
         p = torch.softmax(s, dim=-1)
         ps.append(p)
-        ys.append(torch.matmul(p, v[..., :ke, :]))
-    return (ys[0] if len(ys) == 1 else torch.cat(ys, dim=-2)), ps
+        y[..., a:e, :] = torch.bmm(_flat(p), _flat(v[..., :ke, :])).view(B, H, e - a, D)
+    return y, qs, k, v, ps
 
 
 class _CausalAttention(torch.autograd.Function):
     """Y = P·V with P = softmax(Q·Kᵀ/√D + causal mask), computed per query block (above).
 
-    Backward, per block: dV += Pᵀ·dY; dP = dY·Vᵀ; dS = P ⊙ (dP − rowsum(dP ⊙ P));
-    dQ = dS·K/√D; dK += dSᵀ·Q/√D (over the keys the block sees).
+    Backward, per block: dV += Pᵀ·dY; dP = dY·Vᵀ; dS = P ⊙ (dP − Δ); dQ = dS·K/√D;
+    dK += dSᵀ·Q/√D (over the keys the block sees). Δ = rowsum(dP ⊙ P) is the softmax's
+    correction term; since dP = dY·Vᵀ and Y = P·V it equals rowsum(dY ⊙ Y), a sum over D
+    rather than over the keys, computed once for all blocks (FlashAttention-2's D_i:
+    Dao 2023, Sec. 3.1.2).
     """
 
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         scale = 1.0 / math.sqrt(q.size(-1))
-        y, ps = _attention_blocks(q, k, v, scale)
-        ctx.save_for_backward(q, k, v, *ps)
+        y, qs, kc, vc, ps = _attention_blocks(q, k, v, scale)
+        ctx.save_for_backward(qs, kc, vc, y, *ps)
         ctx.scale = scale
         return y
 
     @staticmethod
     def backward(ctx, dy: Tensor):
-        q, k, v, *ps = ctx.saved_tensors
-        dq, dk, dv = torch.empty_like(q), torch.zeros_like(k), torch.zeros_like(v)
-        for (a, e, ke), p in zip(_query_blocks(q.size(-2), k.size(-2)), ps):
-            dyb = dy[..., a:e, :]
-            dv[..., :ke, :] += torch.matmul(p.transpose(-2, -1), dyb)
-            dp = torch.matmul(dyb, v[..., :ke, :].transpose(-2, -1))
-            ds = dp.sub_((dp * p).sum(dim=-1, keepdim=True)).mul_(p)
-            dq[..., a:e, :] = torch.matmul(ds, k[..., :ke, :]).mul_(ctx.scale)
-            dk[..., :ke, :] += torch.matmul(ds.transpose(-2, -1), q[..., a:e, :]).mul_(ctx.scale)
-        return dq, dk, dv
+        qs, k, v, y, *ps = ctx.saved_tensors
+        dy = dy.contiguous()  # block slices of a dense dY feed bmm without a copy each
+        delta = torch.linalg.vecdot(dy, y).unsqueeze(-1)  # Δ = rowsum(dY ⊙ Y) [B, H, Tq, 1]
+        dq, dk, dv = torch.empty_like(qs), torch.zeros_like(k), torch.zeros_like(v)
+        for (a, e, ke), p in zip(_query_blocks(qs.size(-2), k.size(-2)), ps):
+            dyb, pf = _flat(dy[..., a:e, :]), _flat(p)
+            dv[..., :ke, :] += torch.bmm(pf.transpose(-2, -1), dyb).view(dv.shape[:2] + (ke, -1))  # dV += Pᵀ·dY
+            dp = torch.bmm(dyb, _flat(v[..., :ke, :]).transpose(-2, -1))
+            ds = dp.sub_(_flat(delta[..., a:e, :])).mul_(pf)
+            torch.bmm(ds, _flat(k[..., :ke, :]), out=_flat(dq[..., a:e, :]))
+            dk[..., :ke, :] += torch.bmm(ds.transpose(-2, -1), _flat(qs[..., a:e, :])).view(dk.shape[:2] + (ke, -1))  # qs = Q/√D
+        return dq.mul_(ctx.scale), dk, dv
 
 
 def _attention_inference(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:

@@ -138,9 +138,10 @@ class AdamW:
         torch._foreach_lerp_(ms, gs, 1.0 - b1)
         torch._foreach_mul_(vs, b2)
         torch._foreach_addcmul_(vs, gs, gs, value=1.0 - b2)
-        # p <- p - lr · (m / bc1) / (sqrt(v / bc2) + eps)
-        denom = torch._foreach_div(vs, bc2)
-        torch._foreach_sqrt_(denom)
+        # p <- p - lr · (m / bc1) / (sqrt(v) / sqrt(bc2) + eps), in torch.optim.AdamW's order of
+        # float32 operations, so that the two give the same bits from the same gradients
+        denom = torch._foreach_sqrt(vs)
+        torch._foreach_div_(denom, bc2**0.5)
         torch._foreach_add_(denom, self.eps)
         torch._foreach_addcdiv_(ps, ms, denom, value=-lr / bc1)
 

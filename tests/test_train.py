@@ -77,9 +77,10 @@ def test_adamw_groups_match_torch_over_50_steps():
             opt.zero_grad()
             model(x, y)[1].backward()
             opt.step()
-    # Same fp32 update, different kernel order; the issue asks for 1e-6 over 50 steps.
+    # The same float32 operations in torch's order, on the same gradients: the same bits after
+    # 50 steps (the issue asked for 1e-6; a different order drifted to 1.3e-6 here).
     for (name, p), q in zip(ours_m.named_parameters(), ref_m.parameters()):
-        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-6, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(p, q, atol=0, rtol=0, msg=lambda m: f"{name}: {m}")
     assert ours.param_groups[1]["weight_decay"] == 0.0 and len(ours.param_groups[1]["params"]) == 5  # 2·2 + ln_f
 
 
