@@ -386,9 +386,11 @@ def per_token_codes(x: Tensor) -> tuple[Tensor, Tensor]:
     (a free view): the in-place steps then also work on inputs that require grad.
     """
     x = x.detach()
-    buf = x.abs()  # [M, K]; reused below for x * (1/scale)
-    scale = buf.amax(dim=-1, keepdim=True).div_(127.0).clamp_(min=EPS)
-    return torch.mul(x, scale.reciprocal(), out=buf).round_(), scale
+    # absmax = max(max x, −min x): two reading passes and no |x| copy written out (at
+    # 64 x 1024 that copy cost more than both reductions)
+    hi, lo = x.amax(dim=-1, keepdim=True), x.amin(dim=-1, keepdim=True)
+    scale = torch.maximum(hi, lo.neg_()).div_(127.0).clamp_(min=EPS)
+    return torch.mul(x, scale.reciprocal()).round_(), scale
 
 
 def quantize_per_token(x: Tensor, bits: int = 8) -> tuple[Tensor, Tensor]:
