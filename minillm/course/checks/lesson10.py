@@ -144,8 +144,10 @@ def _all_gather_rank(comm, fn, seed: int, n: int, logs: dict):
     log = logs[r] = P2POnly(comm)
     t0 = comm.clock
     out = fn(log, chunks)
-    # Only what the learner's code produced (and the simulator's log and clock) goes back: the
-    # check draws the expected chunks itself.
+    # Only what the learner's code produced goes back, with the simulator's record of the run (the
+    # message log and the logical clock, which only the simulator can give: while grading they come
+    # from the kernel, see the threat model in minillm/course/README.md); the check draws the
+    # expected chunks itself.
     return {"out": out, "chunks": chunks, "log": log, "elapsed": comm.clock - t0}
 
 

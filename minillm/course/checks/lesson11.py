@@ -211,6 +211,8 @@ def _dp_rank(comm, fn, model, batches, lr, accum_steps):
     marks: list[int] = []
     m.register_forward_pre_hook(lambda mod, args: marks.append(synced()))
     losses = [fn(comm, m, opt, _local(x, comm), _local(y, comm), accum_steps) for x, y in batches]
+    # The learner's results, and marks from the simulator's trace: a record only the simulator can give
+    # (while grading it comes from the kernel; see the threat model in minillm/course/README.md).
     return {"losses": losses, "state": {k: v.detach().clone() for k, v in m.state_dict().items()}, "marks": marks}
 
 
@@ -306,7 +308,7 @@ def _zero1_rank(comm, fn, seed, n, step, hyper):
     m, v = m_full[r * s:(r + 1) * s].clone(), v_full[r * s:(r + 1) * s].clone()
     out = fn(comm, param.clone(), grads[r].clone(), m, v, step, **hyper)
     sent = sum(bytes_sent_per_rank(e.op, e.nbytes, p) for e in comm.trace if e.kind == "comm")
-    return {"out": out, "m": m, "v": v, "sent": sent}
+    return {"out": out, "m": m, "v": v, "sent": sent}  # "sent": the simulator's trace, a record (see _dp_rank)
 
 
 @register("11.zero1_step", points=3, references=(
