@@ -62,9 +62,10 @@ from typing import Callable, Iterable
 import nbformat
 from nbformat import NotebookNode
 
-from minillm.course.checks import get_task, grade_check, shorten
+from minillm.course.checks import blame_dependencies, get_task, grade_check, shorten
 from minillm.course.kernel import MEMORY_LIMIT, OUTPUT_CAP, GradingKernel, check_call, error_text
 from minillm.course.remote import KernelLost, RemoteFunction
+from minillm.course.static import names_used
 from minillm.course.report import TaskGrade, format_table, gradebook
 from minillm.course.report import write_atomically as _write_atomically
 from minillm.course.notebooks import release_cells
@@ -75,10 +76,8 @@ __all__ = ["TaskGrade", "GradeError", "course_root", "find_release", "merge", "g
 #: run-time defences on their own.
 STATIC_ANALYSIS = True
 DEFAULT_TIMEOUT = 60
-#: How many fresh sets of inputs a task may be checked on before it counts as failed. Some checks'
-#: float tolerances were tuned on their fixed seeds (lesson 01's layer norm with mean 300 fails an
-#: honest fp32 solution for about 2% of random seeds); three tries make that about 1 in 100 000,
-#: while a lookup table of the fixed cases, or a wrong formula, fails every try.
+#: How many fresh sets of inputs a task may be checked on before it counts as failed: 1, since
+#: tolerances are derived from float32 rounding (more tries give a nearly right answer more chances).
 SALTED_TRIES = 1
 
 
@@ -304,6 +303,7 @@ def grade_notebook(
                 notes[tasks[0][0]].append(f"your function printed more than {OUTPUT_CAP} characters; the rest was not kept")
 
     rows = []
+    verdicts: dict[str, tuple[str, str]] = {}  # the tasks graded so far: (status, message), for blame_dependencies
     for task, max_points in tasks:
         rc = next(r for r in run if r.role == "check" and r.task == task)
         missing = any(r.missing for r in run if r.role == "answer" and r.task == task)
@@ -318,6 +318,8 @@ def grade_notebook(
                 message += f" (your answer cell raised {answer_errors[task]})"
         else:
             status, message, points = "error", "the check did not run", 0
+        answer = next((r.cell.source for r in run if r.role == "answer" and r.task == task and not r.missing), "")
+        status, message = blame_dependencies(task, status, message, names_used(answer), verdicts) or (status, message)
         if missing:
             status, points = "missing", 0
             message = "the answer cell is missing from the submission (deleted or its metadata stripped); 0 points"
@@ -327,6 +329,7 @@ def grade_notebook(
             message = (message + "; " if message else "") + "; ".join(notes[task])
         if notes_first and task == tasks[0][0]:
             message = "; ".join(notes_first) + ("; " + message if message else "")
+        verdicts[task] = (status, message)
         rows.append(TaskGrade(label, task, points, max_points, status, message))
     return rows
 

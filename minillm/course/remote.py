@@ -14,10 +14,13 @@ the kernel prints or publishes counts.
 Rank code (lessons 10-12): a check calls ``run_ranks(rank_fn, p, fn, ...)``; with a remote
 ``fn`` the whole simulated run (the check's module-level ``rank_fn``, the communicator, the
 learner's function) happens in the kernel, and the RunResult and message logs come back as
-plain data. Values that ``rank_fn`` computes beside the learner's (the simulator's own
-collective, for instance) are computed in the kernel too: a learner who patches minillm inside
-the kernel could forge them. Static analysis (:mod:`minillm.course.static`) refuses the usual
-ways to patch; the residual risk is documented in ``minillm/course/README.md``.
+plain data. ``rank_fn`` returns only what the learner's code produced (outputs, buffers filled in
+place) and the simulator's record (message logs, traces, the simulated clock); every value the
+check compares them with, it computes itself, here in the grader, from inputs it draws with the
+same salted seeds. The record still comes from the kernel: a learner who patches the simulator
+inside the kernel could forge a communication pattern or a time, never a value. Static analysis
+(:mod:`minillm.course.static`) refuses the usual ways to patch; the residual risk is documented
+in ``minillm/course/README.md``.
 """
 
 from __future__ import annotations

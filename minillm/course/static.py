@@ -30,7 +30,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
-__all__ = ["Finding", "scan", "BANNED_CALLS", "BANNED_MODULES", "BANNED_ATTRS", "IMPORT_ONLY", "TWINS"]
+__all__ = ["Finding", "scan", "names_used", "BANNED_CALLS", "BANNED_MODULES", "BANNED_ATTRS", "IMPORT_ONLY", "TWINS"]
 
 #: Built-ins that run code from strings or reach into frames and namespaces.
 BANNED_CALLS = frozenset({"exec", "eval", "compile", "__import__", "breakpoint", "globals", "vars", "locals",
@@ -191,6 +191,15 @@ def scan(learner_cells: list[tuple[str | None, str]], setup_sources: list[str],
             seen.add(key)
             out.append(f)
     return out
+
+
+def names_used(source: str) -> set[str]:
+    """The plain names a cell reads (``ring_reduce_scatter`` in ``ring_reduce_scatter(comm, chunks)``); empty if it does not parse."""
+    try:
+        tree = ast.parse(_transform(source))
+    except SyntaxError:
+        return set()
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
 
 
 def _tamper(node: ast.AST, aliases: dict[str, str], where: str) -> list[Finding]:

@@ -35,6 +35,17 @@ Adding the checks of a new lesson NN
 
 ``references`` are dotted names resolved lazily (names that do not import are
 skipped), so a check can forbid both minillm's reference and its torch twin.
+
+A task built on the learner's answers to earlier tasks names them with ``depends_on``
+(the learner's function name -> the task that writes it)::
+
+    @register("10.ring_all_reduce", points=3, depends_on={"ring_reduce_scatter": "10.ring_reduce_scatter"})
+
+When such a task fails and its answer calls one of those functions, the verdict blames the
+earlier task if that one does not pass its own check, or if the error was raised inside it:
+the learner's own check finds the functions through ``fn.__globals__``; while grading,
+:func:`blame_dependencies` does it from the answer cell's source and the earlier tasks'
+verdicts in the same submission, so both say "fix 10.ring_reduce_scatter first".
 """
 
 from __future__ import annotations
@@ -77,6 +88,7 @@ __all__ = [
     "NBGRADER_ENV",
     "CheckNotPassed",
     "case_rng",
+    "blame_dependencies",
 ]
 
 #: Set in the kernel's environment by the grader; check() then also publishes its result as JSON.
@@ -182,13 +194,20 @@ class Task:
     func: Callable[[Callable], None]
     references: tuple[str, ...] = ()
     doc: str = ""
+    #: The learner's functions from earlier tasks that this task's answer may call: name -> task id.
+    depends_on: dict[str, str] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, Task] = {}
 
 
-def register(task_id: str, *, points: int, references: Iterable[str] = ()) -> Callable:
-    """Decorator: register ``func(fn)`` as the check of ``task_id`` ("NN.name") worth ``points``."""
+def register(task_id: str, *, points: int, references: Iterable[str] = (),
+             depends_on: dict[str, str] | None = None) -> Callable:
+    """Decorator: register ``func(fn)`` as the check of ``task_id`` ("NN.name") worth ``points``.
+
+    ``depends_on`` maps the names of the learner's functions from earlier tasks that this task's
+    answer calls to those tasks' ids (see the module docstring).
+    """
     m = TASK_RE.match(task_id)
     if not m:
         raise ValueError(f"task id {task_id!r} must look like '04.quantize' (two-digit lesson, a dot, a name)")
@@ -198,11 +217,17 @@ def register(task_id: str, *, points: int, references: Iterable[str] = ()) -> Ca
     for r in refs:
         if not isinstance(r, str) or "." not in r:
             raise ValueError(f"reference {r!r} of {task_id} must be a dotted name like 'minillm.model.softmax'")
+    deps = dict(depends_on or {})
+    for name, dep in deps.items():
+        if not isinstance(name, str) or not name.isidentifier() or not isinstance(dep, str) or not TASK_RE.match(dep) \
+                or dep == task_id:
+            raise ValueError(f"depends_on of {task_id} must map a function name to another task's id, "
+                             f"e.g. {{'ring_reduce_scatter': '10.ring_reduce_scatter'}}; got {name!r}: {dep!r}")
 
     def deco(func: Callable) -> Callable:
         if task_id in _REGISTRY and _REGISTRY[task_id].func.__qualname__ != func.__qualname__:
             raise ValueError(f"task {task_id} is registered twice; give each check its own id")
-        _REGISTRY[task_id] = Task(task_id, points, func, refs, (func.__doc__ or "").strip())
+        _REGISTRY[task_id] = Task(task_id, points, func, refs, (func.__doc__ or "").strip(), deps)
         return func
 
     return deco
@@ -330,6 +355,39 @@ def case_rng(seed: int):
 
 
 # --------------------------------------------------------------------------- the runner
+
+
+def blame_dependencies(task_id: str, status: str, message: str, uses: Iterable[str],
+                       earlier: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
+    """While grading: a verdict ``(status, message)`` that blames an earlier task, or None to keep the task's own.
+
+    ``status``/``message``: the grader's verdict on ``task_id``; ``uses``: the names its answer
+    cell uses (:func:`minillm.course.static.names_used`); ``earlier``: task id -> (status, message)
+    of the tasks graded before it in the same submission. For each ``depends_on`` function the
+    answer uses: if its task did not pass, the verdict says so (as the learner's own check does);
+    else, if the error was raised inside it (the kernel names the learner's innermost function,
+    "(in ring_reduce_scatter, line 7: ...)"), the verdict names that function's task.
+    """
+    try:
+        task = get_task(task_id)
+    except ValueError:  # a release's task this version of the checks does not know
+        return None
+    if status == PASSED or not task.depends_on:
+        return None
+    me, uses = task_id.split(".", 1)[1], set(uses)
+    deps = [(name, dep) for name, dep in task.depends_on.items() if name in uses]
+    for name, dep in deps:
+        if dep in earlier and earlier[dep][0] != PASSED:
+            dep_status, dep_message = earlier[dep]
+            state = "is not written yet" if dep_status == NOT_ATTEMPTED else f"fails its own check ({dep_message})"
+            return FAILED, f"your {me} calls your {name}, which {state}; hint: fix {dep} first, then run this check again"
+    raised = "your function raised "
+    for name, dep in deps:
+        if message.startswith(raised) and f"(in {name}, line " in message:
+            return FAILED, (f"your {name} (task {dep}) raised {message[len(raised):]} when your {me} called it; hint: {name} "
+                            f"passes its own check, so look at what your {me} hands it")
+    return None
+
 
 
 def _references(task: Task) -> dict[str, Any]:

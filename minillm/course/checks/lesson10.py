@@ -3,7 +3,11 @@
 The learner's collectives are rank code, ``fn(comm, ...)``: every check runs them
 through :func:`minillm.parallel.run` on the simulated cluster, for several world
 sizes (1 to 8, odd ones included) and buffer lengths that do not divide evenly,
-and compares each rank's result with the simulator's native collective. Ring tasks
+and compares each rank's result with the expected chunks or sums, which the check draws
+and adds itself (in rank order, the bits of the simulator's native collective) in its own
+process: while grading that is the grader, never the learner's kernel, so a kernel that
+patches the simulator cannot forge them. Only the learner's outputs, the message logs and
+the simulated clock come back from the rank code. Ring tasks
 get a point-to-point-only communicator that logs every message, so the check can
 say whether the learner really built a ring (neighbours only, one chunk per step,
 p-1 steps), and it times the run against the α-β formula (Thakur, Rabenseifner &
@@ -12,7 +16,9 @@ Gropp 2005).
 Running rank code in a check (the point-to-point-only communicator, verdicts for hangs,
 mismatches and rings that run the wrong way) lives in
 :mod:`minillm.course.checks.rankcode`. Task 3's check runs tasks 1 and 2's checks on
-the learner's own functions first, so a bug there is never blamed on the all-reduce.
+the learner's own functions first, so a bug there is never blamed on the all-reduce; while
+grading, where the check cannot reach those functions, the grader does the same from their
+verdicts (``depends_on``).
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ from minillm.parallel import (
     one_root_all_reduce_time,
     tree_all_reduce_time,
 )
+from minillm.parallel.comm import reduce_tensors
 
 # The native collectives a ring task must not call (the simulator's, torch.distributed's
 # through DistComm, and the library's ring implementations).
@@ -60,6 +67,16 @@ def _rank_data(seed: int, rank: int, n: int, dtype=torch.float32) -> torch.Tenso
     """Rank ``rank``'s data for case ``seed``: n values, O(1), different on every rank."""
     g = torch.Generator().manual_seed(1000 * seed + rank)
     return torch.randn(n, generator=g, dtype=dtype)
+
+
+def _rank_sum(seed: int, n: int, p: int) -> torch.Tensor:
+    """The sum over ``p`` ranks of their data for case ``seed``, added in rank order in float32.
+
+    Computed in the check's own process (the grader while grading), never taken from the learner's
+    kernel: :func:`~minillm.parallel.comm.reduce_tensors` is what the simulator's ``all_reduce`` adds
+    with, so these are the bits the native collective gives (``tests/course/test_grader_ranks.py``).
+    """
+    return reduce_tensors([_rank_data(seed, q, n) for q in range(p)], "sum")
 
 
 def _check_ring_pattern(logs: list[P2POnly], sizes: list[int], task: str) -> None:
@@ -127,11 +144,11 @@ def _all_gather_rank(comm, fn, seed: int, n: int, logs: dict):
     log = logs[r] = P2POnly(comm)
     t0 = comm.clock
     out = fn(log, chunks)
-    elapsed = comm.clock - t0
-    native = [torch.empty(max(sizes)) for _ in range(p)]  # the simulator's all-gather, padded to equal shapes
-    padded = torch.cat([mine, torch.zeros(max(sizes) - sizes[r])])
-    comm.all_gather(native, padded)
-    return {"out": out, "chunks": chunks, "native": [t[:s] for t, s in zip(native, sizes)], "log": log, "elapsed": elapsed}
+    # Only what the learner's code produced goes back, with the simulator's record of the run (the
+    # message log and the logical clock, which only the simulator can give: while grading they come
+    # from the kernel, see the threat model in minillm/course/README.md); the check draws the
+    # expected chunks itself.
+    return {"out": out, "chunks": chunks, "log": log, "elapsed": comm.clock - t0}
 
 
 @register("10.ring_all_gather", points=3, references=_NATIVE + _RINGS)
@@ -140,8 +157,9 @@ def check_ring_all_gather(fn) -> None:
     for seed, (p, n) in enumerate(RING_CASES):
         res, logs = ring_run(_all_gather_rank, p, fn, seed, n)
         sizes = chunk_sizes(n, p)
+        want = [_rank_data(seed, i, s) for i, s in enumerate(sizes)]  # rank i's chunk, drawn here
 
-        def values(res=res, p=p, n=n) -> None:
+        def values(res=res, p=p, n=n, want=want) -> None:
             for r, d in enumerate(res.results):
                 out = d["out"]
                 if out is not d["chunks"] and not (isinstance(out, (list, tuple)) and len(out) == p):
@@ -149,7 +167,7 @@ def check_ring_all_gather(fn) -> None:
                 for i in range(p):
                     expect_close(
                         d["chunks"][i],
-                        d["native"][i],
+                        want[i],
                         atol=0,
                         rtol=0,  # copying moves bits: exact
                         what=f"with world_size={p} and {n} elements, rank {r}'s chunks[{i}]",
@@ -173,10 +191,7 @@ def _reduce_scatter_rank(comm, fn, seed: int, n: int, logs: dict):
     log = logs[r] = P2POnly(comm)
     t0 = comm.clock
     out = fn(log, chunks)
-    elapsed = comm.clock - t0
-    native = data.clone()
-    comm.all_reduce(native)  # the simulator's sum, in rank order
-    return {"out": out, "mine": chunks[r], "native": native.split(sizes)[r], "log": log, "elapsed": elapsed}
+    return {"out": out, "mine": chunks[r], "log": log, "elapsed": comm.clock - t0}
 
 
 def _partial_sums(seed: int, n: int, p: int, r: int) -> dict[str, torch.Tensor]:
@@ -198,16 +213,17 @@ def check_ring_reduce_scatter(fn) -> None:
     for seed, (p, n) in enumerate(RING_CASES):
         res, logs = ring_run(_reduce_scatter_rank, p, fn, seed, n)
         sizes = chunk_sizes(n, p)
+        want = _rank_sum(seed, n, p).split(sizes)  # computed here, in rank order, as the simulator adds
 
-        def values(res=res, p=p, n=n, seed=seed) -> None:
+        def values(res=res, p=p, n=n, seed=seed, want=want) -> None:
             for r, d in enumerate(res.results):
                 what = f"with world_size={p} and {n} elements, rank {r}'s chunk {r}"
                 # Sums of p <= 8 float32 values of size O(1) in another order than the
-                # native rank-order sum: a few ulps, so 1e-5 absolute and relative.
+                # rank-order sum: a few ulps, so 1e-5 absolute and relative.
                 tol = dict(atol=1e-5, rtol=1e-5)
                 expect_close(
                     d["out"],
-                    d["native"],
+                    want[r],
                     **tol,
                     what=what + " (returned)",
                     hint="after p-1 steps of send (r - s - 1) % p / receive-and-add (r - s - 2) % p, chunk r is complete on rank r",
@@ -215,7 +231,7 @@ def check_ring_reduce_scatter(fn) -> None:
                 )
                 expect_close(
                     d["mine"],
-                    d["native"],
+                    want[r],
                     **tol,
                     what=what + " (chunks[rank], in place)",
                     hint="add into the chunks in place (chunks[i] += incoming) and return chunks[comm.rank]",
@@ -231,17 +247,15 @@ def check_ring_reduce_scatter(fn) -> None:
 
 
 def _all_reduce_rank(comm, fn, seed: int, shape: tuple[int, ...]):
-    data = _rank_data(seed, comm.rank, math.prod(shape)).view(shape)
-    tensor = data.clone()
+    tensor = _rank_data(seed, comm.rank, math.prod(shape)).view(shape)
     t0 = comm.clock
     out = fn(P2POnly(comm), tensor)
-    elapsed = comm.clock - t0
-    native = data.clone()
-    comm.all_reduce(native)
-    return {"out": out, "tensor": tensor, "native": native, "elapsed": elapsed}
+    return {"out": out, "tensor": tensor, "elapsed": comm.clock - t0}
 
 
-#: The tasks ring_all_reduce builds on: the learner's own functions, called by these names.
+#: The tasks ring_all_reduce builds on: the learner's own functions, called by these names. The learner's
+#: check() finds them through fn.__globals__ (below); while grading, the grader blames them from the
+#: answer cell's source and the earlier verdicts (``depends_on``, see minillm.course.checks.blame_dependencies).
 _DEPENDENCIES = {"ring_reduce_scatter": "10.ring_reduce_scatter", "ring_all_gather": "10.ring_all_gather"}
 
 
@@ -295,7 +309,7 @@ def _blaming(fn: Callable, deps: dict[str, Callable], blamed: list):
             g[name] = dep
 
 
-@register("10.ring_all_reduce", points=3, references=_NATIVE + _RINGS)
+@register("10.ring_all_reduce", points=3, references=_NATIVE + _RINGS, depends_on=_DEPENDENCIES)
 def check_ring_all_reduce(fn) -> None:
     """ring_all_reduce(comm, tensor) -> tensor, summed over ranks in place with a ring."""
     deps = _learner_dependencies(fn)
@@ -321,16 +335,17 @@ def _check_all_reduce_cases(fn, blamed: list) -> None:
                 "comm.world_size chunks, views of tensor.view(-1) (tensor_split(comm.world_size))",
             ) from None
         n = math.prod(shape)
+        want = _rank_sum(seed, n, p).view(shape)  # computed here, in rank order, as the simulator adds
         first = None
         for r, d in enumerate(res.results):
             what = f"with world_size={p} and a tensor of shape {shape}, rank {r}'s tensor"
             if not isinstance(d["out"], torch.Tensor):
                 raise CheckFailure("ring_all_reduce returned", got=describe(d["out"]), expected="the tensor, reduced in place")
             # Same tolerance as the reduce-scatter: float32 sums in another order.
-            expect_close(d["tensor"], d["native"], atol=1e-5, rtol=1e-5, what=what,
+            expect_close(d["tensor"], want, atol=1e-5, rtol=1e-5, what=what,
                          hint="reduce in place: cut tensor.view(-1) into views with tensor_split, reduce-scatter them, all-gather them",
-                         diagnose={"a sum, not an average": d["native"] / p} if p > 1 else None)
-            expect_close(d["out"], d["native"], atol=1e-5, rtol=1e-5, what=what + " (returned)", hint="return the tensor")
+                         diagnose={"a sum, not an average": want / p} if p > 1 else None)
+            expect_close(d["out"], want, atol=1e-5, rtol=1e-5, what=what + " (returned)", hint="return the tensor")
             if first is None:
                 first = d["tensor"]
             elif not torch.equal(first, d["tensor"]):
@@ -346,15 +361,11 @@ def _check_all_reduce_cases(fn, blamed: list) -> None:
 
 
 def _tree_rank(comm, fn, seed: int, n: int):
-    data = _rank_data(seed, comm.rank, n)
-    tensor = data.clone()
+    tensor = _rank_data(seed, comm.rank, n)
     log = P2POnly(comm)
     t0 = comm.clock
     out = fn(log, tensor)
-    elapsed = comm.clock - t0
-    native = data.clone()
-    comm.all_reduce(native)
-    return {"out": out, "tensor": tensor, "native": native, "elapsed": elapsed, "sent": len(log.sent)}
+    return {"out": out, "tensor": tensor, "elapsed": comm.clock - t0, "sent": len(log.sent)}
 
 
 @register("10.tree_all_reduce", points=2, references=_NATIVE + _RINGS[:3] + ("minillm.parallel.collectives.tree_all_reduce",))
@@ -363,15 +374,16 @@ def check_tree_all_reduce(fn) -> None:
     cases = [(1, 5), (2, 8), (3, 6), (4, 16), (5, 7), (8, 32), (16, 4), (13, 9)]
     for seed, (p, n) in enumerate(cases):
         res = run_ranks(_tree_rank, p, fn, seed, n)
+        want = _rank_sum(seed, n, p)  # computed here, in rank order, as the simulator adds
         first = None
         for r, d in enumerate(res.results):
             if not isinstance(d["out"], torch.Tensor):
                 raise CheckFailure("tree_all_reduce returned", got=describe(d["out"]), expected="the tensor, summed in place")
             # Sums of p <= 16 float32 values O(1) in tree order against rank order: a few ulps.
-            expect_close(d["tensor"], d["native"], atol=1e-5, rtol=1e-5, what=f"with world_size={p}, rank {r}'s tensor",
+            expect_close(d["tensor"], want, atol=1e-5, rtol=1e-5, what=f"with world_size={p}, rank {r}'s tensor",
                          hint="reduce to rank 0 first (each round, half of the ranks that still hold a partial sum send it "
                          "to a partner and drop out), then send the total back out the same tree",
-                         diagnose={"a sum, not an average": d["native"] / p} if p > 1 else None)
+                         diagnose={"a sum, not an average": want / p} if p > 1 else None)
             if first is None:
                 first = d["tensor"]
             elif not torch.equal(first, d["tensor"]):

@@ -5,7 +5,9 @@ The data-parallel tasks are rank code: each check runs it with
 included), and compares every rank's result with *one device* doing the same work
 on the whole batch: the gradients, the returned loss and the parameters after the
 steps. That equivalence is the point of the lesson (Li et al. 2020, "PyTorch
-Distributed", Sec. 2; Rajbhandari et al. 2020, "ZeRO", Sec. 5). The checks also
+Distributed", Sec. 2; Rajbhandari et al. 2020, "ZeRO", Sec. 5). Every expected value is
+computed in the check's own process (the grader while grading, never the learner's kernel);
+the rank code returns only what the learner's code produced. The checks also
 read each rank's trace: gradient accumulation must communicate only after the last
 micro-batch, and the ZeRO-1 step must send no more than a reduce-scatter plus an
 all-gather (2Ψ, ZeRO Sec. 7.2.1).
@@ -102,6 +104,7 @@ def check_zero_memory(fn) -> None:
 
 
 def _reference_grads(model: GPT, x, y, frozen: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """The gradients of the mean loss over the batch (x, y), on one device: computed in the check's process."""
     m = copy.deepcopy(model)
     for name in frozen:
         m.get_parameter(name).requires_grad_(False)
@@ -116,10 +119,9 @@ def _grad_rank(comm, fn, model, x, y, frozen):
         m.get_parameter(name).requires_grad_(False)
     _, loss = m(_local(x, comm), _local(y, comm))
     loss.backward()
-    local = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
     out = fn(comm, m)
-    return {"out": out, "local": local,
-            "grads": {n: None if p.grad is None else p.grad.clone() for n, p in m.named_parameters()}}
+    # Only what the learner's code left behind goes back; the check computes what to compare it with.
+    return {"out": out, "grads": {n: None if p.grad is None else p.grad.clone() for n, p in m.named_parameters()}}
 
 
 @register("11.allreduce_gradients", points=2, references=(
@@ -134,6 +136,8 @@ def check_allreduce_gradients(fn) -> None:
         model = _model(seed)
         x, y = _batches(100 + seed, 1)[0]
         ref = _reference_grads(model, x, y, frozen)
+        # Each rank's own gradient (its slice of the batch), to name the mistake of averaging a copy.
+        local = [_reference_grads(model, x.chunk(p)[r], y.chunk(p)[r], frozen) for r in range(p)] if p > 1 else None
         res = run_ranks(_grad_rank, p, fn, model, x, y, frozen)
         first = None
         for r, d in enumerate(res.results):
@@ -152,7 +156,7 @@ def check_allreduce_gradients(fn) -> None:
                                  # Checked first: an untouched gradient is the usual sign of averaging a copy.
                                  "p.grad still holds this rank's own gradient: comm.all_reduce works in place on the "
                                  "tensor you pass, so an averaged copy (p.grad.clone(), torch.cat(...)) must be copied "
-                                 "back, or pass p.grad itself": d["local"][name],
+                                 "back, or pass p.grad itself": local[r][name],
                                  "divide the sum by the number of ranks: the full-batch loss is a mean": ref[name] * p,
                                  "divide once: op='avg' already divides by the world size": ref[name] / p} if p > 1 else None)
             if first is None:
@@ -207,6 +211,8 @@ def _dp_rank(comm, fn, model, batches, lr, accum_steps):
     marks: list[int] = []
     m.register_forward_pre_hook(lambda mod, args: marks.append(synced()))
     losses = [fn(comm, m, opt, _local(x, comm), _local(y, comm), accum_steps) for x, y in batches]
+    # The learner's results, and marks from the simulator's trace: a record only the simulator can give
+    # (while grading it comes from the kernel; see the threat model in minillm/course/README.md).
     return {"losses": losses, "state": {k: v.detach().clone() for k, v in m.state_dict().items()}, "marks": marks}
 
 
@@ -302,7 +308,7 @@ def _zero1_rank(comm, fn, seed, n, step, hyper):
     m, v = m_full[r * s:(r + 1) * s].clone(), v_full[r * s:(r + 1) * s].clone()
     out = fn(comm, param.clone(), grads[r].clone(), m, v, step, **hyper)
     sent = sum(bytes_sent_per_rank(e.op, e.nbytes, p) for e in comm.trace if e.kind == "comm")
-    return {"out": out, "m": m, "v": v, "sent": sent}
+    return {"out": out, "m": m, "v": v, "sent": sent}  # "sent": the simulator's trace, a record (see _dp_rank)
 
 
 @register("11.zero1_step", points=3, references=(

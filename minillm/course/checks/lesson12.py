@@ -2,7 +2,8 @@
 
 Shards are compared exactly with :mod:`minillm.parallel.tensor_parallel`'s (slicing moves bits);
 rank code runs on the simulated cluster (tp = 2 and 4) and is compared with the one-device
-result at 1e-5 relative (fp32 partial sums added in another order, ~1e-7); the byte count is
+result, which the check draws and computes in its own process (the grader while grading, never the
+learner's kernel), at 1e-5 relative (fp32 partial sums added in another order, ~1e-7); the byte count is
 float64 arithmetic on integers, compared at 1e-9. Typical mistakes are named in the hint.
 """
 
@@ -49,31 +50,37 @@ def check_shard_column(fn) -> None:
             expect_close(gb, b[r * k : (r + 1) * k], atol=0, rtol=0, what=f"{what}'s bias", hint="the bias is split like the rows")
 
 
-def _row_rank(comm, fn, seed, n, inp, out):
+def _row_case(seed: int, n: int, inp: int, out: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Case ``seed``'s x [n, inp], W [out, inp] and bias [out]: the same draws in the kernel's rank code and in the check."""
     g = torch.Generator().manual_seed(seed)
-    x, w, b = torch.randn(n, inp, generator=g), torch.randn(out, inp, generator=g), torch.randn(out, generator=g)
+    return torch.randn(n, inp, generator=g), torch.randn(out, inp, generator=g), torch.randn(out, generator=g)
+
+
+def _row_rank(comm, fn, seed, n, inp, out):
+    x, w, b = _row_case(seed, n, inp, out)
     k = inp // comm.world_size
     cols = slice(comm.rank * k, (comm.rank + 1) * k)
-    got = fn(comm, x[:, cols].clone(), w[:, cols].clone(), b.clone())
-    return {"got": got, "want": x @ w.t() + b, "x": x, "w": w, "b": b}
+    return {"got": fn(comm, x[:, cols].clone(), w[:, cols].clone(), b.clone())}  # the learner's output only
 
 
 @register("12.row_parallel_linear", points=3, references=_TP)
 def check_row_parallel_linear(fn) -> None:
     """row_parallel_linear(comm, x_local, w_local, bias) -> x @ Wᵀ + bias, the same on every rank."""
     for seed, (tp, n, inp, out) in enumerate([(2, 3, 8, 5), (4, 4, 16, 6), (3, 2, 9, 4)]):
+        x, w, b = _row_case(seed, n, inp, out)  # drawn here: the expected output never comes from the kernel
+        want = x @ w.t() + b
         res = run_ranks(_row_rank, tp, fn, seed, n, inp, out)
         for r, d in enumerate(res.results):
-            got, want = d["got"], d["want"]
-            partial = d["x"][:, r * (inp // tp) : (r + 1) * (inp // tp)] @ d["w"][:, r * (inp // tp) : (r + 1) * (inp // tp)].t()
+            got = d["got"]
+            partial = x[:, r * (inp // tp) : (r + 1) * (inp // tp)] @ w[:, r * (inp // tp) : (r + 1) * (inp // tp)].t()
             expect_close(
                 got, want, atol=1e-5, rtol=1e-5,  # fp32 partial products summed in another order: ~1e-7
                 what=f"with tp={tp}, rank {r}'s output",
                 hint="multiply your slices, all-reduce (sum) the partial products, then add the bias once",
                 diagnose={
-                    f"the bias was added before the all-reduce, so it counts {tp} times: add it after the sum": want + (tp - 1) * d["b"],
-                    "this is only this rank's partial product: all-reduce (sum) it over the ranks": partial + d["b"],
-                    "op='avg' divides the sum by tp: the partial products must be added, op='sum'": (want - d["b"]) / tp + d["b"],
+                    f"the bias was added before the all-reduce, so it counts {tp} times: add it after the sum": want + (tp - 1) * b,
+                    "this is only this rank's partial product: all-reduce (sum) it over the ranks": partial + b,
+                    "op='avg' divides the sum by tp: the partial products must be added, op='sum'": (want - b) / tp + b,
                 },
             )
 
@@ -113,13 +120,17 @@ def check_qkv_head_rows(fn) -> None:
                                expected=want[:12], hint=hint)
 
 
-def _vocab_rank(comm, fn, seed, n, V, scale):
+def _vocab_case(seed: int, n: int, V: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Case ``seed``'s logits [n, V] and targets [n]: the same draws in the kernel's rank code and in the check."""
     g = torch.Generator().manual_seed(seed)
-    logits, targets = torch.randn(n, V, generator=g) * scale, torch.randint(0, V, (n,), generator=g)
+    return torch.randn(n, V, generator=g) * scale, torch.randint(0, V, (n,), generator=g)
+
+
+def _vocab_rank(comm, fn, seed, n, V, scale):
+    logits, targets = _vocab_case(seed, n, V, scale)
     k = V // comm.world_size
     local = logits[:, comm.rank * k : (comm.rank + 1) * k].clone()
-    got = fn(comm, local, targets.clone())
-    return {"got": got, "logits": logits, "targets": targets}
+    return {"got": fn(comm, local, targets.clone())}  # the learner's output only
 
 
 @register("12.vocab_parallel_loss", points=4, references=(
@@ -132,10 +143,11 @@ def check_vocab_parallel_loss(fn) -> None:
 
     # large vocabularies, so that gathering the logits costs > 5x the three all-reduces
     for seed, (tp, n, V, scale) in enumerate([(2, 6, 32, 1.0), (4, 8, 64, 3.0), (2, 5, 32, 200.0)]):
+        logits, t = _vocab_case(seed, n, V, scale)  # drawn here: the expected loss never comes from the kernel
+        lg = logits.double()
+        want = float((torch.logsumexp(lg, -1) - lg.gather(-1, t[:, None]).squeeze(-1)).mean())
         res = run_ranks(_vocab_rank, tp, fn, seed, n, V, scale)
         for r, d in enumerate(res.results):
-            lg, t = d["logits"].double(), d["targets"]
-            want = float((torch.logsumexp(lg, -1) - lg.gather(-1, t[:, None]).squeeze(-1)).mean())
             got = d["got"]
             if isinstance(got, torch.Tensor) and got.numel() == 1:
                 got = float(got)
@@ -151,6 +163,8 @@ def check_vocab_parallel_loss(fn) -> None:
                         "logit, which only the rank holding id t (rank t // (V/tp), column t - rank·V/tp) contributes")
             raise CheckFailure(f"with tp={tp} (vocabulary {V}, rank {r} holds ids {r * k}…{(r + 1) * k - 1}), the loss is",
                                got=f"{got:.6g}", expected=f"{want:.6g}", hint=hint)
+        # The traces are the simulator's record of the run, which only it can give: while grading they
+        # come from the kernel (see the threat model in minillm/course/README.md); the loss did not.
         sent = max(comm_summary(tr, tp)["bytes_sent"] for tr in res.traces)
         gather = (tp - 1) / tp * n * V * 4  # what all-gathering the fp32 logits would send
         if sent >= 0.5 * gather:

@@ -52,6 +52,11 @@ def run_ranks(rank_fn: Callable, world_size: int, *args: Any, cluster: ClusterSp
     prints per thread, so concurrent ranks do not clash). A learner
     error inside a rank is re-raised as the runner's own verdict ("not attempted",
     "your function raised ..."); a hang or a mismatch becomes a :class:`CheckFailure`.
+
+    While grading, the whole run happens in the learner's kernel, so ``rank_fn`` must return only
+    what the learner's code produced (outputs, buffers filled in place) and the simulator's record
+    (message logs, traces, clock): compute every expected value in the check itself, from the
+    seeds it passes (they are salted the same way on both sides), never in ``rank_fn``.
     """
     if args and getattr(type(args[0]), "_minillm_remote", False):  # graded: the run happens in the learner's kernel
         return args[0].remote_ranks(rank_fn, world_size, args[1:], cluster or CHECK_CLUSTER)

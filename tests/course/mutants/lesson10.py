@@ -132,6 +132,32 @@ def reduce_scatter_whole_buffer(comm, chunks):
     return chunks[r]
 
 
+def reduce_scatter_wrong_index(comm, chunks):
+    """Adds the incoming chunk into the chunk it just sent, (r - s - 1) % p, not the one it receives, (r - s - 2) % p."""
+    p, r = comm.world_size, comm.rank
+    for s in range(p - 1):
+        incoming = torch.empty_like(chunks[(r - s - 2) % p])
+        req = comm.isend(chunks[(r - s - 1) % p], (r + 1) % p)
+        comm.recv(incoming, (r - 1) % p)
+        req.wait()
+        chunks[(r - s - 1) % p] += incoming
+    return chunks[r]
+
+
+def reduce_scatter_index_error(comm, chunks):
+    """Looks at chunks[r + 1] (no % p): past the end of the list on the last rank, an IndexError."""
+    p, r = comm.world_size, comm.rank
+    first = chunks[r + 1]  # noqa: F841 - the bug: rank p-1 has no chunk p
+    for s in range(p - 1):
+        i = (r - s - 2) % p
+        incoming = torch.empty_like(chunks[i])
+        req = comm.isend(chunks[(r - s - 1) % p], (r + 1) % p)
+        comm.recv(incoming, (r - 1) % p)
+        req.wait()
+        chunks[i] += incoming
+    return chunks[r]
+
+
 def reduce_scatter_mirror(comm, chunks):
     """Sends to r-1 and also receives from r-1: half of the ring turned round, so nobody's message is received."""
     p, r = comm.world_size, comm.rank
@@ -233,6 +259,14 @@ all_reduce_all_gather_not_written = _with_globals(
     _all_reduce_with_learner_functions, ring_reduce_scatter=_rs,
     ring_all_gather=lambda comm, chunks: (_ for _ in ()).throw(NotImplementedError()))
 all_reduce_all_gather_not_written.__name__ = "all_reduce_all_gather_not_written"
+#: A correct all-reduce whose reduce-scatter adds into the wrong chunk: the fault is task 2's.
+all_reduce_reduce_scatter_wrong_index = _with_globals(
+    _all_reduce_with_learner_functions, ring_reduce_scatter=reduce_scatter_wrong_index, ring_all_gather=_ag)
+all_reduce_reduce_scatter_wrong_index.__name__ = "all_reduce_reduce_scatter_wrong_index"
+#: A correct all-reduce whose reduce-scatter raises IndexError: the fault is task 2's.
+all_reduce_reduce_scatter_raises = _with_globals(
+    _all_reduce_with_learner_functions, ring_reduce_scatter=reduce_scatter_index_error, ring_all_gather=_ag)
+all_reduce_reduce_scatter_raises.__name__ = "all_reduce_reduce_scatter_raises"
 #: Correct tasks 1 and 2, but the all-reduce hands them p-1 chunks: IndexError inside ring_reduce_scatter.
 all_reduce_wrong_split = _with_globals(_all_reduce_wrong_split, ring_reduce_scatter=_rs, ring_all_gather=_ag)
 all_reduce_wrong_split.__name__ = "all_reduce_wrong_split"
@@ -311,9 +345,11 @@ MUTANTS = {
     "10.ring_all_gather": [all_gather_blocking_send, all_gather_off_by_one, all_gather_direct, all_gather_sequential,
                            all_gather_backwards],
     "10.ring_reduce_scatter": [reduce_scatter_too_few_steps, reduce_scatter_overwrite, reduce_scatter_average,
-                               reduce_scatter_whole_buffer, reduce_scatter_mirror],
+                               reduce_scatter_whole_buffer, reduce_scatter_mirror, reduce_scatter_wrong_index,
+                               reduce_scatter_index_error],
     "10.ring_all_reduce": [all_reduce_through_root, all_reduce_no_all_gather, all_reduce_copies, all_reduce_average,
-                           all_reduce_buggy_reduce_scatter, all_reduce_all_gather_not_written, all_reduce_wrong_split],
+                           all_reduce_buggy_reduce_scatter, all_reduce_all_gather_not_written, all_reduce_wrong_split,
+                           all_reduce_reduce_scatter_wrong_index, all_reduce_reduce_scatter_raises],
     "10.tree_all_reduce": [tree_through_root, tree_no_broadcast, tree_average],
     "10.ring_time": [ring_time_no_fraction, ring_time_one_pass, ring_time_latency_once],
 }
@@ -325,5 +361,8 @@ HINTS = {
     "all_reduce_buggy_reduce_scatter": "fix 10.ring_reduce_scatter first",
     "all_reduce_all_gather_not_written": "fix 10.ring_all_gather first",
     "all_reduce_wrong_split": "your ring_reduce_scatter (task 10.ring_reduce_scatter) raised IndexError",
+    "all_reduce_reduce_scatter_wrong_index": "fix 10.ring_reduce_scatter first",
+    "all_reduce_reduce_scatter_raises": "fix 10.ring_reduce_scatter first",
+    "reduce_scatter_index_error": "IndexError",
     "tree_through_root": "all-reduce through one root",
 }
