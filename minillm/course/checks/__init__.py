@@ -389,7 +389,6 @@ def blame_dependencies(task_id: str, status: str, message: str, uses: Iterable[s
     return None
 
 
-
 def _references(task: Task) -> dict[str, Any]:
     out = {}
     for name in task.references:
