@@ -367,6 +367,7 @@ def test_front_data_and_plot(searched):
     for ax, unit, x in zip(fig.get_axes(), ("MB", "ms"), (1.25, 7.5)):
         line = [l for l in ax.get_lines() if l.get_label().endswith(f"{unit} budget")][0]
         assert list(line.get_xdata()) == pytest.approx([x, x])
+        assert f"{x:.3g} {unit} budget" in [t.get_text() for t in ax.get_legend().get_texts()]  # each panel explains its line
     with pytest.raises(ValueError, match="cost"):
         front_data(rows, "flops")
 
