@@ -1,4 +1,4 @@
-"""The verdicts of lessons 10 and 11's checks name the mistake (issue 11).
+"""The verdicts of lessons 10 to 13's checks name the mistake (issue 11, and the review of lessons 12-13).
 
 ``tests/course/test_course_mutants.py`` proves that every mutant scores 0; here the
 mutants listed in a lesson's ``HINTS`` must also get the verdict that names their
@@ -33,7 +33,7 @@ def _cases(lesson: str):
             for name, text in m.HINTS.items()]
 
 
-@pytest.mark.parametrize("task, mutant, text", _cases("10") + _cases("11"))
+@pytest.mark.parametrize("task, mutant, text", _cases("10") + _cases("11") + _cases("12") + _cases("13"))
 def test_mutant_gets_the_hint_that_names_its_mistake(task, mutant, text):
     res = run_check(task, mutant)
     assert res.points == 0, res.line

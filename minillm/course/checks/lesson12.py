@@ -29,6 +29,34 @@ def _weights(seed: int, out: int, inp: int) -> tuple[torch.Tensor, torch.Tensor]
     return torch.randn(out, inp, generator=g), torch.randn(out, generator=g)
 
 
+def _shard_hint(gw, w: torch.Tensor, r: int, tp: int) -> str | None:
+    """Name the usual slip when ``gw`` is not rank ``r``'s rows of ``w`` [out, in]."""
+    if not isinstance(gw, torch.Tensor) or gw.dim() != 2:
+        return None
+    inp, k = w.shape[1], w.shape[0] // tp
+    mine = w[r * k : (r + 1) * k]
+
+    def same(t: torch.Tensor) -> bool:
+        return tuple(gw.shape) == tuple(t.shape) and torch.equal(gw, t)
+
+    if same(mine):
+        return None
+    if inp % tp == 0 and same(w[:, r * (inp // tp) : (r + 1) * (inp // tp)]):
+        return "a column-parallel layer splits the *output* features: rows of the [out, in] weight, not columns"
+    if same(mine.t()):
+        return "that is the transpose: keep the weight's [out, in] layout, so the shard is [out/tp, in]"
+    if tp > 1 and same(w[r::tp]):
+        return "rank r holds one contiguous block of rows, r·out/tp to (r+1)·out/tp - 1, not every tp-th row"
+    if r + 1 < tp and same(w[(tp - 1 - r) * k : (tp - r) * k]):
+        return "rank r holds rows r·out/tp to (r+1)·out/tp - 1, in rank order"
+    if same(w[r * k : (r + 1) * k + 1]) or same(w[r * k : (r + 1) * k - 1]) or same(w[r * k + 1 : (r + 1) * k + 1]):
+        return f"off by one: rank r's block is weight[r * k : (r + 1) * k] with k = out/tp = {k} rows (the slice end is excluded)"
+    kc = inp // tp
+    if kc != k and same(w[r * kc : (r + 1) * kc]):
+        return "out/tp is weight.shape[0] // tp: the number of rows, not of columns"
+    return None
+
+
 @register("12.shard_column", points=2, references=_TP)
 def check_shard_column(fn) -> None:
     """shard_column(weight, bias, rank, tp) -> (this rank's rows of weight, its slice of bias)."""
@@ -40,11 +68,7 @@ def check_shard_column(fn) -> None:
             if not isinstance(got, (tuple, list)) or len(got) != 2:
                 raise CheckFailure("shard_column returned", got=describe(got), expected="a pair (weight shard, bias shard)")
             gw, gb = got
-            hint = None
-            if isinstance(gw, torch.Tensor) and tuple(gw.shape) == (out, inp // tp) and inp % tp == 0:
-                hint = "a column-parallel layer splits the *output* features: rows of the [out, in] weight, not columns"
-            elif isinstance(gw, torch.Tensor) and tuple(gw.shape) == (k, inp) and r + 1 < tp and torch.equal(gw, w[(tp - 1 - r) * k : (tp - r) * k]):
-                hint = "rank r holds rows r·out/tp … (r+1)·out/tp - 1, in rank order"
+            hint = _shard_hint(gw, w, r, tp)
             what = f"shard_column(weight [{out}, {inp}], bias, rank={r}, tp={tp})"
             expect_close(gw, w[r * k : (r + 1) * k], atol=0, rtol=0, what=f"{what}'s weight", hint=hint)
             expect_close(gb, b[r * k : (r + 1) * k], atol=0, rtol=0, what=f"{what}'s bias", hint="the bias is split like the rows")
@@ -61,6 +85,12 @@ def _row_rank(comm, fn, seed, n, inp, out):
     k = inp // comm.world_size
     cols = slice(comm.rank * k, (comm.rank + 1) * k)
     return {"got": fn(comm, x[:, cols].clone(), w[:, cols].clone(), b.clone())}  # the learner's output only
+
+
+def _partial_max(x: torch.Tensor, w: torch.Tensor, tp: int) -> torch.Tensor:
+    """The element-wise maximum of the ranks' partial products x_r @ W_rᵀ: an all-reduce with op='max'."""
+    k = x.shape[1] // tp
+    return torch.stack([x[:, r * k : (r + 1) * k] @ w[:, r * k : (r + 1) * k].t() for r in range(tp)]).amax(0)
 
 
 @register("12.row_parallel_linear", points=3, references=_TP)
@@ -81,8 +111,16 @@ def check_row_parallel_linear(fn) -> None:
                     f"the bias was added before the all-reduce, so it counts {tp} times: add it after the sum": want + (tp - 1) * b,
                     "this is only this rank's partial product: all-reduce (sum) it over the ranks": partial + b,
                     "op='avg' divides the sum by tp: the partial products must be added, op='sum'": (want - b) / tp + b,
+                    "op='max' keeps the largest partial product: the partial products must be added, op='sum'": _partial_max(x, w, tp) + b,
                 },
             )
+
+
+def _round_robin_rows(C: int, H: int, r: int, tp: int) -> list[int]:
+    """The rows a rank would keep if heads were dealt round-robin (heads r, r + tp, ...)."""
+    hd = C // H
+    cols = [h * hd + i for h in range(r, H, tp) for i in range(hd)]
+    return cols + [c + C for c in cols] + [c + 2 * C for c in cols]
 
 
 @register("12.qkv_head_rows", points=3, references=("minillm.parallel.tensor_parallel._head_rows",))
@@ -112,10 +150,12 @@ def check_qkv_head_rows(fn) -> None:
                 hint = "a contiguous chunk of the 3C rows cuts Q, K and V apart: take the same heads' rows from each of the three blocks"
             elif got_list == cols:
                 hint = "those are only Q's rows: K's start at row C and V's at 2C"
+            elif tp > 1 and got_list == _round_robin_rows(C, H, r, tp):
+                hint = "rank r owns a contiguous block of heads, r·n_head/tp to (r+1)·n_head/tp - 1, not every tp-th head"
             elif sorted(got_list) == sorted(want):
                 hint = "the right rows in the wrong order: Q's rows first, then K's, then V's, so the shard still splits into q, k, v"
             else:
-                hint = f"head h owns columns h·{hd} … (h+1)·{hd} - 1 of Q (and of K, V); rank r owns heads r·n_head/tp …"
+                hint = f"head h owns columns h·{hd} to (h+1)·{hd} - 1 of Q (and of K, V); rank r owns heads r·n_head/tp to (r+1)·n_head/tp - 1"
             raise CheckFailure(f"qkv_head_rows(n_embd={C}, n_head={H}, rank={r}, tp={tp}) is", got=got_list[:12],
                                expected=want[:12], hint=hint)
 
@@ -131,6 +171,27 @@ def _vocab_rank(comm, fn, seed, n, V, scale):
     k = V // comm.world_size
     local = logits[:, comm.rank * k : (comm.rank + 1) * k].clone()
     return {"got": fn(comm, local, targets.clone())}  # the learner's output only
+
+
+def _vocab_mistakes(lg: torch.Tensor, t: torch.Tensor, tp: int, r: int) -> dict[str, float]:
+    """Rank ``r``'s loss under each usual slip, from the full float64 logits ``lg`` [n, V]: hint -> value."""
+    n, V = lg.shape
+    k = V // tp
+    parts = lg.split(k, dim=-1)
+    lse = torch.logsumexp(lg, -1)
+    z_t = lg.gather(-1, t[:, None]).squeeze(-1)
+    local_max = [p.amax(-1) for p in parts]
+    mixed = torch.log(sum(torch.exp(p - m[:, None]).sum(-1) for p, m in zip(parts, local_max)))
+    unmasked = sum(p.gather(-1, (t - q * k).clamp(0, k - 1)[:, None]).squeeze(-1) for q, p in enumerate(parts))
+    return {
+        "that is the sum over the tokens: the loss is their mean": float((lse - z_t).sum()),
+        "each rank subtracted its own local maximum: all-reduce the maxima with op='max' first, so every rank "
+        "shifts by the same number": float((mixed + local_max[r] - z_t).mean()),
+        "add the maximum back: log Σ exp(z - max) + max - z_target": float((lse - lg.amax(-1) - z_t).mean()),
+        "every rank added a logit for the target: only the rank that holds id t (t - rank·V/tp between 0 and V/tp - 1) "
+        "contributes it, the others add 0": float((lse - unmasked).mean()),
+        "op='avg' divided the sum of exponentials by tp: add them with op='sum'": float((lse - math.log(tp) - z_t).mean()),
+    }
 
 
 @register("12.vocab_parallel_loss", points=4, references=(
@@ -156,12 +217,15 @@ def check_vocab_parallel_loss(fn) -> None:
             if math.isclose(got, want, rel_tol=1e-5, abs_tol=1e-6):  # fp32 logsumexp against float64
                 continue
             k = V // tp
-            if not math.isfinite(got):
+            named = next((h for h, v in _vocab_mistakes(lg, t, tp, r).items() if math.isclose(got, v, rel_tol=1e-5, abs_tol=1e-6)), None)
+            if named:
+                hint = named
+            elif not math.isfinite(got):
                 hint = "exp() of large logits overflows: subtract the *global* maximum (all-reduce the local maxima with op='max') first"
             else:
                 hint = ("three all-reduces, one number per token each: the max (op='max'), the sum of exp(z - max), and the target's "
                         "logit, which only the rank holding id t (rank t // (V/tp), column t - rank·V/tp) contributes")
-            raise CheckFailure(f"with tp={tp} (vocabulary {V}, rank {r} holds ids {r * k}…{(r + 1) * k - 1}), the loss is",
+            raise CheckFailure(f"with tp={tp} (vocabulary {V}, rank {r} holds ids {r * k} to {(r + 1) * k - 1}), the loss is",
                                got=f"{got:.6g}", expected=f"{want:.6g}", hint=hint)
         # The traces are the simulator's record of the run, which only it can give: while grading they
         # come from the kernel (see the threat model in minillm/course/README.md); the loss did not.
@@ -170,6 +234,15 @@ def check_vocab_parallel_loss(fn) -> None:
         if sent >= 0.5 * gather:
             raise CheckFailure(f"with tp={tp} a rank sent {sent:.0f} bytes", expected=f"far fewer than the {gather:.0f} of gathering the logits",
                                hint="never gather [n, V]: all-reduce per-token numbers (max, sum of exp, target logit) instead")
+
+
+def _ignores_bytes_per_elem(fn, b: int, s: int, h: int, tp: int, e: float, got: float) -> bool:
+    """Whether the learner's answer stays ``got`` when bytes_per_elem doubles."""
+    try:
+        other = fn(b, s, h, tp, 2 * e)
+    except Exception:  # a probe only: an error here must not replace the verdict on the first call
+        return False
+    return isinstance(other, (int, float)) and not isinstance(other, bool) and math.isclose(other, got, rel_tol=1e-9)
 
 
 @register("12.tp_bytes_per_layer", points=2, references=("minillm.parallel.tp_costs.tp_comm_bytes",))
@@ -188,7 +261,15 @@ def check_tp_bytes_per_layer(fn) -> None:
             raise CheckFailure(f"{what} is", got=describe(got), expected="a number of bytes")
         if math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9):
             continue
-        if tp > 1 and math.isclose(got, want / 2, rel_tol=1e-9):
+        if tp > 1 and got == 0:
+            hint = "(tp - 1) // tp is 0 in integer division: use (tp - 1) / tp"
+        elif tp > 1 and _ignores_bytes_per_elem(fn, b, s, h, tp, e, got):
+            hint = "the answer does not change with bytes_per_elem: the activation is batch·seq_len·hidden·bytes_per_elem bytes"
+        elif tp > 1 and math.isclose(got, 8 * n, rel_tol=1e-9):
+            hint = "a rank keeps its own 1/p share: a ring all-reduce sends 2(p-1)/p · n bytes per rank, not 2n"
+        elif tp > 1 and math.isclose(got, 2 * want, rel_tol=1e-9):
+            hint = "that is twice: 4 all-reduces per layer (2 forward, 2 backward), each 2(p-1)/p · n bytes per rank in all"
+        elif tp > 1 and math.isclose(got, want / 2, rel_tol=1e-9):
             hint = ("that is half: count 2 all-reduces forward and 2 backward (the f of each sub-layer), each a "
                     "reduce-scatter plus an all-gather, 2(p-1)/p · n bytes per rank")
         elif tp > 1 and math.isclose(got, 4 * n, rel_tol=1e-9):

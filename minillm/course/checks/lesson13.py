@@ -68,8 +68,47 @@ def check_gpipe_schedule(fn) -> None:
             elif len(got) != 2 * m:
                 hint = f"every stage runs each of the {m} micro-batches forward once and backward once: {2 * m} actions"
             else:
-                hint = "all forwards first (0 … m-1), then all backwards; the stage number does not change the order"
-            raise CheckFailure(f"{what}:", got=_first_difference(got, want), expected="the GPipe order", hint=hint)
+                hint = "all forwards first (0 to m-1), then all backwards; the stage number does not change the order"
+            raise CheckFailure(f"{what}: {_first_difference(got, want)}", hint=hint)
+
+
+def _forwards(n: int) -> str:
+    return f"{n} forward" + ("" if n == 1 else "s")
+
+
+def _stages_reversed(fn, p: int, m: int) -> bool:
+    """Whether the learner's stage q runs, for every q, what stage p - 1 - q should."""
+    try:
+        return all(_as_actions(fn(p, m, q), "") == _reference("1f1b", p, m, p - 1 - q) for q in range(p))
+    except Exception:  # a probe only: the verdict stays the one on the first failing case
+        return False
+
+
+def _one_f_one_b_hint(fn, got: list, want: list, p: int, m: int, s: int) -> str:
+    """Name the slip in a wrong 1F1B schedule of stage ``s`` (``want`` is the right one)."""
+    warm = min(p - s - 1, m)
+    lead = next((k for k, a in enumerate(got) if a[0] == "B"), len(got))  # forwards before the first backward
+    lead_want = next(k for k, a in enumerate(want) if a[0] == "B")  # warm-up + 1, or m when m <= warm-up
+    if any(i >= m for _, i in got) or lead > m:
+        return f"with only m={m} micro-batches the warm-up is min(p - stage - 1, m) = {_forwards(warm)}"
+    if p > 1 and got == _reference("1f1b", p, m, p - 1 - s) and _stages_reversed(fn, p, m):
+        return (f"your stage {s} runs stage {p - 1 - s}'s schedule: stage 0 (next to the embeddings) warms up the most, p - 1 forwards, "
+                "and the last stage (the head) not at all")
+    if warm < m and got[:warm] == want[:warm] and len(got) > warm and got[warm][0] == "B":
+        return (f"after the warm-up of {_forwards(warm)}, the steady phase runs the forward of the next micro-batch first, "
+                "then the backward of the oldest")
+    if lead != lead_want:
+        if lead_want > warm:  # a steady phase exists
+            return (f"stage {s} of {p} runs {_forwards(lead_want)} before its first backward: a warm-up of "
+                    f"min(p - stage - 1, m) = {warm}, then the steady phase's forward; yours runs {lead}")
+        return f"stage {s} of {p} runs all {_forwards(m)} before its first backward (its warm-up, min(p - stage - 1, m), covers them); yours runs {lead}"
+    if sorted(got) != sorted(want):
+        return "every micro-batch runs once forward and once backward; check the drain after the steady phase"
+    k = next(k for k, (g, w) in enumerate(zip(got, want)) if g != w)
+    last_f = max(k for k, a in enumerate(want) if a[0] == "F")
+    if k > last_f:
+        return "the drain runs the backwards still left oldest first, in the order their gradients arrive"
+    return "in the steady phase, run the forward of the next micro-batch, then the backward of the oldest one still waiting"
 
 
 @register("13.one_f_one_b", points=3, references=_SCHED)
@@ -82,16 +121,8 @@ def check_one_f_one_b(fn) -> None:
             want = _reference("1f1b", p, m, s)
             if got == want:
                 continue
-            warm = next((k for k, a in enumerate(got) if a[0] == "B"), len(got)) - 1  # F(warm) precedes B(0)
-            if warm == p - s and m > p - s:
-                hint = f"stage {s} of {p} runs p - stage - 1 = {p - s - 1} warm-up forwards, not p - stage: the last stage has none"
-            elif warm > m or any(i >= m for _, i in got):
-                hint = f"with only m={m} micro-batches the warm-up is min(p - stage - 1, m) = {min(p - s - 1, m)} forwards"
-            elif sorted(got) != sorted(want):
-                hint = "every micro-batch runs once forward and once backward; check the drain after the steady phase"
-            else:
-                hint = "after the warm-up, alternate one forward of the next micro-batch and one backward of the oldest"
-            raise CheckFailure(f"{what}:", got=_first_difference(got, want), expected="the 1F1B order", hint=hint)
+            hint = _one_f_one_b_hint(fn, got, want, p, m, s)
+            raise CheckFailure(f"{what}: {_first_difference(got, want)}", hint=hint)
 
 
 @register("13.bubble_fraction", points=2, references=("minillm.parallel.pp_schedule.bubble_fraction",) + _TIMELINE)
@@ -125,6 +156,7 @@ def check_peak_in_flight(fn) -> None:
         [],
         [("F", 0), ("F", 1), ("B", 0), ("F", 2), ("B", 1), ("B", 2)],
         [("F", 0), ("B", 0), ("F", 1), ("F", 2), ("B", 1), ("B", 2)],  # the peak comes after a backward
+        [("F", 0), ("F", 1), ("F", 2)],  # forwards only (an inference pipeline): the peak is the last action
     ]
     for p, m in _cases(5):
         for s in range(p):
@@ -138,15 +170,19 @@ def check_peak_in_flight(fn) -> None:
         if isinstance(got, bool) or not isinstance(got, int) or got != want:
             n_f = sum(op == "F" for op, _ in sched)
             first_b = next((k for k, (op, _) in enumerate(sched) if op == "B"), len(sched))
-            if got == n_f and n_f != want:
+            if isinstance(got, float) and got == want:
+                hint = "return the count as an int (a number of micro-batches), not a float"
+            elif got == n_f and n_f != want:
                 hint = "count the micro-batches still waiting for their backward *at each moment*, not all forwards"
             elif got == 0 and want > 0:
                 hint = "keep the largest count seen along the way; at the end every micro-batch is back to 0"
             elif got == first_b and first_b != want:
                 hint = "the peak can come after the first backward: keep counting through the whole schedule"
+            elif got == want - 1:
+                hint = "off by one: compare with the largest value *after* counting each action, so a forward at the peak counts"
             else:
                 hint = "walk the schedule: +1 at each forward, -1 at each backward, and keep the largest value"
-            raise CheckFailure(f"peak_in_flight({sched if len(sched) <= 6 else '…'}) is", got=repr(got), expected=want, hint=hint)
+            raise CheckFailure(f"peak_in_flight({sched if len(sched) <= 6 else f'a schedule of {len(sched)} actions'}) is", got=repr(got), expected=want, hint=hint)
 
 
 @register("13.pipeline_makespan", points=3, references=_TIMELINE)
@@ -163,7 +199,9 @@ def check_pipeline_makespan(fn) -> None:
         want = (m + p - 1) * (tf + tb)
         if math.isclose(got, want, rel_tol=RTOL):
             continue
-        if math.isclose(got, m * (tf + tb), rel_tol=RTOL):
+        if p > 1 and math.isclose(got, p * m * (tf + tb), rel_tol=RTOL):
+            hint = "that is every stage working in turn: the stages work at the same time on different micro-batches"
+        elif math.isclose(got, m * (tf + tb), rel_tol=RTOL):
             hint = "that is the ideal time with no bubble: the first micro-batch needs p-1 stages before the last starts"
         elif math.isclose(got, (m + p) * (tf + tb), rel_tol=RTOL) or math.isclose(got, (m + p - 1) * tf + m * tb, rel_tol=RTOL):
             hint = "draw the timeline of stage 0: count the forward and backward slots it waits for"

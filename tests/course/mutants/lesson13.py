@@ -131,3 +131,85 @@ MUTANTS = {
     "13.peak_in_flight": [peak_counts_all_forwards, peak_final_count, peak_warmup_only],
     "13.pipeline_makespan": [makespan_ideal, makespan_one_slot_too_many, makespan_forward_bubble_only],
 }
+
+
+# --------------------------------------------------------------------------- found by the learner's review (lessons 12-13)
+
+
+def ofob_stages_reversed(n_stages, n_micro, stage):
+    """Numbers the stages from the head: warms up with min(stage, m) forwards."""
+    return _one_f_one_b(n_stages, n_micro, stage, min(stage, n_micro))
+
+
+def ofob_warmup_p_minus_1(n_stages, n_micro, stage):
+    """Gives every stage stage 0's warm-up, min(p - 1, m)."""
+    return _one_f_one_b(n_stages, n_micro, stage, min(n_stages - 1, n_micro))
+
+
+def ofob_newest_backward(n_stages, n_micro, stage):
+    """Runs the newest waiting micro-batch backward in the steady phase (a stack, not a queue)."""
+    warm = min(n_stages - stage - 1, n_micro)
+    acts, waiting = [("F", i) for i in range(warm)], list(range(warm))
+    for i in range(warm, n_micro):
+        acts.append(("F", i))
+        waiting.append(i)
+        acts.append(("B", waiting.pop()))
+    return acts + [("B", i) for i in waiting]
+
+
+def ofob_drain_reversed(n_stages, n_micro, stage):
+    """Drains the last backwards newest first."""
+    warm = min(n_stages - stage - 1, n_micro)
+    acts = [("F", i) for i in range(warm)]
+    for i in range(n_micro - warm):
+        acts += [("F", warm + i), ("B", i)]
+    return acts + [("B", i) for i in reversed(range(n_micro - warm, n_micro))]
+
+
+def peak_before_counting(schedule):
+    """Updates the maximum before counting each action: misses a peak reached by the last action."""
+    live = peak = 0
+    for op, _ in schedule:
+        peak = max(peak, live)
+        live += 1 if op == "F" else -1
+    return peak
+
+
+def peak_as_float(schedule):
+    """Returns the right count as a float."""
+    live, peak = 0, 0.0
+    for op, _ in schedule:
+        live += 1 if op == "F" else -1
+        peak = max(peak, float(live))
+    return peak
+
+
+def makespan_no_overlap(p, m, t_forward, t_backward):
+    """Lets every stage work in turn, as if nothing overlapped."""
+    return p * m * (t_forward + t_backward)
+
+
+MUTANTS["13.one_f_one_b"] += [ofob_stages_reversed, ofob_warmup_p_minus_1, ofob_newest_backward, ofob_drain_reversed]
+MUTANTS["13.peak_in_flight"] += [peak_before_counting, peak_as_float]
+MUTANTS["13.pipeline_makespan"] += [makespan_no_overlap]
+
+#: What the verdict of some mutants must say: the mistake named, not a generic hint.
+HINTS = {
+    "gpipe_backward_reversed": "the backwards in the same order as the forwards",
+    "gpipe_interleaved": "all forwards first",
+    "ofob_warmup_not_capped": "with only m=",
+    "ofob_backward_first": "the steady phase runs the forward of the next micro-batch first",
+    "ofob_stages_reversed": "stage 0 (next to the embeddings) warms up the most",
+    "ofob_warmup_p_minus_1": "then the steady phase's forward; yours runs",
+    "ofob_newest_backward": "the backward of the oldest one still waiting",
+    "ofob_drain_reversed": "the drain runs the backwards still left oldest first",
+    "bubble_relative_to_ideal": "relative to the ideal time",
+    "bubble_ignores_v": "divides the bubble time by v",
+    "peak_counts_all_forwards": "*at each moment*",
+    "peak_final_count": "keep the largest count",
+    "peak_warmup_only": "the peak can come after the first backward",
+    "peak_before_counting": "off by one",
+    "peak_as_float": "as an int",
+    "makespan_ideal": "the ideal time with no bubble",
+    "makespan_no_overlap": "the stages work at the same time",
+}
