@@ -116,7 +116,7 @@ def pipeline_widget():
         view = pipeline_view(p, m, n_virtual, backward_ratio)
         for row in view["rows"]:
             print(f"{row['kind']:<17} makespan {row['makespan']:6.2f}   bubble {row['bubble']:5.1%}"
-                  f"   peak activations {row['peak_in_flight']:.2g} micro-batches")
+                  f"   peak activations {row['peak_in_flight']:g} micro-batches")
         if n_virtual > 1 and m % p:
             print(f"(interleaved 1F1B needs m to be a multiple of p={p})")
         display(plot_pipeline_view(view))

@@ -169,6 +169,7 @@ def plot_tp_view(rows: list[dict]) -> Figure:
     for xi, r in zip(x, rows):
         ax.text(xi, (r["compute_s"] + r["comm_s"]) * 1e3, f"{r['comm_share']:.0%}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(x, [f"tp={t}" for t in tps])
+    ax.set_ylim(0, 1.2 * max((r["compute_s"] + r["comm_s"]) * 1e3 for r in rows))  # room for the labels above the bars
     ax.set_ylabel("one layer, forward + backward (ms)")
     ax.set_title(f"{rows[0]['cluster']}: communication share on top of each bar", fontsize=9)
     ax.legend(frameon=False, fontsize=8, loc="upper right")
@@ -187,8 +188,8 @@ def tp_widget():
         rows = [tp_view(t, seq_len, hidden, cluster, n_heads=max(8, hidden // 128), sequence_parallel=sequence_parallel) for t in (1, 2, 4, 8)]
         for r in rows:
             print(f"tp={r['tp']}: weights {format_bytes(r['weights_bytes'])}/layer, activations {format_bytes(r['activation_bytes'])}/layer, "
-                  f"sends {format_bytes(r['sent_bytes'])}; compute {format_seconds(r['compute_s'])}, "
-                  f"all-reduces {format_seconds(r['comm_s'])} ({r['comm_share']:.0%})")
+                  f"each rank sends {format_bytes(r['sent_bytes'])}; compute {format_seconds(r['compute_s'])}, "
+                  + (f"all-reduces {format_seconds(r['comm_s'])} ({r['comm_share']:.0%})" if r["tp"] > 1 else "no all-reduces"))
         display(plot_tp_view(rows))
 
     return w.interactive(

@@ -80,3 +80,10 @@ def test_fg_diagram_marks_the_communication_points():
     assert texts.count("f") == 2 and texts.count("g") == 2
     sp = [t.get_text() for t in plot_fg_diagram(sequence_parallel=True).axes[0].texts]
     assert sp.count("all-gather\n(sequence)") == 2 and sp.count("reduce-\nscatter") == 2 and "f" not in sp
+
+
+def test_tp_view_labels_stay_inside_the_axes():
+    """The share printed above the tallest bar must not run into the title (it did at tp=1)."""
+    ax = plot_tp_view([tp_view(t) for t in (1, 2, 4, 8)]).axes[0]
+    tallest = max(b.get_y() + b.get_height() for b in ax.patches)
+    assert ax.get_ylim()[1] >= 1.15 * tallest
