@@ -87,3 +87,13 @@ def test_tp_view_labels_stay_inside_the_axes():
     ax = plot_tp_view([tp_view(t) for t in (1, 2, 4, 8)]).axes[0]
     tallest = max(b.get_y() + b.get_height() for b in ax.patches)
     assert ax.get_ylim()[1] >= 1.15 * tallest
+
+
+def test_tp_clusters_links_are_the_datasheet_figures():
+    """NVLink 4 on an H100 SXM: 900 GB/s both directions together, 450 GB/s each way (NVIDIA H100 datasheet);
+    between DGX H100 nodes, one single-port ConnectX-7 per GPU at 400 Gb/s = 50 GB/s (DGX BasePOD reference
+    architecture, docs.nvidia.com/dgx-basepod). Bits are not bytes: 400e9 / 8."""
+    nvlink, ib = (TP_CLUSTERS[name]() for name in TP_CLUSTERS)
+    assert nvlink.link_bw == 900e9 / 2
+    assert ib.link_bw == 400e9 / 8
+    assert nvlink.peak_flops == pytest.approx(989e12, rel=0.01)  # dense BF16, not the 2:4-sparse 1,979
