@@ -211,7 +211,7 @@ def _plot_quality(dense: dict, pruned: dict, label: str) -> Figure:
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
     for ax, k in zip(axes, keys):
         ax.bar(["dense", label], [dense[k], pruned[k]], color=["#8c8c8c", "#4c72b0"])
-        ax.set_ylabel({"val_loss": "validation loss", "recall": "fact recall"}[k])
+        ax.set_ylabel({"val_loss": "validation loss (nats/token)", "recall": "fact recall"}[k])
     fig.tight_layout()
     return fig
 
