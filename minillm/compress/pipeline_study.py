@@ -18,7 +18,7 @@ from minillm.validate import check_choice
 
 from .pipeline import pareto_front, select
 
-__all__ = ["front_data", "plot_pareto", "budget_choice", "budget_widget"]
+__all__ = ["front_data", "loss_axis_top", "plot_pareto", "budget_choice", "budget_widget"]
 
 _AXES = {"bytes": ("size (MB)", 1e-6), "latency_ms": ("forward latency, 1 thread (ms)", 1.0)}
 
@@ -35,6 +35,21 @@ def front_data(rows: list[dict], cost: str = "bytes") -> dict:
     return {"x": x, "y": y, "names": [r["name"] for r in rows], "front": front}
 
 
+def loss_axis_top(losses: list[float], max_loss_increase: float | None = None) -> float | None:
+    """Top of the loss axis that keeps the front readable, or None to show every point.
+
+    A configuration that lost most of its quality (pruning without recovery: +190% loss) would
+    squash every useful point into a flat line at the bottom. The axis is cut at
+    ``losses[0] · (1 + max(0.25, 3 · max_loss_increase))`` when that leaves at most a third of
+    the points above it (they are drawn as markers on the top edge); otherwise nothing is cut.
+    """
+    if not losses:
+        raise ValueError("losses is empty; pass the validation losses of the rows, the original first")
+    top = losses[0] * (1 + max(0.25, 3 * (max_loss_increase or 0.0)))
+    above = sum(y > top for y in losses)
+    return top if 0 < above <= len(losses) / 3 else None
+
+
 def plot_pareto(
     rows: list[dict], chosen: int | None = None, max_loss_increase: float | None = None,
     max_mb: float | None = None, max_latency_ms: float | None = None,
@@ -43,6 +58,7 @@ def plot_pareto(
 
     ``max_loss_increase`` draws the quality budget as a dashed horizontal line (relative to row 0's
     loss); ``max_mb`` and ``max_latency_ms`` draw the size and latency budgets as dashed vertical lines.
+    Configurations far worse than the budget sit on the top edge as triangles (:func:`loss_axis_top`).
     """
     fig = Figure(figsize=(10, 3.8))
     axes = fig.subplots(1, 2)
@@ -63,12 +79,21 @@ def plot_pareto(
         if limit is not None:
             unit = "MB" if cost == "bytes" else "ms"
             ax.axvline(limit, color="purple", linestyle=":", linewidth=1.0, label=f"{limit:.3g} {unit} budget")
+        top = loss_axis_top(d["y"], max_loss_increase)
+        if top is not None:
+            off = [i for i, y in enumerate(d["y"]) if y > top]
+            ax.set_ylim(top=top)
+            ax.scatter([d["x"][i] for i in off], [top] * len(off), marker="^", s=60, clip_on=False, zorder=6,
+                       c=[colors[i] for i in off])
+            worst = max(d["y"][i] for i in off)
+            ax.annotate(f"▲ off scale: {len(off)} with loss up to {worst:.2f}", (0.01, 0.02), xycoords="axes fraction",
+                        ha="left", va="bottom", fontsize=7)
         ax.set_xlabel(_AXES[cost][0])
         ax.set_ylabel("validation loss (nats/token)")
         ax.grid(alpha=0.3)
     axes[0].set_title("size against quality (blue: quantized)", fontsize=10)
     axes[1].set_title("latency against quality", fontsize=10)
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=8, loc="upper right")
     # the right panel repeats none of the left's entries, only the line it alone has
     extra = [(h, lab) for h, lab in zip(*axes[1].get_legend_handles_labels()) if lab.endswith(" ms budget")]
     if extra:

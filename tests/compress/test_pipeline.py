@@ -395,3 +395,23 @@ def test_budget_choice_and_widget():
         assert w.result is None
     finally:
         Widget.close_all()
+
+
+def test_loss_axis_top_cuts_only_a_few_far_outliers():
+    from minillm.compress.pipeline_study import loss_axis_top, plot_pareto
+
+    # lesson 06's shape: two configurations pruned without recovery at +190%, the rest within +15%
+    losses = [0.403, 0.403, 0.404, 0.413, 0.414, 0.420, 1.165, 1.165, 0.453, 0.453, 0.459, 0.453]
+    top = loss_axis_top(losses, 0.05)
+    assert top == pytest.approx(0.403 * 1.25)  # max(25%, 3 x the 5% budget) above the original
+    assert loss_axis_top(losses[:6], 0.05) is None  # nothing far off: nothing cut
+    assert loss_axis_top([1.0, 3.0, 3.0, 1.1], 0.05) is None  # half the points far off: showing them beats cutting
+    assert loss_axis_top([1.0, 1.2, 1.5, 1.0, 1.0, 1.0], 0.2) is None  # 3 x 20% = 60% keeps 1.5 in view
+    with pytest.raises(ValueError, match="losses is empty"):
+        loss_axis_top([])
+    rows = [{"name": f"r{i}", "bytes": 1000 * (12 - i), "latency_ms": 1.0 + i, "val_loss": y,
+             "weights": None} for i, y in enumerate(losses)]
+    fig = plot_pareto(rows, 0, 0.05)
+    for ax in fig.get_axes():
+        assert ax.get_ylim()[1] == pytest.approx(top)
+        assert any("off scale: 2 with loss up to 1.17" in t.get_text() for t in ax.texts)

@@ -43,6 +43,24 @@ def _signed(w: torch.Tensor, sparsity: float) -> torch.Tensor:
     return keep.view_as(w)
 
 
+def _signed_nm(w: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """The N:M mask of a learner who keeps the n largest *signed* values of each group."""
+    from minillm.compress.prune import nm_mask
+
+    return nm_mask(w - w.min() + 1, n, m)  # a monotone shift makes every value positive: ranks by w
+
+
+def _strided_nm(w: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """The N:M mask of a learner who groups inputs j, j + in/m, j + 2·in/m, ... (a reshape to [m, in/m])."""
+    from minillm.compress.prune import nm_mask
+
+    r, c = w.shape
+    perm = torch.arange(c).view(m, c // m).t().reshape(-1)  # strided order: group g holds inputs g, g + c/m, ...
+    keep = torch.empty_like(w, dtype=torch.bool)
+    keep[:, perm] = nm_mask(w[:, perm], n, m)
+    return keep
+
+
 def _compare(got: torch.Tensor, want: torch.Tensor, what: str, mistakes: dict[str, torch.Tensor], hint: str) -> None:
     if torch.equal(got, want):
         return
@@ -69,11 +87,14 @@ def check_magnitude_mask(fn) -> None:
         floor = torch.ones_like(want)
         if k_int:
             floor.view(-1)[torch.topk(w.abs().view(-1), k_int, largest=False).indices] = False
+        k = round(w.numel() * s)
         _compare(got, want, what, {
             "True must mean *kept*: you returned the mask of the pruned weights": ~want,
             "that removes the largest |w|: prune the smallest, they matter least": magnitude_mask(1 / w.abs(), s),
-            f"round(numel · sparsity) weights go, as torch.nn.utils.prune does; int() truncates ({k_int} instead of {round(w.numel() * s)})": floor,
+            (f"your mask removes {k_int} weights; round(numel · sparsity) = {k} must go, as torch.nn.utils.prune "
+             "does (int() truncates, and a quantile threshold lands between counts)"): floor,
             "compare |w|, not w: a large negative weight matters as much as a large positive one": _signed(w, s),
+            "that ranks |w| within each row; this task ranks over the whole matrix": magnitude_mask(w, s, scope="row"),
         }, hint="sort |w| over the whole matrix and drop the round(numel · sparsity) smallest")
 
 
@@ -90,6 +111,9 @@ def check_nm_mask(fn) -> None:
         mistakes = {
             "True must mean kept: you returned the pruned positions": ~want,
             "keep the n *largest* |w| of each group, not the smallest": ~nm_mask(w, m - n, m) if m > n else want,
+            "compare |w|, not w: a large negative weight matters as much as a large positive one": _signed_nm(w, n, m),
+            f"n is the number *kept* in each group of m: keep {n}, drop {m - n} (you dropped {n})": nm_mask(w, m - n, m),
+            "groups are m *consecutive* inputs (0..m-1, m..2m-1, ...), not inputs in/m apart": _strided_nm(w, n, m),
         }
         if r % m == 0:
             mistakes["groups run along a row (m consecutive *inputs*), not down a column"] = nm_mask(w.t().contiguous(), n, m).t()
@@ -101,7 +125,8 @@ def check_wanda_mask(fn) -> None:
     """wanda_mask(weight, act_norm, sparsity) -> per output row, drop the int(in·sparsity) smallest |W_ij|·act_norm[j]."""
     from minillm.compress.prune import magnitude_mask, wanda_mask
 
-    for seed, (r, c, s) in enumerate([(4, 8, 0.5), (6, 10, 0.3), (3, 16, 0.75)]):
+    # (3, 10, 0.37): 3.7 weights per row, so int() (3, as Wanda's code) and round() (4) differ
+    for seed, (r, c, s) in enumerate([(4, 8, 0.5), (6, 10, 0.3), (3, 16, 0.75), (3, 10, 0.37)]):
         w = _tie_free(r, c, 200 + seed)
         g = torch.Generator().manual_seed(300 + seed)
         norms = torch.rand(c, generator=g) * 3 + 0.1
@@ -110,9 +135,18 @@ def check_wanda_mask(fn) -> None:
         want = wanda_mask(w, norms, s)
         scores = w.abs() * norms
         per_layer = magnitude_mask(scores, s)
+        k_int, k_round = int(c * s), round(c * s)
+        by_column = torch.ones_like(want)
+        kc = int(r * s)
+        if kc:
+            by_column.scatter_(0, torch.topk(scores, kc, dim=0, largest=False).indices, False)
+        by_round = torch.ones_like(want)
+        by_round.scatter_(1, torch.topk(scores, k_round, dim=1, largest=False).indices, False)
         _compare(got, want, what, {
             "Wanda compares scores within each output row, not across the whole matrix": per_layer,
             "that is plain magnitude pruning per row: multiply |W| by the activation norms": magnitude_mask(w, s, scope="row"),
+            "compare within each output row (along dim 1, the inputs), not within each column": by_column,
+            (f"int(in · sparsity) = {k_int} per row go, as in Wanda's code; round() gives {k_round}"): by_round,
         }, hint="score = |W| * act_norm (broadcast over rows); in each row drop the int(in · sparsity) lowest scores")
 
 
@@ -129,7 +163,9 @@ def check_csr_break_even(fn) -> None:
             raise CheckFailure(f"{what} is", got=describe(got), expected="a number between 0 and 1")
         if math.isclose(got, want, rel_tol=1e-9):
             continue
-        if math.isclose(got, vb / (vb + ib), rel_tol=1e-9):
+        if math.isclose(got, 100 * want, rel_tol=1e-9):
+            hint = "return a fraction between 0 and 1, not a percentage"
+        elif math.isclose(got, vb / (vb + ib), rel_tol=1e-9):
             hint = "that is the density where they break even, not the sparsity: subtract it from 1"
         elif math.isclose(got, 0.5, rel_tol=1e-9):
             hint = "0.5 holds only when an index is as wide as a value: derive it for any widths"
@@ -164,6 +200,12 @@ def check_cubic_sparsity(fn) -> None:
             hint = "cubic the other way round: most of the pruning happens early, s_f + (s_i - s_f)(1 - t/n)^3"
         elif math.isclose(got, si + (sf - si) * p, rel_tol=1e-9):
             hint = "that is a linear ramp; Zhu & Gupta's schedule is cubic"
+        elif si and math.isclose(got, sf * (1 - (1 - p) ** 3), rel_tol=1e-9):
+            hint = "you left out s_init: the schedule starts at s_i, not at 0"
+        elif step < n and math.isclose(got, si, rel_tol=1e-9, abs_tol=1e-12):
+            hint = "t / n is 0 until t = n: use true division (/), not integer division (//)"
+        elif n > 1 and math.isclose(got, sf + (si - sf) * (1 - min(step / (n - 1), 1.0)) ** 3, rel_tol=1e-9):
+            hint = "the progress is t / n (n steps reach s_f at t = n), not t / (n - 1)"
         else:
             hint = "s_t = s_f + (s_i - s_f)(1 - t/n)^3 for t <= n, then s_f"
         raise CheckFailure(f"{what} is", got=f"{got:.6g}", expected=f"{want:.6g}", hint=hint)
