@@ -263,6 +263,10 @@ def plot_budget(budget: dict, spectrum: Tensor | None = None) -> Figure:
         ax1.set_xlabel("rank")
         ax1.set_ylabel("share of ‖ΔW‖² kept")
         ax1.set_title(f"full fine-tuning's update, rank {budget['r']}: {budget.get('energy', 0):.0%}", fontsize=9)
+    else:  # say why the panel is empty instead of leaving blank axes
+        ax1.set_axis_off()
+        ax1.text(0.5, 0.5, "no spectrum for this choice:\nthe update's spectrum is measured\nfor one c_attn matrix only",
+                 ha="center", va="center", fontsize=9, transform=ax1.transAxes)
     sizes = [budget["optimizer_bytes"], budget["full_optimizer_bytes"]]
     ax2.bar(["LoRA", "full"], sizes, color=["tab:red", "tab:gray"])
     ax2.set_yscale("log")

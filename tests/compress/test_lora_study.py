@@ -94,6 +94,8 @@ def test_budget_plot_shows_both_optimizer_states_with_their_sizes(tiny):
     lo, hi = ax.get_ylim()
     assert lo <= b["optimizer_bytes"] / 10 and hi >= b["full_optimizer_bytes"]  # both bars visibly long on the log axis
     assert [t.get_text() for t in ax.texts] == [format_bytes(b["optimizer_bytes"]), format_bytes(b["full_optimizer_bytes"])]
+    left = ls.plot_budget(b).axes[0]  # no spectrum given: the empty panel says why
+    assert not left.axison and "no spectrum" in left.texts[0].get_text()
 
 
 def test_widget_is_interactive_over_the_budget(tiny):
