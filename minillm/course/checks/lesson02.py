@@ -128,6 +128,9 @@ def check_count_trainable(fn) -> None:
         if tied and got == want + model.wte.weight.numel():
             hint = ("a tied weight counted twice: lm_head.weight is wte.weight (state_dict() and a walk over every module's "
                     "own parameters list it twice); count it once, as model.parameters() does")
+        elif got == model.num_params():
+            hint = ("num_params() counts every parameter, frozen or not, and leaves out the position embedding; "
+                    "count the elements of the parameters with requires_grad True")
         elif got == total:
             hint = "count only the parameters with requires_grad True: the frozen base does not train"
         elif got == sum(1 for p in model.parameters() if p.requires_grad):

@@ -68,7 +68,8 @@ def check_soft_targets(fn) -> None:
         got = fn(z.clone(), T)
         big = z.abs().max() > 50
         expect_tensor(got, shape=z.shape, what=what,
-                      hint="subtract the maximum logit before exp(): exp(300) overflows float32" if big else None)
+                      hint="subtract each row's own maximum (over the last dimension) before exp(): exp(300) overflows "
+                           "float32, and one global maximum leaves a row far below it at exp(−600) = 0, then 0/0" if big else None)
         want = _p(z, T)
         expect_close(got.double(), want, atol=1e-6, rtol=1e-4, what=what, diagnose={
             "divide the logits by T before the softmax (you multiplied)": _p(z, 1 / T),

@@ -96,6 +96,11 @@ def count_per_module(model):
     return sum(p.numel() for m in model.modules() for p in m.parameters(recurse=False) if p.requires_grad)
 
 
+def count_num_params(model):
+    """Uses lesson 01's num_params(): frozen weights in, position embedding out."""
+    return model.num_params()
+
+
 # --------------------------------------------------------------------------- break-even
 
 
@@ -156,7 +161,8 @@ MUTANTS = {
     "02.lora_forward": [forward_no_scale, forward_r_over_alpha, forward_no_bias, forward_scales_base, forward_transposed,
                           forward_rank_from_wrong_axis, forward_base_only],
     "02.merge_weight": [merge_no_scale, merge_update_only, merge_subtracts, merge_wrong_order, merge_rank_from_wrong_axis],
-    "02.count_trainable": [count_all, count_tensors, count_state_dict, count_named_modules_lora_only, count_per_module],
+    "02.count_trainable": [count_all, count_tensors, count_state_dict, count_named_modules_lora_only, count_per_module,
+                           count_num_params],
     "02.break_even_rank": [break_even_max_rank, break_even_square, break_even_inverted, break_even_rounded],
     "02.answer_targets": [targets_whole_sequence, targets_off_by_one, targets_keeps_last_input, targets_too_long, targets_zero_mask],
 }
@@ -178,6 +184,7 @@ HINTS = {
     "count_tensors": "count elements (p.numel()), not tensors",
     "count_state_dict": "a tied weight counted twice",
     "count_per_module": "a tied weight counted twice",
+    "count_num_params": "num_params() counts every parameter",
     "break_even_max_rank": "the largest rank a matrix can have",
     "break_even_square": "d/2 holds only for a square matrix",
     "break_even_inverted": "upside down",

@@ -35,6 +35,13 @@ def soft_first_dim(logits, T):
     return z.exp() / z.exp().sum(0, keepdim=True)
 
 
+def soft_global_max(logits, T):
+    """Subtracts the maximum of the whole tensor, not each row's: rows far below it underflow to 0/0."""
+    z = logits / T
+    z = z - z.max()
+    return z.exp() / z.exp().sum(-1, keepdim=True)
+
+
 # --------------------------------------------------------------------------- kd loss
 
 
@@ -220,7 +227,7 @@ def ratio_log2(z1, z2, ratio):
 
 
 MUTANTS = {
-    "05.soft_targets": [soft_times_T, soft_no_temperature, soft_unstable, soft_first_dim],
+    "05.soft_targets": [soft_times_T, soft_no_temperature, soft_unstable, soft_first_dim, soft_global_max],
     "05.kd_loss": [kd_no_T2, kd_swapped, kd_sums_tokens, kd_times_T, kd_batchmean, kd_reverse_sign, kd_log_of_softmax,
                    kd_no_softening, kd_cross_entropy],
     "05.distill_loss": [distill_swapped_alpha, distill_soft_ce, distill_no_T2, distill_ce_sum, distill_ce_of_teacher,
@@ -234,7 +241,8 @@ MUTANTS = {
 HINTS = {
     "soft_times_T": "you multiplied",
     "soft_no_temperature": "without it every T gives the plain softmax",
-    "soft_unstable": "subtract the maximum logit",
+    "soft_unstable": "exp(300) overflows",
+    "soft_global_max": "one global maximum",
     "soft_first_dim": "not the first",
     "kd_no_T2": "multiply by T²",
     "kd_swapped": "that is the reverse KL",
