@@ -6,7 +6,7 @@ Data functions return plain rows (lists of dicts) and plotting functions draw th
 - :func:`sample_efficiency`: accuracy against the number of labelled examples, the
   pre-trained teacher fine-tuned against the same architecture from scratch.
 - :func:`method_table`: linear probe, full fine-tuning and LoRA at several ranks: accuracy,
-  trainable parameters, optimizer-state bytes and seconds per step.
+  trainable parameters, optimizer-state bytes and median seconds per step.
 - :func:`forgetting`: the loss on the original stories before and after fine-tuning.
 - :func:`adapter_file_bytes`: an adapter saved as a file.
 - :func:`qlora`: LoRA on a frozen int4 copy of the teacher (the QLoRA idea).
