@@ -163,9 +163,12 @@ def finetune(
 
     Each step draws ``batch_size`` questions (seeded, with replacement) and takes one AdamW
     step (no weight decay) on the answer-token cross-entropy, the learning rate following
-    a cosine schedule with ``warmup`` steps. Returns ``{"loss": [per step], "seconds":
-    total, "seconds_per_step": mean}``.
+    a cosine schedule with ``warmup`` steps. Returns ``{"loss": [per step], "step_seconds":
+    [per step], "seconds": total, "seconds_per_step": median}``: the median, so that a slow spell
+    of a busy machine during a few steps does not move it.
     """
+    import statistics
+
     from tqdm.auto import tqdm
 
     from minillm.train import AdamW, cosine_lr
@@ -179,10 +182,11 @@ def finetune(
     x, y = answer_batch(tokenizer, questions)
     g = torch.Generator().manual_seed(seed)
     opt = AdamW(params, lr=lr, weight_decay=0.0)
-    hist: dict = {"loss": []}
+    hist: dict = {"loss": [], "step_seconds": []}
     model.train()
     t0 = time.perf_counter()
     for step in tqdm(range(steps), desc="fine-tune", disable=not progress, leave=False):
+        ts = time.perf_counter()
         opt.lr = cosine_lr(step, lr, warmup, steps, lr / 10)
         i = torch.randint(0, len(questions), (batch_size,), generator=g)
         used = int((y[i] >= 0).any(0).nonzero().max()) + 1  # drop all-padding columns at the end
@@ -191,7 +195,8 @@ def finetune(
         loss.backward()
         opt.step()
         hist["loss"].append(float(loss.detach()))
+        hist["step_seconds"].append(time.perf_counter() - ts)
     model.eval()
     hist["seconds"] = time.perf_counter() - t0
-    hist["seconds_per_step"] = hist["seconds"] / steps
+    hist["seconds_per_step"] = statistics.median(hist["step_seconds"])
     return hist

@@ -112,7 +112,10 @@ def test_finetune_lowers_the_answer_loss_and_is_deterministic(tiny, bpe):
         hb = finetune(b, bpe, qs, steps=30, batch_size=4, lr=2e-2, progress=False)
     assert ha["loss"] == hb["loss"]
     assert sum(ha["loss"][-3:]) / 3 < 0.7 * sum(ha["loss"][:3]) / 3
-    assert ha["seconds_per_step"] > 0 and len(ha["loss"]) == 30
+    assert ha["seconds_per_step"] > 0 and len(ha["loss"]) == len(ha["step_seconds"]) == 30
+    st = sorted(ha["step_seconds"])
+    assert ha["seconds_per_step"] == pytest.approx((st[14] + st[15]) / 2)  # the median of 30 steps
+    assert sum(ha["step_seconds"]) <= ha["seconds"]
 
 
 @pytest.mark.parametrize(

@@ -175,7 +175,7 @@ def plot_toy(grid: Tensor, target: Tensor, fits: Sequence[dict]) -> Figure:
     colors = {"forward": "#4c72b0", "reverse": "#dd8452"}
     for f in fits:
         ax.plot(grid.numpy(), f["q"].numpy(), color=colors[f["kind"]], linewidth=2,
-                label=f"student q, {f['kind']} KL (mean {f['mean']:+.2f}, std {f['std']:.2f})")
+                label=f"student q, {f['kind']} KL (mean {round(f['mean'], 2) + 0.0:+.2f}, std {f['std']:.2f})")
     ax.set_xlabel("outcome")
     ax.set_ylabel("probability")
     ax.set_title("Forward KL covers both modes; reverse KL picks one", fontsize=9)
@@ -447,10 +447,11 @@ def plot_students(rows: list[dict], key: str = "model", title: str | None = None
     for ax, m, label in zip(axes, ("val_loss", "recall"), labels):
         means = [summary[n][m][0] for n in names]
         sds = [summary[n][m][1] for n in names]
-        ax.bar(range(len(names)), means, yerr=sds, color=colors[: len(names)], capsize=4)
+        ax.bar(range(len(names)), means, color=colors[: len(names)])
         for i, n in enumerate(names):
             pts = [r[m] for r in rows if r[key] == n]
-            if len(pts) > 1:
+            if len(pts) > 1:  # one run has no spread to draw: no error bar for it
+                ax.errorbar(i, means[i], yerr=sds[i], color="k", capsize=4)
                 ax.plot([i] * len(pts), pts, "k.", markersize=4)
         ax.set_xticks(range(len(names)), names, fontsize=8)
         ax.set_ylabel(label, fontsize=8)

@@ -6,7 +6,7 @@ Data functions return plain rows (lists of dicts) and plotting functions draw th
 - :func:`sample_efficiency`: accuracy against the number of labelled examples, the
   pre-trained teacher fine-tuned against the same architecture from scratch.
 - :func:`method_table`: linear probe, full fine-tuning and LoRA at several ranks: accuracy,
-  trainable parameters, optimizer-state bytes and seconds per step.
+  trainable parameters, optimizer-state bytes and median seconds per step.
 - :func:`forgetting`: the loss on the original stories before and after fine-tuning.
 - :func:`adapter_file_bytes`: an adapter saved as a file.
 - :func:`qlora`: LoRA on a frozen int4 copy of the teacher (the QLoRA idea).
@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from minillm.compress.lora import LoRALinear, lora_state_dict, trainable_parameters
 from minillm.transfer import ADAM_STATE_BYTES_PER_PARAM, finetune, optimizer_state_bytes, prepare
+from minillm.units import format_bytes
 from minillm.validate import check_int, check_number
 
 __all__ = [
@@ -145,7 +146,8 @@ def plot_methods(rows: list[dict], chance: float = 0.2) -> Figure:
     ax = fig.add_subplot()
     names = [r["method"] for r in rows]
     ax.bar(names, [r["accuracy"] for r in rows], color="tab:blue", alpha=0.8)
-    ax.axhline(chance, color="gray", ls=":")
+    ax.axhline(chance, color="gray", ls=":", label=f"chance ({chance:.0%})")
+    ax.legend(loc="upper left", fontsize=8, frameon=False)
     ax.set_ylabel("test accuracy (bars)")
     ax.set_ylim(0, 1.05)
     ax.tick_params(axis="x", labelrotation=20, labelsize=8)
@@ -261,9 +263,17 @@ def plot_budget(budget: dict, spectrum: Tensor | None = None) -> Figure:
         ax1.set_xlabel("rank")
         ax1.set_ylabel("share of ‖ΔW‖² kept")
         ax1.set_title(f"full fine-tuning's update, rank {budget['r']}: {budget.get('energy', 0):.0%}", fontsize=9)
-    ax2.bar(["LoRA", "full"], [budget["optimizer_bytes"], budget["full_optimizer_bytes"]], color=["tab:red", "tab:gray"])
+    else:  # say why the panel is empty instead of leaving blank axes
+        ax1.set_axis_off()
+        ax1.text(0.5, 0.5, "no spectrum for this choice:\nthe update's spectrum is measured\nfor one c_attn matrix only",
+                 ha="center", va="center", fontsize=9, transform=ax1.transAxes)
+    sizes = [budget["optimizer_bytes"], budget["full_optimizer_bytes"]]
+    ax2.bar(["LoRA", "full"], sizes, color=["tab:red", "tab:gray"])
     ax2.set_yscale("log")
-    ax2.set_ylabel("AdamW state, bytes")
+    ax2.set_ylim(min(sizes) / 100, 10 * max(sizes))  # a log axis needs a floor well below both bars to compare them
+    for i, b in enumerate(sizes):
+        ax2.annotate(format_bytes(b), (i, b), ha="center", va="bottom", fontsize=8)
+    ax2.set_ylabel("AdamW state, bytes (1 kB = 1e3 B)")
     ax2.set_title(f"{budget['trainable']:,} trainable ({budget['share']:.2%})", fontsize=9)
     fig.tight_layout()
     return fig

@@ -114,6 +114,10 @@ def test_summarize_is_mean_and_sample_sd():
     fig = ds.plot_students(rows, key="method")
     heights = [b.get_height() for b in fig.axes[0].patches]
     assert heights == pytest.approx([7 / 3, 3.0])
+    # an error bar for "a" (3 runs, sd > 0), none for "b": one run has no spread to draw
+    assert len(fig.axes[0].collections) == 1
+    (segment,) = fig.axes[0].collections[0].get_segments()
+    assert sorted(segment[:, 1]) == pytest.approx([7 / 3 - s["a"]["val_loss"][1], 7 / 3 + s["a"]["val_loss"][1]])
 
 
 def test_continuation_loss_scores_only_the_tokens_after_the_prompt():

@@ -8,6 +8,7 @@ from minillm.compress import lora_study as ls
 from minillm.compress.lora import add_lora, trainable_parameters
 from minillm.model import GPT, GPTConfig
 from minillm.transfer import transfer_task
+from minillm.units import format_bytes
 
 pytestmark = pytest.mark.lesson02
 
@@ -83,6 +84,18 @@ def test_plots_draw_the_rows():
     mrows = [{"method": "full", "accuracy": 1.0, "trainable": 100}, {"method": "LoRA r=1", "accuracy": 0.9, "trainable": 3}]
     fig = ls.plot_methods(mrows)
     assert [p.get_height() for p in fig.axes[0].patches] == [1.0, 0.9]
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["chance (20%)"]  # the dotted line is named
+
+
+def test_budget_plot_shows_both_optimizer_states_with_their_sizes(tiny):
+    b = ls.lora_budget(tiny, 2)
+    ax = ls.plot_budget(b).axes[1]
+    assert [p.get_height() for p in ax.patches] == [b["optimizer_bytes"], b["full_optimizer_bytes"]]
+    lo, hi = ax.get_ylim()
+    assert lo <= b["optimizer_bytes"] / 10 and hi >= b["full_optimizer_bytes"]  # both bars visibly long on the log axis
+    assert [t.get_text() for t in ax.texts] == [format_bytes(b["optimizer_bytes"]), format_bytes(b["full_optimizer_bytes"])]
+    left = ls.plot_budget(b).axes[0]  # no spectrum given: the empty panel says why
+    assert not left.axison and "no spectrum" in left.texts[0].get_text()
 
 
 def test_widget_is_interactive_over_the_budget(tiny):

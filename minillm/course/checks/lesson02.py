@@ -51,6 +51,9 @@ def check_lora_forward(fn) -> None:
             "the scale is alpha / r, not alpha": x @ w.T + b + alpha * (x @ A.T @ B.T),
             "the base layer's bias is part of the output: base(x) = x Wᵀ + b": x @ w.T + (alpha / r) * (x @ A.T @ B.T),
             "only the update is scaled, not the frozen base": (alpha / r) * (x @ w.T + b + x @ A.T @ B.T),
+            "r is the rank, A.shape[0] (A is [r, in]); A.shape[1] is the input width":
+                x @ w.T + b + (alpha / n_in) * (x @ A.T @ B.T),
+            "you returned the frozen layer alone: add the update (alpha / r) · (x Aᵀ) Bᵀ": x @ w.T + b,
         }, "y = x Wᵀ + b + (alpha / r) · (x Aᵀ) Bᵀ with r = A.shape[0]")
         raise CheckFailure(f"{what} differs from base(x) + (alpha/r)·x Aᵀ Bᵀ by", hint=hint,
                            got=f"{(got.double() - want).abs().max().item():.3g}", expected="0")
@@ -73,6 +76,7 @@ def check_merge_weight(fn) -> None:
                 "the scale is alpha / r, not r / alpha": w + (r / alpha) * (B @ A),
                 "merge adds the update to W; you returned the update alone": (alpha / r) * (B @ A),
                 "W + ΔW, not W − ΔW": w - (alpha / r) * (B @ A),
+                "r is the rank, A.shape[0] (A is [r, in]); A.shape[1] is the input width": w + (alpha / n_in) * (B @ A),
             }, "W' = W + (alpha / r) · B @ A; then x W'ᵀ equals x Wᵀ + (alpha/r) x Aᵀ Bᵀ")
             raise CheckFailure(f"{what} differs from W + (alpha/r)·B A by", hint=hint,
                                got=f"{(got.double() - want).abs().max().item():.3g}", expected="0")
@@ -120,7 +124,14 @@ def check_count_trainable(fn) -> None:
         if got == want:
             continue
         total = sum(p.numel() for p in model.parameters())
-        if got == total:
+        tied = model.lm_head.weight is model.wte.weight and model.wte.weight.requires_grad
+        if tied and got == want + model.wte.weight.numel():
+            hint = ("a tied weight counted twice: lm_head.weight is wte.weight (state_dict() and a walk over every module's "
+                    "own parameters list it twice); count it once, as model.parameters() does")
+        elif got == model.num_params():
+            hint = ("num_params() counts every parameter, frozen or not, and leaves out the position embedding; "
+                    "count the elements of the parameters with requires_grad True")
+        elif got == total:
             hint = "count only the parameters with requires_grad True: the frozen base does not train"
         elif got == sum(1 for p in model.parameters() if p.requires_grad):
             hint = "count elements (p.numel()), not tensors"
@@ -144,7 +155,9 @@ def check_break_even_rank(fn) -> None:
             raise CheckFailure(f"{what} is", got=describe(got), expected="a number")
         if math.isclose(got, want, rel_tol=1e-9):
             continue
-        if math.isclose(got, min(n_in, n_out), rel_tol=1e-9):
+        if got in (math.floor(want), math.ceil(want), round(want)):
+            hint = "do not round: return in·out / (in + out) exactly, a float (a rank below it saves, one above it does not)"
+        elif math.isclose(got, min(n_in, n_out), rel_tol=1e-9):
             hint = "min(in, out) is the largest rank a matrix can have; count parameters instead"
         elif math.isclose(got, min(n_in, n_out) / 2, rel_tol=1e-9) or math.isclose(got, n_in / 2, rel_tol=1e-9):
             hint = "d/2 holds only for a square matrix: derive it for any [out, in]"
@@ -178,6 +191,10 @@ def check_answer_targets(fn) -> None:
                 hint = "that trains on the story too: set y = -1 at every prompt position"
             elif y == [-1] * P + a[:-1] or y == [-1] * P + a[1:]:
                 hint = "off by one: position t predicts token t+1, so the last prompt position predicts the first answer token"
+            elif len(y) != len(x):
+                hint = f"y needs one target per input position: {len(x)} long, like x; the last prompt position predicts the first answer token"
+            elif y == [0] * (P - 1) + a:
+                hint = "mark the prompt positions with -1 (no loss); 0 is a real token id and would be trained on"
             else:
                 hint = "y[t] is the token after x[t] where that token is part of the answer, -1 elsewhere"
             raise CheckFailure(f"{what}: y", got=y, expected=want_y, hint=hint)

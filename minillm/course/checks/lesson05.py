@@ -37,9 +37,12 @@ def _kl(s: torch.Tensor, t: torch.Tensor, T: float, kind: str) -> torch.Tensor:
 def _scalar(got, what: str) -> float:
     if isinstance(got, torch.Tensor) and got.numel() == 1:
         got = float(got)
-    if isinstance(got, bool) or not isinstance(got, (int, float)) or not math.isfinite(got):
-        raise CheckFailure(f"{what} returned", got=describe(got) if not isinstance(got, float) else got,
-                           expected="a finite scalar (a 0-d tensor or a float)",
+    if isinstance(got, float) and not math.isfinite(got):
+        raise CheckFailure(f"{what} returned", got=got, expected="a finite number",
+                           hint="a probability that underflows to 0 makes log() −inf and 0·(−inf) NaN: take "
+                                "log-probabilities as z/T − logsumexp(z/T), not log(soft_targets(z, T))")
+    if isinstance(got, bool) or not isinstance(got, (int, float)):
+        raise CheckFailure(f"{what} returned", got=describe(got), expected="a scalar (a 0-d tensor or a float)",
                            hint="average over every position: .mean() of the per-token KL")
     return float(got)
 
@@ -65,7 +68,8 @@ def check_soft_targets(fn) -> None:
         got = fn(z.clone(), T)
         big = z.abs().max() > 50
         expect_tensor(got, shape=z.shape, what=what,
-                      hint="subtract the maximum logit before exp(): exp(300) overflows float32" if big else None)
+                      hint="subtract each row's own maximum (over the last dimension) before exp(): exp(300) overflows "
+                           "float32, and one global maximum leaves a row far below it at exp(−600) = 0, then 0/0" if big else None)
         want = _p(z, T)
         expect_close(got.double(), want, atol=1e-6, rtol=1e-4, what=what, diagnose={
             "divide the logits by T before the softmax (you multiplied)": _p(z, 1 / T),
@@ -78,22 +82,34 @@ def check_soft_targets(fn) -> None:
                                               "torch.nn.KLDivLoss.forward"))
 def check_kd_loss(fn) -> None:
     """kd_loss(student_logits, teacher_logits, T, kind) -> T²·KL averaged over positions (forward or reverse)."""
-    for seed, (shape, T) in enumerate([((2, 3, 7), 1.0), ((2, 3, 7), 2.0), ((4, 11), 4.0), ((1, 5, 6), 0.5)]):
-        s, t = _logits(10 + seed, shape), _logits(20 + seed, shape)
+    # the last case has logit gaps of hundreds: a softmax underflows to exactly 0 in float32
+    for seed, (shape, T, scale) in enumerate([((2, 3, 7), 1.0, 2.0), ((2, 3, 7), 2.0, 2.0), ((4, 11), 4.0, 2.0),
+                                              ((1, 5, 6), 0.5, 2.0), ((2, 2, 5), 1.0, 100.0)]):
+        s, t = _logits(10 + seed, shape, scale), _logits(20 + seed, shape, scale)
         n = s.numel() // s.shape[-1]
         for kind in ("forward", "reverse"):
             other = "reverse" if kind == "forward" else "forward"
             what = f"kd_loss(student [{', '.join(map(str, shape))}], teacher, T={T}, kind={kind!r})"
             got = _scalar(fn(s.clone(), t.clone(), T, kind), what)
             want = float(_kl(s, t, T, kind))
+            ent = float(-(T * T) * (_p(t if kind == "forward" else s, T) * torch.log_softmax(
+                (t if kind == "forward" else s).double() / T, -1)).sum(-1).mean())
+            formula = ("Σ p_t (log p_t − log p_s), weighted by the teacher's p_t" if kind == "forward" else
+                       "Σ p_s (log p_s − log p_t), weighted by the student's p_s")
             _first_match(got, want, what, {
-                f"that is the {other} KL: forward is KL(teacher ‖ student) = Σ p_t (log p_t − log p_s)":
-                    float(_kl(s, t, T, other)),
+                f"that is the {other} KL: {kind} is "
+                + ("KL(teacher ‖ student) = Σ p_t (log p_t − log p_s)" if kind == "forward"
+                   else "KL(student ‖ teacher) = Σ p_s (log p_s − log p_t)"): float(_kl(s, t, T, other)),
+                f"a KL is never negative: you subtracted the wrong way round, {kind} KL = {formula}": -want,
                 "multiply by T² (Hinton et al.): the soft gradients shrink as 1/T²": want / (T * T),
                 "the factor is T², not T": want / T,
                 "average over positions (tokens), do not sum": want * n,
                 "average over positions, not over every logit": want / s.shape[-1],
-            }, hint="soften both with T, take Σ over the vocabulary of p (log p − log q), mean over positions, times T²")
+                "divide by every position (B·T), not only by the batch size (kl_div's 'batchmean' on [B, T, V])":
+                    want * n / s.shape[0],
+                "divide both logits by T before the softmax; only then multiply the KL by T²": T * T * float(_kl(s, t, 1.0, kind)),
+                "that is the cross-entropy Σ −p log q; the KL also subtracts the entropy: Σ p (log p − log q)": want + ent,
+            }, hint=f"soften both with T; the {kind} KL of a position is {formula}; average it over positions, times T²")
 
 
 @register("05.distill_loss", points=2, references=(f"{_DISTILL}.distill_loss", f"{_DISTILL}.kd_loss",
@@ -111,8 +127,15 @@ def check_distill_loss(fn) -> None:
         ce_soft = float(torch.nn.functional.cross_entropy(s.double().reshape(-1, V) / T, y.reshape(-1)))
         kd = float(_kl(s, t, T, "forward"))
         want = alpha * kd + (1 - alpha) * ce
+        ce_teacher = float(torch.nn.functional.cross_entropy(t.double().reshape(-1, V), y.reshape(-1)))
+        ce_prob = float(-torch.softmax(s.double(), -1).gather(-1, y.unsqueeze(-1)).mean())
+        n = s.numel() // V
         _first_match(got, want, what, {
             "alpha weighs the distillation term, 1 − alpha the cross-entropy: you swapped them": (1 - alpha) * kd + alpha * ce,
+            "average the cross-entropy over positions, do not sum it": alpha * kd + (1 - alpha) * ce * n,
+            "the cross-entropy is the student's: −log q_student[target], from student_logits": alpha * kd + (1 - alpha) * ce_teacher,
+            "cross-entropy is −log of the target's probability, not −probability": alpha * kd + (1 - alpha) * ce_prob,
+            "T² multiplies the KL term only, not the cross-entropy": alpha * kd + (1 - alpha) * ce * T * T,
             "the hard-label cross-entropy uses the plain logits (T = 1), not logits / T": alpha * kd + (1 - alpha) * ce_soft,
             "keep the T² factor on the KL term": alpha * kd / (T * T) + (1 - alpha) * ce,
             "the KL term is the forward one, KL(teacher ‖ student)": alpha * float(_kl(s, t, T, "reverse")) + (1 - alpha) * ce,
@@ -139,6 +162,10 @@ def check_kd_gradient(fn) -> None:
             "so the gradient is T·(q − p), not (q − p)/T": (q - p) / (T * n),
             "the T² of the loss and the 1/T of the chain rule leave one factor T; you dropped it": (q - p) / n,
             "the loss is a mean over positions: divide by their number": T * (q - p),
+            "T² · (1/T) leaves T, not T²: the chain rule through z / T divides by T once": T * want,
+            "n is the number of positions (tokens), not of logits: numel / V": want / shape[-1],
+            "n counts every position, B·T, not only the batch size": T * (q - p) / shape[0],
+            "soften both with T before the softmax: q = softmax(z_s / T), p = softmax(z_t / T)": T * (_p(s, 1.0) - _p(t, 1.0)) / n,
         }, hint="d/dz_s of T²·Σ p log(p/q) with q = softmax(z_s/T) is T²·(q − p)/T; the mean over n positions divides by n")
 
 
@@ -167,6 +194,10 @@ def check_temperature_for_ratio(fn) -> None:
             hint = "that is 1/T: solve (z1 − z2) / T = ln(ratio) for T"
         elif math.isclose(got, (z1 - z2) / math.log10(r), rel_tol=1e-9):
             hint = "softmax uses exp, so the natural log: math.log, not math.log10"
+        elif math.isclose(got, (z1 - z2) / math.log2(r), rel_tol=1e-9):
+            hint = "softmax uses exp, so the natural log: math.log, not math.log2"
+        elif math.isclose(got, -want, rel_tol=1e-9):
+            hint = "a temperature is positive: z1 > z2, so the gap is z1 − z2, not z2 − z1"
         else:
             hint = "the normaliser cancels in p1 / p2 = exp(z1/T) / exp(z2/T); set it equal to ratio and solve for T"
         raise CheckFailure(f"{what} is", got=f"{got:.6g}", expected=f"{want:.6g}", hint=hint)

@@ -30,6 +30,16 @@ def forward_transposed(x, weight, bias, A, B, alpha):
     return x @ weight.T + bias + (alpha / A.shape[0]) * ((x @ A) @ B)
 
 
+def forward_rank_from_wrong_axis(x, weight, bias, A, B, alpha):
+    """Takes r from A.shape[1], the input width."""
+    return x @ weight.T + bias + (alpha / A.shape[1]) * ((x @ A.T) @ B.T)
+
+
+def forward_base_only(x, weight, bias, A, B, alpha):
+    """Returns the frozen layer and forgets the update (right only while B = 0)."""
+    return x @ weight.T + bias
+
+
 # --------------------------------------------------------------------------- merge
 
 
@@ -51,6 +61,11 @@ def merge_subtracts(weight, A, B, alpha):
 def merge_wrong_order(weight, A, B, alpha):
     """A @ B instead of B @ A (a shape error or an [r, r] matrix)."""
     return weight + (alpha / A.shape[0]) * (A @ B)
+
+
+def merge_rank_from_wrong_axis(weight, A, B, alpha):
+    """Takes r from A.shape[1]."""
+    return weight + (alpha / A.shape[1]) * (B @ A)
 
 
 # --------------------------------------------------------------------------- count
@@ -76,6 +91,16 @@ def count_named_modules_lora_only(model):
     return sum(p.numel() for n, p in model.named_parameters() if n.endswith((".A", ".B")))
 
 
+def count_per_module(model):
+    """Walks the modules and counts each one's own parameters: the tied embedding twice."""
+    return sum(p.numel() for m in model.modules() for p in m.parameters(recurse=False) if p.requires_grad)
+
+
+def count_num_params(model):
+    """Uses lesson 01's num_params(): frozen weights in, position embedding out."""
+    return model.num_params()
+
+
 # --------------------------------------------------------------------------- break-even
 
 
@@ -92,6 +117,11 @@ def break_even_square(n_in, n_out):
 def break_even_inverted(n_in, n_out):
     """Upside down."""
     return (n_in + n_out) / (n_in * n_out)
+
+
+def break_even_rounded(n_in, n_out):
+    """Rounds the right value down to a whole rank."""
+    return n_in * n_out // (n_in + n_out)
 
 
 # --------------------------------------------------------------------------- targets
@@ -115,10 +145,53 @@ def targets_keeps_last_input(prompt, answer):
     return seq, [-1] * (len(prompt) - 1) + answer + [-1]
 
 
+def targets_too_long(prompt, answer):
+    """Masks every prompt token: y is one longer than x."""
+    seq = prompt + answer
+    return seq[:-1], [-1] * len(prompt) + answer
+
+
+def targets_zero_mask(prompt, answer):
+    """Marks the prompt with 0 instead of -1."""
+    seq = prompt + answer
+    return seq[:-1], [0] * (len(prompt) - 1) + answer
+
+
 MUTANTS = {
-    "02.lora_forward": [forward_no_scale, forward_r_over_alpha, forward_no_bias, forward_scales_base, forward_transposed],
-    "02.merge_weight": [merge_no_scale, merge_update_only, merge_subtracts, merge_wrong_order],
-    "02.count_trainable": [count_all, count_tensors, count_state_dict, count_named_modules_lora_only],
-    "02.break_even_rank": [break_even_max_rank, break_even_square, break_even_inverted],
-    "02.answer_targets": [targets_whole_sequence, targets_off_by_one, targets_keeps_last_input],
+    "02.lora_forward": [forward_no_scale, forward_r_over_alpha, forward_no_bias, forward_scales_base, forward_transposed,
+                          forward_rank_from_wrong_axis, forward_base_only],
+    "02.merge_weight": [merge_no_scale, merge_update_only, merge_subtracts, merge_wrong_order, merge_rank_from_wrong_axis],
+    "02.count_trainable": [count_all, count_tensors, count_state_dict, count_named_modules_lora_only, count_per_module,
+                           count_num_params],
+    "02.break_even_rank": [break_even_max_rank, break_even_square, break_even_inverted, break_even_rounded],
+    "02.answer_targets": [targets_whole_sequence, targets_off_by_one, targets_keeps_last_input, targets_too_long, targets_zero_mask],
+}
+
+#: The phrase each mutant's verdict must contain: the check names the mistake, not a generic fix
+#: (tests/compress/test_lora_distill_hints.py).
+HINTS = {
+    "forward_no_scale": "you left the scale out",
+    "forward_r_over_alpha": "not r / alpha",
+    "forward_no_bias": "the base layer's bias is part of the output",
+    "forward_scales_base": "not the frozen base",
+    "forward_rank_from_wrong_axis": "r is the rank, A.shape[0]",
+    "forward_base_only": "you returned the frozen layer alone",
+    "merge_no_scale": "scale the product by alpha / r",
+    "merge_update_only": "you returned the update alone",
+    "merge_subtracts": "W + ΔW, not W − ΔW",
+    "merge_rank_from_wrong_axis": "r is the rank, A.shape[0]",
+    "count_all": "the frozen base does not train",
+    "count_tensors": "count elements (p.numel()), not tensors",
+    "count_state_dict": "a tied weight counted twice",
+    "count_per_module": "a tied weight counted twice",
+    "count_num_params": "num_params() counts every parameter",
+    "break_even_max_rank": "the largest rank a matrix can have",
+    "break_even_square": "d/2 holds only for a square matrix",
+    "break_even_inverted": "upside down",
+    "break_even_rounded": "do not round",
+    "targets_whole_sequence": "that trains on the story too",
+    "targets_off_by_one": "off by one",
+    "targets_keeps_last_input": "every token except the last",
+    "targets_too_long": "one target per input position",
+    "targets_zero_mask": "0 is a real token id",
 }
