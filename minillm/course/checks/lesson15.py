@@ -133,7 +133,7 @@ def check_fleet_cost(fn) -> None:
             expect_number(fn(shape, dev, b, load), ref["usd_per_million"], what=f"usd_per_million for {where}",
                     hint="replicas = ceil(requests_per_s / replica's); fleet $/s = replicas x n_devices x price / 3600; divide by generated tokens/s, x 1e6",
                     diagnose={
-                        "you cannot rent a fraction of a replica: replicas = math.ceil(requests_per_s / replica's requests_per_s)": exact / 3600 / (R * G) * 1e6,
+                        "you cannot rent a fraction of a replica: replicas = math.ceil(requests_per_s / replica's requests_per_s), and the tokens are the load's, requests_per_s x gen_len, not what the replicas could serve": exact / 3600 / (R * G) * 1e6,
                         "price the GENERATED tokens (requests_per_s x gen_len), as lesson 09's cost per million tokens does": ref["usd_per_hour"] / 3600 / (R * (P + G)) * 1e6,
                         "a replica is n_devices devices: pay for replicas x n_devices": ref["replicas"] * price / 3600 / (R * G) * 1e6,
                         "the price is per device-HOUR: divide by 3600 to get dollars per second": ref["usd_per_hour"] / (R * G) * 1e6,

@@ -62,6 +62,13 @@ def fleet_fractional_replicas(shape, device, batch, load):
     return _fleet(shape, device, batch, load, whole=False)
 
 
+def fleet_capacity_tokens(shape, device, batch, load):
+    """Divides by the tokens the whole replicas could generate, not those the load asks for."""
+    n, _, rps = _replica(shape, device, batch, load.prompt_len, load.gen_len)
+    replicas = math.ceil(load.requests_per_s / rps)
+    return replicas * n * as_device(device).usd_per_hour / 3600 / (replicas * rps * load.gen_len) * 1e6
+
+
 def fleet_all_tokens(shape, device, batch, load):
     """Prices prompt and generated tokens together."""
     return _fleet(shape, device, batch, load, tokens=load.prompt_len + load.gen_len)
@@ -161,7 +168,7 @@ MUTANTS = {
         replica_no_prefill,
         replica_one_request_per_cycle,
     ],
-    "15.fleet_cost": [fleet_fractional_replicas, fleet_all_tokens, fleet_one_device_per_replica, fleet_hourly, fleet_per_token],
+    "15.fleet_cost": [fleet_fractional_replicas, fleet_capacity_tokens, fleet_all_tokens, fleet_one_device_per_replica, fleet_hourly, fleet_per_token],
     "15.cheapest": [cheapest_ignores_tpot, cheapest_device_hour, cheapest_largest_batch, cheapest_most_expensive],
     "15.training_budget": [budget_seconds, budget_dp_only, budget_days_times_price, budget_per_device_throughput],
 }
@@ -174,6 +181,7 @@ HINTS = {
     "replica_no_prefill": "count the prefills",
     "replica_one_request_per_cycle": "a cycle serves the whole batch",
     "fleet_fractional_replicas": "fraction of a replica",
+    "fleet_capacity_tokens": "not what the replicas could serve",
     "fleet_all_tokens": "GENERATED tokens",
     "fleet_one_device_per_replica": "replicas x n_devices",
     "fleet_hourly": "per device-HOUR",
