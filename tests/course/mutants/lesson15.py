@@ -123,6 +123,15 @@ def cheapest_largest_batch(shape, load, devices, batches):
     return best[0], best[1]
 
 
+def cheapest_last_of_a_tie(shape, load, devices, batches):
+    """Keeps the last of equally cheap options (<= instead of <): a bigger batch at the same cost."""
+    best = None
+    for o in _options(shape, load, devices, batches):
+        if o[2] <= load.tpot_s and (best is None or o[3] <= best[3]):
+            best = o
+    return best[0], best[1]
+
+
 def cheapest_most_expensive(shape, load, devices, batches):
     """Sorts the wrong way round."""
     ok = [o for o in _options(shape, load, devices, batches) if o[2] <= load.tpot_s]
@@ -169,7 +178,7 @@ MUTANTS = {
         replica_one_request_per_cycle,
     ],
     "15.fleet_cost": [fleet_fractional_replicas, fleet_capacity_tokens, fleet_all_tokens, fleet_one_device_per_replica, fleet_hourly, fleet_per_token],
-    "15.cheapest": [cheapest_ignores_tpot, cheapest_device_hour, cheapest_largest_batch, cheapest_most_expensive],
+    "15.cheapest": [cheapest_ignores_tpot, cheapest_last_of_a_tie, cheapest_device_hour, cheapest_largest_batch, cheapest_most_expensive],
     "15.training_budget": [budget_seconds, budget_dp_only, budget_days_times_price, budget_per_device_throughput],
 }
 
@@ -187,6 +196,7 @@ HINTS = {
     "fleet_hourly": "per device-HOUR",
     "fleet_per_token": "MILLION",
     "cheapest_ignores_tpot": "over the TPOT target",
+    "cheapest_last_of_a_tie": "a tie:",
     "budget_seconds": "not seconds",
     "budget_dp_only": "not only the data-parallel",
     "budget_days_times_price": "days x 24",
