@@ -5,6 +5,12 @@ Grid coordinates are compared exactly with :class:`~minillm.parallel.grid.Proces
 (Narayanan et al. 2021, Sec. 2.2; Korthikanti et al. 2022, Table 2, as
 :data:`~minillm.parallel.planner.KORTHIKANTI_16BIT`) at a relative 1e-9 (float64 sums of a few
 terms); a layout "fits" when :func:`~minillm.parallel.planner.predict` says so.
+
+Hints: a wrong answer is compared with the usual mistakes (``_coords_wrongs``, ``_bubble_wrongs``,
+``_activation_wrongs``) on *every* case, not only the failing one, because one case can match
+several mistakes by coincidence; the hint names the mistake that explains them all, or says how
+to compute the answer when none does. ``tests/course/mutants/lesson14.py`` lists each mistake with
+the hint it must get.
 """
 
 from __future__ import annotations
