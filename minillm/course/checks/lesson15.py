@@ -144,6 +144,18 @@ def check_fleet_cost(fn) -> None:
 # --------------------------------------------------------------------------- the cheapest device
 
 
+def _cheapest_of_largest(options: list[dict]) -> tuple[str, int] | None:
+    """(device, batch) of the cheapest among each device's largest batch that meets the target: a learner's shortcut."""
+    largest = {}
+    for o in options:
+        if o["meets_tpot"] and (o["device"] not in largest or o["batch"] > largest[o["device"]]["batch"]):
+            largest[o["device"]] = o
+    if not largest:
+        return None
+    o = min(largest.values(), key=lambda o: o["usd_per_million"])
+    return o["device"], o["batch"]
+
+
 @register("15.cheapest", points=2, references=("minillm.capstone.best_batch", "minillm.capstone.rank_serving"))
 def check_cheapest(fn) -> None:
     """cheapest(shape, load, devices, batches) -> (device name, batch) of the lowest cost that meets the TPOT target."""
@@ -188,6 +200,9 @@ def check_cheapest(fn) -> None:
             hint = f"that option's decode step takes {loose['decode_s'] * 1e3:.3g} ms, over the TPOT target: skip options with decode_s > load.tpot_s"
         elif got[0] == by_price and got[0] != want[0]:
             hint = "the cheapest device-hour is not the cheapest token: compare usd_per_million of each device's best batch"
+        elif (got[0], got[1]) == _cheapest_of_largest(every):
+            hint = ("each device's largest batch within the target is not always its cheapest: a bigger batch can need "
+                    "more devices per replica or leave a replica idle; compare every batch of every device")
         elif picked is not None and picked["meets_tpot"] and got[0] == want[0]:
             hint = f"batch {got[1]} costs ${picked['usd_per_million']:.4g}/M; try every batch and keep the cheapest that meets the target"
         raise CheckFailure(f"cheapest for {where} is", got=tuple(got), expected=want, hint=hint)

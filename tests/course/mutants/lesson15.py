@@ -197,6 +197,7 @@ HINTS = {
     "fleet_per_token": "MILLION",
     "cheapest_ignores_tpot": "over the TPOT target",
     "cheapest_last_of_a_tie": "a tie:",
+    "cheapest_largest_batch": "largest batch within the target is not always",
     "budget_seconds": "not seconds",
     "budget_dp_only": "not only the data-parallel",
     "budget_days_times_price": "days x 24",
