@@ -73,7 +73,8 @@ def check_replica(fn) -> None:
         if got[0] != n or isinstance(got[0], bool):
             hint = "min_devices(shape, device, batch, prompt_len + gen_len): the cache holds every sequence's prompt AND generated tokens"
             if got[0] == n_prompt != n:
-                hint = "the cache grows while it generates: size it for prompt_len + gen_len tokens, not the prompt alone"
+                hint = ("the cache grows while it generates: size it for prompt_len + gen_len tokens, its length at the end "
+                        "(not the prompt alone, nor the mean context)")
             elif got[0] == n_weights != n:
                 hint = "a replica must hold the KV cache of the whole batch too, not only the weights: min_devices(shape, device, batch, ...)"
             raise CheckFailure(f"n_devices for {where} is", got=got[0], expected=n, hint=hint)
@@ -89,6 +90,7 @@ def check_replica(fn) -> None:
                 })
         pre = prefill_time(shape, dev, P, batch=1, n_devices=n).seconds
         pre_batched = prefill_time(shape, dev, P, batch=b, n_devices=n).seconds
+        pre_one_device = prefill_time(shape, dev, P, batch=1, n_devices=1).seconds
         dec = ref["decode_s"]
         expect_number(got[2], ref["requests_per_s"], what=f"requests_per_s for {where}",
                 hint="one cycle prefills the batch's prompts one by one, then decodes gen_len steps: batch / (batch·prefill_s + gen_len·decode_s)",
@@ -96,6 +98,8 @@ def check_replica(fn) -> None:
                     "count the prefills: a cycle takes batch·prefill_s + gen_len·decode_s": b / (G * dec),
                     "prefill the prompts one after another (prefill_time(..., batch=1)), batch·prefill_s in all": b / (pre_batched + G * dec),
                     "a cycle serves the whole batch: requests_per_s = batch / cycle_s": 1 / (b * pre + G * dec),
+                    "the replica's devices share each prefill too: prefill_time(..., batch=1, n_devices=n_devices)":
+                        b / (b * pre_one_device + G * dec),
                     "the decode steps are shared by the batch: gen_len·decode_s per cycle, not batch·gen_len·decode_s": b / (b * pre + b * G * dec),
                 })
 

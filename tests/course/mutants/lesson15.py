@@ -40,6 +40,18 @@ def replica_no_prefill(shape, device, batch, prompt_len, gen_len):
     return _replica(shape, device, batch, prompt_len, gen_len, prefill=False)
 
 
+def replica_prefill_on_one_device(shape, device, batch, prompt_len, gen_len):
+    """Prefills on one device although the replica has several."""
+    n, dec, _ = _replica(shape, device, batch, prompt_len, gen_len)
+    pre = prefill_time(shape, device, prompt_len, batch=1).seconds
+    return n, dec, batch / (batch * pre + gen_len * dec)
+
+
+def replica_cache_at_mean_context(shape, device, batch, prompt_len, gen_len):
+    """Sizes the replica for the mean context instead of the final one."""
+    return _replica(shape, device, batch, prompt_len, gen_len, n=min_devices(shape, device, batch, prompt_len + gen_len // 2))
+
+
 def replica_one_request_per_cycle(shape, device, batch, prompt_len, gen_len):
     """Counts one request per cycle instead of the batch."""
     n, dec, rps = _replica(shape, device, batch, prompt_len, gen_len)
@@ -176,6 +188,8 @@ MUTANTS = {
         replica_full_context,
         replica_no_prefill,
         replica_one_request_per_cycle,
+        replica_prefill_on_one_device,
+        replica_cache_at_mean_context,
     ],
     "15.fleet_cost": [fleet_fractional_replicas, fleet_capacity_tokens, fleet_all_tokens, fleet_one_device_per_replica, fleet_hourly, fleet_per_token],
     "15.cheapest": [cheapest_ignores_tpot, cheapest_last_of_a_tie, cheapest_device_hour, cheapest_largest_batch, cheapest_most_expensive],
@@ -189,6 +203,8 @@ HINTS = {
     "replica_full_context": "MEAN context",
     "replica_no_prefill": "count the prefills",
     "replica_one_request_per_cycle": "a cycle serves the whole batch",
+    "replica_prefill_on_one_device": "share each prefill too",
+    "replica_cache_at_mean_context": "its length at the end",
     "fleet_fractional_replicas": "fraction of a replica",
     "fleet_capacity_tokens": "not what the replicas could serve",
     "fleet_all_tokens": "GENERATED tokens",
