@@ -27,8 +27,13 @@ WIDGET_DEVICES = ("a100", "h100", "h200")
 WIDGET_SIZES = (8, 16, 32, 64, 128, 256, 512, 1024)
 
 
+#: How a layout's x-axis label abbreviates the recompute policy; LAYOUT_KEY spells the label out.
+RECOMPUTE_SHORT = {"none": "none", "selective": "sel", "full": "full"}
+LAYOUT_KEY = "d t p = dp tp pp;  b = micro-batch, z = ZeRO stage, then recompute (none, sel[ective], full)"
+
+
 def _label(p: Plan) -> str:
-    return f"d{p.dp} t{p.tp} p{p.pp}\nb{p.micro_batch} z{p.zero_stage} {p.recompute[:3]}"
+    return f"d{p.dp} t{p.tp} p{p.pp}\nb{p.micro_batch} z{p.zero_stage} {RECOMPUTE_SHORT.get(p.recompute, p.recompute)}"
 
 
 def planner_view(model: str = "llama2-70b", n_devices: int = 64, device: str = "h100", global_batch: int = 256,
@@ -78,6 +83,7 @@ def plot_plans(plans: Sequence[Plan], title: str = "") -> Figure:
                 ax.bar(range(len(plans)), vals, bottom=bottom, color=color, label=key.replace("_", " "))
                 bottom = [b + v for b, v in zip(bottom, vals)]
         ax.set_xticks(range(len(plans)), labels, fontsize=7)
+        ax.set_xlabel(LAYOUT_KEY, fontsize=7)
         ax.set_ylabel(unit)
         ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if plans:

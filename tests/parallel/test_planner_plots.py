@@ -4,6 +4,8 @@ import pytest
 
 from minillm.parallel.planner import plan
 from minillm.parallel.planner_plots import (
+    LAYOUT_KEY,
+    RECOMPUTE_SHORT,
     TIME_COLORS,
     format_plans,
     planner_summary,
@@ -43,6 +45,11 @@ def test_plot_plans_stacks_the_terms():
         tops = [r.get_y() + r.get_height() for r in ax_m.patches if abs(r.get_x() + r.get_width() / 2 - i) < 1e-9]
         assert max(tops) == pytest.approx(p.memory_bytes / 1e9)
     assert {t.get_text() for t in ax_t.get_legend().get_texts()} <= {k.replace("_", " ") for k in TIME_COLORS}
+    for ax in (ax_t, ax_m):  # every tick label names its layout, and the axis says how to read it
+        ticks = [t.get_text() for t in ax.get_xticklabels()]
+        assert ticks == [f"d{p.dp} t{p.tp} p{p.pp}\nb{p.micro_batch} z{p.zero_stage} {RECOMPUTE_SHORT[p.recompute]}"
+                         for p in plans]
+        assert ax.get_xlabel() == LAYOUT_KEY and "recompute" in LAYOUT_KEY
 
 
 def test_plot_published_draws_both_numbers():

@@ -5,6 +5,12 @@ Grid coordinates are compared exactly with :class:`~minillm.parallel.grid.Proces
 (Narayanan et al. 2021, Sec. 2.2; Korthikanti et al. 2022, Table 2, as
 :data:`~minillm.parallel.planner.KORTHIKANTI_16BIT`) at a relative 1e-9 (float64 sums of a few
 terms); a layout "fits" when :func:`~minillm.parallel.planner.predict` says so.
+
+Hints: a wrong answer is compared with the usual mistakes (``_coords_wrongs``, ``_bubble_wrongs``,
+``_activation_wrongs``) on *every* case, not only the failing one, because one case can match
+several mistakes by coincidence; the hint names the mistake that explains them all, or says how
+to compute the answer when none does. ``tests/course/mutants/lesson14.py`` lists each mistake with
+the hint it must get.
 """
 
 from __future__ import annotations
@@ -23,29 +29,68 @@ def _number(got, what: str) -> float:
     return float(got)
 
 
+def _first_hint(fn, cases, wrongs, default: str, same) -> str:
+    """The hint of the first mistake in ``wrongs`` that reproduces ``fn`` on *every* case, else ``default``.
+
+    One failing case can match several mistakes by coincidence (a micro-batch of 2 and two
+    micro-batches in flight give the same bytes); a mistake that explains all of the learner's
+    answers is the one they made. ``wrongs`` is a list of (hint, function of a case's arguments);
+    ``same(got, wrong)`` compares one answer with one wrong value.
+    """
+    got = []
+    for args in cases:
+        try:
+            got.append(fn(*args))
+        except Exception:  # only diagnosing here: the failing case has been found already
+            got.append(None)
+    for hint, wrong in wrongs:
+        if all(g is not None and same(g, wrong(*args)) for g, args in zip(got, cases)):
+            return hint
+    return default
+
+
+def _coords_wrongs(rank: int, tp: int, dp: int, pp: int) -> list:
+    """(hint, wrong coordinates of ``rank``) of the usual mistakes, most specific first."""
+    want = (rank // (tp * dp), (rank // tp) % dp, rank % tp)
+    order = "return (pp_rank, dp_rank, tp_rank), in that order"
+    return [
+        ("TP varies fastest: neighbouring ranks share a node, and TP needs the fastest link",
+         (rank // (tp * dp), rank % dp, (rank // dp) % tp)),
+        ("TP varies fastest and PP slowest: tp_rank = rank % tp, pp_rank = rank // (tp · dp)",
+         (rank % pp, (rank // pp) % dp, rank // (pp * dp))),
+        ("dp_rank wraps around after dp replicas: dp_rank = (rank // tp) % dp",
+         (rank // (tp * dp), rank // tp, rank % tp)),
+        ("pp_rank counts whole groups of tp · dp ranks: pp_rank = rank // (tp · dp)",
+         ((rank // tp) % pp, (rank // tp) % dp, rank % tp)),
+        (order, tuple(reversed(want))),
+        *[(order, perm) for perm in [(want[0], want[2], want[1]), (want[1], want[0], want[2]),
+                                     (want[1], want[2], want[0]), (want[2], want[0], want[1])]],
+    ]
+
+
 @register("14.grid_coords", points=2, references=("minillm.parallel.grid.grid_groups",))
 def check_grid_coords(fn) -> None:
     """grid_coords(rank, tp, dp, pp) -> (pp_rank, dp_rank, tp_rank), TP fastest, then DP, then PP."""
     shapes = [(1, 1, 1), (2, 1, 1), (1, 2, 1), (1, 1, 2), (2, 2, 2), (8, 4, 2), (4, 3, 2), (2, 3, 4)]
     rng = case_rng(26)
     drawn = [(rng.choice([1, 2, 4, 8]), rng.randint(1, 64), rng.randint(1, 16)) for _ in range(3)]
-    for tp, dp, pp in shapes + drawn:  # every rank of the fixed grids, 16 drawn ranks of each drawn one
+    cases = []  # every rank of the fixed grids, 16 drawn ranks of each drawn one
+    for tp, dp, pp in shapes + drawn:
         n = tp * dp * pp
-        for rank in (range(n) if (tp, dp, pp) in shapes else rng.sample(range(n), min(n, 16))):
-            got = fn(rank, tp, dp, pp)
-            want = (rank // (tp * dp), (rank // tp) % dp, rank % tp)
-            if isinstance(got, list):
-                got = tuple(got)
-            if got == want:
-                continue
-            if got == (rank // (tp * dp), rank % dp, (rank // dp) % tp):
-                hint = "TP varies fastest: neighbouring ranks share a node, and TP needs the fastest link"
-            elif got == tuple(reversed(want)):
-                hint = "return (pp_rank, dp_rank, tp_rank), in that order"
-            else:
-                hint = "rank = (pp_rank · dp + dp_rank) · tp + tp_rank: peel off tp_rank with % tp first"
-            raise CheckFailure(f"grid_coords({rank}, tp={tp}, dp={dp}, pp={pp}) is", got=repr(got), expected=repr(want),
-                               hint=hint)
+        cases += [(rank, tp, dp, pp) for rank in (range(n) if (tp, dp, pp) in shapes else rng.sample(range(n), min(n, 16)))]
+    for rank, tp, dp, pp in cases:
+        got = fn(rank, tp, dp, pp)
+        want = (rank // (tp * dp), (rank // tp) % dp, rank % tp)
+        if isinstance(got, list):
+            got = tuple(got)
+        if got == want:
+            continue
+        wrongs = [(h, lambda *c, i=i: _coords_wrongs(*c)[i][1])  # the mistakes that give this answer here
+                  for i, (h, wrong) in enumerate(_coords_wrongs(rank, tp, dp, pp)) if wrong == got]
+        hint = _first_hint(fn, cases, wrongs, "rank = (pp_rank · dp + dp_rank) · tp + tp_rank: peel off tp_rank with % tp first",
+                           lambda g, w: isinstance(g, (tuple, list)) and tuple(g) == w)
+        raise CheckFailure(f"grid_coords({rank}, tp={tp}, dp={dp}, pp={pp}) is", got=repr(got), expected=repr(want),
+                           hint=hint)
 
 
 def _bubble_cases(seed: int) -> list[tuple[int, int, int, int, int]]:
@@ -59,11 +104,33 @@ def _bubble_cases(seed: int) -> list[tuple[int, int, int, int, int]]:
     return cases
 
 
+def _bubble_wrongs() -> list:
+    """(hint, wrong bubble of a case) of the usual mistakes, most specific first."""
+    def m(n, tp, pp, B, b, dp=None):
+        return B // ((n // (tp * pp) if dp is None else dp) * b)
+
+    return [
+        ("each of the dp replicas runs its own pipeline on global_batch / dp sequences: m = global_batch / (dp · micro_batch)",
+         lambda n, tp, pp, B, b: (pp - 1) / (B // b + pp - 1)),
+        ("m counts micro-batches of micro_batch sequences: m = global_batch / (dp · micro_batch)",
+         lambda n, tp, pp, B, b: (pp - 1) / (m(n, tp, pp, B, 1) + pp - 1)),
+        ("(p-1)/m is the bubble relative to the ideal time; the task asks for its share of the whole step",
+         lambda n, tp, pp, B, b: (pp - 1) / m(n, tp, pp, B, b)),
+        ("the data-parallel degree is n_devices / (tp · pp): the TP ranks share their micro-batches",
+         lambda n, tp, pp, B, b: (pp - 1) / (m(n, tp, pp, B, b, dp=n // pp) + pp - 1)),
+        ("a 1F1B step lasts m + pp - 1 slots, pp - 1 of them idle: (pp - 1) / (m + pp - 1)",
+         lambda n, tp, pp, B, b: (pp - 1) / (m(n, tp, pp, B, b) + pp)),
+        ("return a share between 0 and 1, not a percentage",
+         lambda n, tp, pp, B, b: 100 * (pp - 1) / (m(n, tp, pp, B, b) + pp - 1)),
+    ]
+
+
 @register("14.predict_bubble", points=2,
           references=("minillm.parallel.pp_schedule.bubble_fraction", "minillm.parallel.planner.predict"))
 def check_predict_bubble(fn) -> None:
     """predict_bubble(n_devices, tp, pp, global_batch, micro_batch) -> the bubble's share of a 1F1B step."""
-    for n, tp, pp, B, b in _bubble_cases(14):
+    cases = _bubble_cases(14)
+    for n, tp, pp, B, b in cases:
         what = f"predict_bubble(n_devices={n}, tp={tp}, pp={pp}, global_batch={B}, micro_batch={b})"
         got = _number(fn(n, tp, pp, B, b), what)
         dp = n // (tp * pp)
@@ -71,15 +138,15 @@ def check_predict_bubble(fn) -> None:
         want = (pp - 1) / (m + pp - 1)
         if math.isclose(got, want, rel_tol=RTOL, abs_tol=1e-15):
             continue
-        if pp > 1 and math.isclose(got, (pp - 1) / (B // b + pp - 1), rel_tol=RTOL):
-            hint = "each of the dp replicas runs its own pipeline on global_batch / dp sequences: m = global_batch / (dp · micro_batch)"
-        elif pp > 1 and math.isclose(got, (pp - 1) / m, rel_tol=RTOL):
-            hint = "(p-1)/m is the bubble relative to the ideal time; the task asks for its share of the whole step"
-        elif pp > 1 and math.isclose(got, (pp - 1) / (B // ((n // pp) * b) + pp - 1), rel_tol=RTOL):
-            hint = "the data-parallel degree is n_devices / (tp · pp): the TP ranks share their micro-batches"
-        else:
-            hint = "first find dp, then the number of micro-batches m each pipeline runs, then lesson 13's bubble"
+        hint = _first_hint(fn, cases, _bubble_wrongs(),
+                           "first find dp, then the number of micro-batches m each pipeline runs, then lesson 13's bubble",
+                           _close)
         raise CheckFailure(f"{what} is", got=f"{got:.6g}", expected=f"{want:.6g}", hint=hint)
+
+
+def _close(got, want: float) -> bool:
+    """``got`` is a number within RTOL of ``want`` (used to recognise a mistake)."""
+    return isinstance(got, (int, float)) and not isinstance(got, bool) and math.isclose(got, want, rel_tol=RTOL, abs_tol=1e-15)
 
 
 def _korthikanti(s: int, b: int, h: int, a: int, t: int) -> float:
@@ -103,24 +170,40 @@ def check_first_stage_activations(fn) -> None:
         what = (f"first_stage_activations(seq_len={s}, micro_batch={b}, hidden={h}, n_heads={a}, n_layers={L}, "
                 f"tp={t}, pp={p}, n_micro={m})")
         got = _number(fn(s, b, h, a, L, t, p, m), what)
-        per = _korthikanti(s, b, h, a, t)
-        layers, held = math.ceil(L / p), min(p, m)
-        want = held * layers * per
+        want = min(p, m) * math.ceil(L / p) * _korthikanti(s, b, h, a, t)
         if math.isclose(got, want, rel_tol=RTOL):
             continue
-        if m != held and math.isclose(got, m * layers * per, rel_tol=RTOL):
-            hint = "under 1F1B stage 0 holds min(pp, n_micro) micro-batches, not all of them (that is GPipe)"
-        elif held != 1 and math.isclose(got, layers * per, rel_tol=RTOL):
-            hint = "stage 0 runs pp - 1 warm-up forwards before its first backward: several micro-batches are alive"
-        elif p > 1 and math.isclose(got, held * L * per, rel_tol=RTOL):
-            hint = "a stage holds only its own layers: ceil(n_layers / pp) of them"
-        elif p > 1 and L % p and math.isclose(got, held * (L / p) * per, rel_tol=RTOL):
-            hint = "layers come whole: the busiest stage has ceil(n_layers / pp) of them"
-        elif t > 1 and math.isclose(got, held * layers * s * b * h * (10 + 24 / t + 5 * a * s / h), rel_tol=RTOL):
-            hint = "the attention scores are split by heads too: 5as/(h·t)"
-        else:
-            hint = "per layer sbh(10 + 24/t + 5as/(ht)) bytes; count the layers on stage 0 and the micro-batches it holds"
+        hint = _first_hint(fn, cases, _activation_wrongs(),
+                           "per layer sbh(10 + 24/t + 5as/(ht)) bytes; count the layers on stage 0 and the micro-batches it holds",
+                           _close)
         raise CheckFailure(f"{what} is", got=f"{got:.6g}", expected=f"{want:.6g}", hint=hint)
+
+
+def _activation_wrongs() -> list:
+    """(hint, wrong bytes of a case) of the usual mistakes, most specific first."""
+    per = _korthikanti
+    return [
+        ("under 1F1B stage 0 holds min(pp, n_micro) micro-batches, not all of them (that is GPipe)",
+         lambda s, b, h, a, L, t, p, m: m * math.ceil(L / p) * per(s, b, h, a, t)),
+        ("stage 0 runs pp - 1 warm-up forwards before its first backward: several micro-batches are alive",
+         lambda s, b, h, a, L, t, p, m: math.ceil(L / p) * per(s, b, h, a, t)),
+        ("pp - 1 warm-up forwards plus the one whose backward comes first: min(pp, n_micro) micro-batches",
+         lambda s, b, h, a, L, t, p, m: max(1, min(p - 1, m)) * math.ceil(L / p) * per(s, b, h, a, t)),
+        ("a step has only n_micro micro-batches: stage 0 holds min(pp, n_micro) of them",
+         lambda s, b, h, a, L, t, p, m: p * math.ceil(L / p) * per(s, b, h, a, t)),
+        ("a stage holds only its own layers: ceil(n_layers / pp) of them",
+         lambda s, b, h, a, L, t, p, m: min(p, m) * L * per(s, b, h, a, t)),
+        ("layers come whole: the busiest stage has ceil(n_layers / pp) of them",
+         lambda s, b, h, a, L, t, p, m: min(p, m) * (L / p) * per(s, b, h, a, t)),
+        ("the busiest stage has ceil(n_layers / pp) layers: rounding down gives the lightest one",
+         lambda s, b, h, a, L, t, p, m: min(p, m) * (L // p) * per(s, b, h, a, t)),
+        ("the attention scores are split by heads too: 5as/(h·t)",
+         lambda s, b, h, a, L, t, p, m: min(p, m) * math.ceil(L / p) * s * b * h * (10 + 24 / t + 5 * a * s / h)),
+        ("a micro-batch has micro_batch sequences: the b in sbh",
+         lambda s, b, h, a, L, t, p, m: min(p, m) * math.ceil(L / p) * per(s, 1, h, a, t)),
+        ("only the 24 and the 5as/h terms split over t; the 10 (layer-norm and block inputs, dropout masks) stays whole",
+         lambda s, b, h, a, L, t, p, m: min(p, m) * math.ceil(L / p) * per(s, b, h, a, 1) / t),
+    ]
 
 
 #: The jobs "find a configuration that fits" is checked on: (model, n_devices, device, global_batch, seq_len).

@@ -73,7 +73,8 @@ def check_replica(fn) -> None:
         if got[0] != n or isinstance(got[0], bool):
             hint = "min_devices(shape, device, batch, prompt_len + gen_len): the cache holds every sequence's prompt AND generated tokens"
             if got[0] == n_prompt != n:
-                hint = "the cache grows while it generates: size it for prompt_len + gen_len tokens, not the prompt alone"
+                hint = ("the cache grows while it generates: size it for prompt_len + gen_len tokens, its length at the end "
+                        "(not the prompt alone, nor the mean context)")
             elif got[0] == n_weights != n:
                 hint = "a replica must hold the KV cache of the whole batch too, not only the weights: min_devices(shape, device, batch, ...)"
             raise CheckFailure(f"n_devices for {where} is", got=got[0], expected=n, hint=hint)
@@ -89,6 +90,7 @@ def check_replica(fn) -> None:
                 })
         pre = prefill_time(shape, dev, P, batch=1, n_devices=n).seconds
         pre_batched = prefill_time(shape, dev, P, batch=b, n_devices=n).seconds
+        pre_one_device = prefill_time(shape, dev, P, batch=1, n_devices=1).seconds
         dec = ref["decode_s"]
         expect_number(got[2], ref["requests_per_s"], what=f"requests_per_s for {where}",
                 hint="one cycle prefills the batch's prompts one by one, then decodes gen_len steps: batch / (batch·prefill_s + gen_len·decode_s)",
@@ -96,6 +98,8 @@ def check_replica(fn) -> None:
                     "count the prefills: a cycle takes batch·prefill_s + gen_len·decode_s": b / (G * dec),
                     "prefill the prompts one after another (prefill_time(..., batch=1)), batch·prefill_s in all": b / (pre_batched + G * dec),
                     "a cycle serves the whole batch: requests_per_s = batch / cycle_s": 1 / (b * pre + G * dec),
+                    "the replica's devices share each prefill too: prefill_time(..., batch=1, n_devices=n_devices)":
+                        b / (b * pre_one_device + G * dec),
                     "the decode steps are shared by the batch: gen_len·decode_s per cycle, not batch·gen_len·decode_s": b / (b * pre + b * G * dec),
                 })
 
@@ -133,7 +137,7 @@ def check_fleet_cost(fn) -> None:
             expect_number(fn(shape, dev, b, load), ref["usd_per_million"], what=f"usd_per_million for {where}",
                     hint="replicas = ceil(requests_per_s / replica's); fleet $/s = replicas x n_devices x price / 3600; divide by generated tokens/s, x 1e6",
                     diagnose={
-                        "you cannot rent a fraction of a replica: replicas = math.ceil(requests_per_s / replica's requests_per_s)": exact / 3600 / (R * G) * 1e6,
+                        "you cannot rent a fraction of a replica: replicas = math.ceil(requests_per_s / replica's requests_per_s), and the tokens are the load's, requests_per_s x gen_len, not what the replicas could serve": exact / 3600 / (R * G) * 1e6,
                         "price the GENERATED tokens (requests_per_s x gen_len), as lesson 09's cost per million tokens does": ref["usd_per_hour"] / 3600 / (R * (P + G)) * 1e6,
                         "a replica is n_devices devices: pay for replicas x n_devices": ref["replicas"] * price / 3600 / (R * G) * 1e6,
                         "the price is per device-HOUR: divide by 3600 to get dollars per second": ref["usd_per_hour"] / (R * G) * 1e6,
@@ -142,6 +146,18 @@ def check_fleet_cost(fn) -> None:
 
 
 # --------------------------------------------------------------------------- the cheapest device
+
+
+def _cheapest_of_largest(options: list[dict]) -> tuple[str, int] | None:
+    """(device, batch) of the cheapest among each device's largest batch that meets the target: a learner's shortcut."""
+    largest = {}
+    for o in options:
+        if o["meets_tpot"] and (o["device"] not in largest or o["batch"] > largest[o["device"]]["batch"]):
+            largest[o["device"]] = o
+    if not largest:
+        return None
+    o = min(largest.values(), key=lambda o: o["usd_per_million"])
+    return o["device"], o["batch"]
 
 
 @register("15.cheapest", points=2, references=("minillm.capstone.best_batch", "minillm.capstone.rank_serving"))
@@ -155,11 +171,13 @@ def check_cheapest(fn) -> None:
         ("llama2-70b", ServingLoad(5, 2048, 512, 0.04), ("h100-sxm", "h200-sxm", "a100-80gb-sxm", "tpu-v5p"), (1, 8, 32, 128)),
         ("llama3-8b", ServingLoad(100, 512, 128, 0.007), ("h100-sxm", "a100-80gb-sxm", "tpu-v6e", "tpu-v4"), (1, 2, 4, 8, 16, 32, 64, 128, 256)),
         ("llama2-13b", ServingLoad(2, 4096, 1024, 0.03), ("a100-80gb-sxm", "h100-sxm", "tpu-v5e"), (1, 16, 256)),
+        # the brief: one B200 replica serves 20 req/s at batch 32, 64 or 128, at the same cost; the first one wins
+        ("llama2-7b", ServingLoad(20, 1024, 256, 0.05), ("a100-80gb-sxm", "h100-sxm", "b200"), (8, 16, 32, 64, 128, 256)),
     ]
     # The TPOT target binds in the first and third cases: the loosely cheapest option is too slow.
     rng = case_rng(147)
     pool = ("h100-sxm", "h200-sxm", "a100-80gb-sxm", "b200", "tpu-v4", "tpu-v5e", "tpu-v5p", "tpu-v6e")
-    while len(cases) < 6:  # drawn loads, device sets and batch lists on which some option meets the target
+    while len(cases) < 7:  # drawn loads, device sets and batch lists on which some option meets the target
         case = (rng.choice(["llama2-7b", "llama3-8b", "llama2-13b", "llama2-70b"]),
                 ServingLoad(rng.randint(1, 100), rng.choice([256, 512, 1024, 2048, 4096]), rng.choice([64, 128, 256, 512, 1024]),
                             round(rng.uniform(0.004, 0.05), 4)),
@@ -179,10 +197,16 @@ def check_cheapest(fn) -> None:
         loose = min(every, key=lambda o: o["usd_per_million"])
         by_price = min(devices, key=lambda d: as_device(d).usd_per_hour)
         picked = next((o for o in every if (o["device"], o["batch"]) == (got[0], got[1])), None)
-        if (got[0], got[1]) == (loose["device"], loose["batch"]):
+        if picked is not None and picked["meets_tpot"] and picked["usd_per_million"] == rows[0]["usd_per_million"]:
+            hint = (f"a tie: {want} costs the same ${picked['usd_per_million']:.4g}/M (whole replicas) and comes first; "
+                    "keep the first cheapest option found (compare with <, not <=)")
+        elif (got[0], got[1]) == (loose["device"], loose["batch"]):
             hint = f"that option's decode step takes {loose['decode_s'] * 1e3:.3g} ms, over the TPOT target: skip options with decode_s > load.tpot_s"
         elif got[0] == by_price and got[0] != want[0]:
             hint = "the cheapest device-hour is not the cheapest token: compare usd_per_million of each device's best batch"
+        elif (got[0], got[1]) == _cheapest_of_largest(every):
+            hint = ("each device's largest batch within the target is not always its cheapest: a bigger batch can need "
+                    "more devices per replica or leave a replica idle; compare every batch of every device")
         elif picked is not None and picked["meets_tpot"] and got[0] == want[0]:
             hint = f"batch {got[1]} costs ${picked['usd_per_million']:.4g}/M; try every batch and keep the cheapest that meets the target"
         raise CheckFailure(f"cheapest for {where} is", got=tuple(got), expected=want, hint=hint)

@@ -24,6 +24,21 @@ def coords_pp_by_tp(rank, tp, dp, pp):
     return rank // tp % pp, (rank // tp) % dp, rank % tp
 
 
+def coords_pp_fastest(rank, tp, dp, pp):
+    """Lets PP vary fastest and TP slowest (the order read backwards)."""
+    return rank % pp, (rank // pp) % dp, rank // (pp * dp)
+
+
+def coords_dp_no_wrap(rank, tp, dp, pp):
+    """Forgets that dp_rank wraps around: dp_rank = rank // tp."""
+    return rank // (tp * dp), rank // tp, rank % tp
+
+
+def coords_tp_before_dp(rank, tp, dp, pp):
+    """Computes the right coordinates but returns (pp_rank, tp_rank, dp_rank)."""
+    return rank // (tp * dp), rank % tp, (rank // tp) % dp
+
+
 # --------------------------------------------------------------------------- bubble
 
 
@@ -44,6 +59,24 @@ def bubble_dp_ignores_tp(n_devices, tp, pp, global_batch, micro_batch):
     dp = n_devices // pp
     m = global_batch // (dp * micro_batch)
     return (pp - 1) / (m + pp - 1)
+
+
+def bubble_forgets_micro_batch_size(n_devices, tp, pp, global_batch, micro_batch):
+    """Counts sequences, not micro-batches: m = global_batch / dp."""
+    m = global_batch // (n_devices // (tp * pp))
+    return (pp - 1) / (m + pp - 1)
+
+
+def bubble_off_by_one(n_devices, tp, pp, global_batch, micro_batch):
+    """Takes the step as m + p slots."""
+    m = global_batch // (n_devices // (tp * pp) * micro_batch)
+    return (pp - 1) / (m + pp)
+
+
+def bubble_percent(n_devices, tp, pp, global_batch, micro_batch):
+    """Returns a percentage."""
+    m = global_batch // (n_devices // (tp * pp) * micro_batch)
+    return 100 * (pp - 1) / (m + pp - 1)
 
 
 # --------------------------------------------------------------------------- activations
@@ -72,6 +105,31 @@ def act_attention_not_split(seq_len, micro_batch, hidden, n_heads, n_layers, tp,
     """Does not divide the attention scores by t."""
     s, b, h, a, t = seq_len, micro_batch, hidden, n_heads, tp
     return min(pp, n_micro) * math.ceil(n_layers / pp) * s * b * h * (10 + 24 / t + 5 * a * s / h)
+
+
+def act_floor_layers(seq_len, micro_batch, hidden, n_heads, n_layers, tp, pp, n_micro):
+    """Rounds the layers per stage down: the lightest stage, not the busiest."""
+    return min(pp, n_micro) * (n_layers // pp) * _per_layer(seq_len, micro_batch, hidden, n_heads, tp)
+
+
+def act_always_pp_in_flight(seq_len, micro_batch, hidden, n_heads, n_layers, tp, pp, n_micro):
+    """Holds pp micro-batches even when the step has fewer."""
+    return pp * math.ceil(n_layers / pp) * _per_layer(seq_len, micro_batch, hidden, n_heads, tp)
+
+
+def act_warmup_only(seq_len, micro_batch, hidden, n_heads, n_layers, tp, pp, n_micro):
+    """Counts the pp - 1 warm-up forwards and forgets the one in flight."""
+    return max(1, min(pp - 1, n_micro)) * math.ceil(n_layers / pp) * _per_layer(seq_len, micro_batch, hidden, n_heads, tp)
+
+
+def act_forgets_micro_batch(seq_len, micro_batch, hidden, n_heads, n_layers, tp, pp, n_micro):
+    """Leaves b out of sbh: one sequence per micro-batch."""
+    return min(pp, n_micro) * math.ceil(n_layers / pp) * _per_layer(seq_len, 1, hidden, n_heads, tp)
+
+
+def act_everything_split(seq_len, micro_batch, hidden, n_heads, n_layers, tp, pp, n_micro):
+    """Divides the whole count by t, the 10 sbh that TP cannot split included."""
+    return min(pp, n_micro) * math.ceil(n_layers / pp) * _per_layer(seq_len, micro_batch, hidden, n_heads, 1) / tp
 
 
 # --------------------------------------------------------------------------- a layout that fits
@@ -103,8 +161,41 @@ def layout_ignores_activations(model, n_devices, device, global_batch, seq_len):
 
 
 MUTANTS = {
-    "14.grid_coords": [coords_dp_fastest, coords_reversed, coords_pp_by_tp],
-    "14.predict_bubble": [bubble_forgets_dp, bubble_relative_to_ideal, bubble_dp_ignores_tp],
-    "14.first_stage_activations": [act_gpipe, act_all_layers, act_one_micro_batch, act_attention_not_split],
+    "14.grid_coords": [coords_dp_fastest, coords_reversed, coords_pp_by_tp, coords_pp_fastest, coords_dp_no_wrap,
+                       coords_tp_before_dp],
+    "14.predict_bubble": [bubble_forgets_dp, bubble_relative_to_ideal, bubble_dp_ignores_tp, bubble_forgets_micro_batch_size,
+                          bubble_off_by_one, bubble_percent],
+    "14.first_stage_activations": [act_gpipe, act_all_layers, act_one_micro_batch, act_attention_not_split, act_floor_layers,
+                                   act_always_pp_in_flight, act_warmup_only, act_forgets_micro_batch, act_everything_split],
     "14.fitting_layout": [layout_pure_dp, layout_tp_across_nodes, layout_wrong_product, layout_ignores_activations],
+}
+
+#: mutant -> a phrase its verdict's hint must contain (tests/test_lesson14_15_hints.py): one
+#: failing case can look like several mistakes, so the checks name the one that explains every case.
+HINTS = {
+    "coords_dp_fastest": "TP varies fastest:",
+    "coords_reversed": "in that order",
+    "coords_pp_by_tp": "whole groups of tp · dp ranks",
+    "coords_pp_fastest": "PP slowest",
+    "coords_dp_no_wrap": "wraps around",
+    "coords_tp_before_dp": "in that order",
+    "bubble_forgets_dp": "each of the dp replicas runs its own pipeline",
+    "bubble_relative_to_ideal": "relative to the ideal time",
+    "bubble_dp_ignores_tp": "n_devices / (tp · pp)",
+    "bubble_forgets_micro_batch_size": "micro-batches of micro_batch sequences",
+    "bubble_off_by_one": "m + pp - 1 slots",
+    "bubble_percent": "not a percentage",
+    "act_gpipe": "that is GPipe",
+    "act_all_layers": "only its own layers",
+    "act_one_micro_batch": "warm-up forwards before its first backward",
+    "act_attention_not_split": "split by heads too",
+    "act_floor_layers": "rounding down",
+    "act_always_pp_in_flight": "only n_micro micro-batches",
+    "act_warmup_only": "plus the one",
+    "act_forgets_micro_batch": "the b in sbh",
+    "act_everything_split": "stays whole",
+    "layout_pure_dp": "split the model further",
+    "layout_tp_across_nodes": "a node has 8 GPUs",
+    "layout_wrong_product": "one place in the grid",
+    "layout_ignores_activations": "the largest term is activations",
 }

@@ -40,6 +40,18 @@ def replica_no_prefill(shape, device, batch, prompt_len, gen_len):
     return _replica(shape, device, batch, prompt_len, gen_len, prefill=False)
 
 
+def replica_prefill_on_one_device(shape, device, batch, prompt_len, gen_len):
+    """Prefills on one device although the replica has several."""
+    n, dec, _ = _replica(shape, device, batch, prompt_len, gen_len)
+    pre = prefill_time(shape, device, prompt_len, batch=1).seconds
+    return n, dec, batch / (batch * pre + gen_len * dec)
+
+
+def replica_cache_at_mean_context(shape, device, batch, prompt_len, gen_len):
+    """Sizes the replica for the mean context instead of the final one."""
+    return _replica(shape, device, batch, prompt_len, gen_len, n=min_devices(shape, device, batch, prompt_len + gen_len // 2))
+
+
 def replica_one_request_per_cycle(shape, device, batch, prompt_len, gen_len):
     """Counts one request per cycle instead of the batch."""
     n, dec, rps = _replica(shape, device, batch, prompt_len, gen_len)
@@ -60,6 +72,13 @@ def _fleet(shape, device, batch, load, *, whole=True, tokens=None, per_replica=T
 def fleet_fractional_replicas(shape, device, batch, load):
     """Rents a fraction of a replica."""
     return _fleet(shape, device, batch, load, whole=False)
+
+
+def fleet_capacity_tokens(shape, device, batch, load):
+    """Divides by the tokens the whole replicas could generate, not those the load asks for."""
+    n, _, rps = _replica(shape, device, batch, load.prompt_len, load.gen_len)
+    replicas = math.ceil(load.requests_per_s / rps)
+    return replicas * n * as_device(device).usd_per_hour / 3600 / (replicas * rps * load.gen_len) * 1e6
 
 
 def fleet_all_tokens(shape, device, batch, load):
@@ -116,6 +135,15 @@ def cheapest_largest_batch(shape, load, devices, batches):
     return best[0], best[1]
 
 
+def cheapest_last_of_a_tie(shape, load, devices, batches):
+    """Keeps the last of equally cheap options (<= instead of <): a bigger batch at the same cost."""
+    best = None
+    for o in _options(shape, load, devices, batches):
+        if o[2] <= load.tpot_s and (best is None or o[3] <= best[3]):
+            best = o
+    return best[0], best[1]
+
+
 def cheapest_most_expensive(shape, load, devices, batches):
     """Sorts the wrong way round."""
     ok = [o for o in _options(shape, load, devices, batches) if o[2] <= load.tpot_s]
@@ -160,25 +188,32 @@ MUTANTS = {
         replica_full_context,
         replica_no_prefill,
         replica_one_request_per_cycle,
+        replica_prefill_on_one_device,
+        replica_cache_at_mean_context,
     ],
-    "15.fleet_cost": [fleet_fractional_replicas, fleet_all_tokens, fleet_one_device_per_replica, fleet_hourly, fleet_per_token],
-    "15.cheapest": [cheapest_ignores_tpot, cheapest_device_hour, cheapest_largest_batch, cheapest_most_expensive],
+    "15.fleet_cost": [fleet_fractional_replicas, fleet_capacity_tokens, fleet_all_tokens, fleet_one_device_per_replica, fleet_hourly, fleet_per_token],
+    "15.cheapest": [cheapest_ignores_tpot, cheapest_last_of_a_tie, cheapest_device_hour, cheapest_largest_batch, cheapest_most_expensive],
     "15.training_budget": [budget_seconds, budget_dp_only, budget_days_times_price, budget_per_device_throughput],
 }
 
-#: mutant -> a phrase its verdict's hint must contain (tests/test_capstone.py).
+#: mutant -> a phrase its verdict's hint must contain (tests/test_lesson14_15_hints.py).
 HINTS = {
     "replica_weights_only": "KV cache of the whole batch",
     "replica_prompt_cache": "prompt_len + gen_len tokens",
     "replica_full_context": "MEAN context",
     "replica_no_prefill": "count the prefills",
     "replica_one_request_per_cycle": "a cycle serves the whole batch",
+    "replica_prefill_on_one_device": "share each prefill too",
+    "replica_cache_at_mean_context": "its length at the end",
     "fleet_fractional_replicas": "fraction of a replica",
+    "fleet_capacity_tokens": "not what the replicas could serve",
     "fleet_all_tokens": "GENERATED tokens",
     "fleet_one_device_per_replica": "replicas x n_devices",
     "fleet_hourly": "per device-HOUR",
     "fleet_per_token": "MILLION",
     "cheapest_ignores_tpot": "over the TPOT target",
+    "cheapest_last_of_a_tie": "a tie:",
+    "cheapest_largest_batch": "largest batch within the target is not always",
     "budget_seconds": "not seconds",
     "budget_dp_only": "not only the data-parallel",
     "budget_days_times_price": "days x 24",
