@@ -13,8 +13,9 @@ A frozen linear layer ``W₀`` [out, in] gets a trainable update ``ΔW = (α/r)�
 - Each adapted matrix adds ``r·(in + out)`` trainable parameters instead of ``in·out``.
 - :meth:`LoRALinear.merge` folds the update into one weight, ``W₀ + (α/r)·B A``: the merged
   model computes the same function with no added latency.
-- ``α/r`` keeps the update's scale steady when r changes; ``alpha`` defaults to ``r``
-  (scale 1).
+- The update is scaled by ``α/r``. Hu et al. (Sec. 4.1) set α to the first r they try and
+  keep it fixed, so that trying another r needs no new learning rate; here ``alpha``
+  defaults to ``r`` (scale 1), and lesson 02's widget lets you set both.
 
 The base layer may be any module with ``in_features``/``out_features`` whose forward maps
 [..., in] to [..., out]; a frozen int4 :class:`~minillm.compress.int4.WeightOnlyLinear`

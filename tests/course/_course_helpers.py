@@ -24,12 +24,19 @@ def solution_params():
     ]
 
 
-def load_mutants() -> dict[str, dict[str, list]]:
-    """{lesson: MUTANTS} from tests/course/mutants/lessonNN.py, loaded by path."""
+def load_mutant_modules() -> dict[str, object]:
+    """{lesson: module} for tests/course/mutants/lessonNN.py, loaded by path. Each module has
+    ``MUTANTS`` ({task: [wrong functions]}) and may have ``HINTS`` ({function name: the phrase
+    its verdict must contain})."""
     out = {}
     for path in sorted(MUTANTS_DIR.glob("lesson[0-9][0-9].py")):
         spec = importlib.util.spec_from_file_location(f"_course_mutants_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
-        out[path.stem[-2:]] = module.MUTANTS
+        out[path.stem[-2:]] = module
     return out
+
+
+def load_mutants() -> dict[str, dict[str, list]]:
+    """{lesson: MUTANTS} from tests/course/mutants/lessonNN.py, loaded by path."""
+    return {lesson: module.MUTANTS for lesson, module in load_mutant_modules().items()}

@@ -168,7 +168,7 @@ MUTANTS = {
 }
 
 #: The phrase each mutant's verdict must contain: the check names the mistake, not a generic fix
-#: (tests/compress/test_lora_distill_hints.py).
+#: (tests/course/test_course_hints.py).
 HINTS = {
     "forward_no_scale": "you left the scale out",
     "forward_r_over_alpha": "not r / alpha",

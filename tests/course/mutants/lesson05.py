@@ -237,7 +237,7 @@ MUTANTS = {
 }
 
 #: The phrase each mutant's verdict must contain: the check names the mistake, not a generic fix
-#: (tests/compress/test_lora_distill_hints.py).
+#: (tests/course/test_course_hints.py).
 HINTS = {
     "soft_times_T": "you multiplied",
     "soft_no_temperature": "without it every T gives the plain softmax",

@@ -169,7 +169,7 @@ MUTANTS = {
     ],
 }
 
-#: mutant -> a phrase its verdict's hint must contain (tests/hardware/test_hw_check_hints.py).
+#: mutant -> a phrase its verdict's hint must contain (tests/course/test_course_hints.py).
 HINTS = {
     "ridge_batch_small_m_approximation": "2M/b holds only while M << K, N",
     "ridge_batch_floor": "round UP",

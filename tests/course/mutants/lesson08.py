@@ -159,7 +159,7 @@ MUTANTS = {
     "08.os_cycles": [os_as_weight_stationary, os_streams_m, os_swapped, os_input_stationary, os_one_fold],
 }
 
-#: mutant -> a phrase its verdict's hint must contain (tests/hardware/test_hw_check_hints.py).
+#: mutant -> a phrase its verdict's hint must contain (tests/course/test_course_hints.py).
 HINTS = {
     "cheapest_strict_deadline": "step_s <= max_step_s (not <)",
     "os_as_weight_stationary": "weight-stationary count",

@@ -266,7 +266,7 @@ MUTANTS = {
     "09.knee_context": [ctx_no_attention_flops, ctx_query_heads, ctx_one_byte, ctx_first_without_knee, ctx_never_none],
 }
 
-#: mutant -> a phrase its verdict's hint must contain (tests/hardware/test_hw_check_hints.py).
+#: mutant -> a phrase its verdict's hint must contain (tests/course/test_course_hints.py).
 HINTS = {
     "ctx_no_attention_flops": "cached tokens cost FLOPs too",
     "ctx_query_heads": "only the K key/value heads",

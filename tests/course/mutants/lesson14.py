@@ -170,7 +170,7 @@ MUTANTS = {
     "14.fitting_layout": [layout_pure_dp, layout_tp_across_nodes, layout_wrong_product, layout_ignores_activations],
 }
 
-#: mutant -> a phrase its verdict's hint must contain (tests/test_lesson14_15_hints.py): one
+#: mutant -> a phrase its verdict's hint must contain (tests/course/test_course_hints.py): one
 #: failing case can look like several mistakes, so the checks name the one that explains every case.
 HINTS = {
     "coords_dp_fastest": "TP varies fastest:",

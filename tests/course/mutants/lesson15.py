@@ -196,7 +196,7 @@ MUTANTS = {
     "15.training_budget": [budget_seconds, budget_dp_only, budget_days_times_price, budget_per_device_throughput],
 }
 
-#: mutant -> a phrase its verdict's hint must contain (tests/test_lesson14_15_hints.py).
+#: mutant -> a phrase its verdict's hint must contain (tests/course/test_course_hints.py).
 HINTS = {
     "replica_weights_only": "KV cache of the whole batch",
     "replica_prompt_cache": "prompt_len + gen_len tokens",
