@@ -424,7 +424,9 @@ def freeze_widget_views(nb: NotebookNode) -> None:
     make it interactive.* Shown: `temperature = 0.8`, …", then what the widget's Output held
     (its plot as image/png, its printed text). No model ids remain, so a rebuild gives the same
     file, and a learner who opens the lesson sees the picture instead of
-    ``interactive(children=…)``. Other widget views are left to ``_drop_widget_views``.
+    ``interactive(children=…)``. A tqdm progress bar's view becomes the text of its final state,
+    without its timings (``_progress_text``), instead of the "0%" it was first drawn with. Other
+    widget views are left to ``_drop_widget_views``.
     """
     states = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
 
@@ -438,6 +440,10 @@ def freeze_widget_views(nb: NotebookNode) -> None:
         for out in cell.outputs:
             view = out.get("data", {}).get(WIDGET_VIEW)
             box = state(view["model_id"]) if view else {}
+            bar = _progress_text(box.get("children", []), states) if view else None
+            if bar is not None:  # a tqdm bar: its last state, not the "0%" it was first shown with
+                frozen.append(nbformat.v4.new_output("display_data", data={"text/plain": bar}))
+                continue
             if "widget-interact" not in box.get("_dom_classes", []):
                 frozen.append(out)
                 continue
@@ -450,6 +456,22 @@ def freeze_widget_views(nb: NotebookNode) -> None:
                 if c.get("_model_name") == "OutputModel":
                     frozen.extend(nbformat.from_dict(o) for o in c.get("outputs", []))
         cell.outputs = frozen
+
+
+def _progress_text(children: list, states: dict) -> str | None:
+    """The final text of a tqdm.auto bar (an HBox of HTML, progress bar, HTML), without its timings
+    ("compress: 100%|██████████| 12/12"), or None if the widgets are not such a bar."""
+    import html
+
+    models = [states.get(ref.removeprefix("IPY_MODEL_"), {}) for ref in children]
+    names = [m.get("model_name") for m in models]
+    if len(models) != 3 or names[0] != "HTMLModel" or names[1] not in ("FloatProgressModel", "IntProgressModel"):
+        return None
+    bar = models[1].get("state", {})
+    n, total = bar.get("value", 0), bar.get("max", 0)
+    left = html.unescape(str(models[0].get("state", {}).get("value", ""))).replace("\u2007", " ")
+    filled = round(10 * n / total) if total else 0
+    return f"{left}|{'█' * filled}{' ' * (10 - filled)}| {int(n)}/{int(total)}"
 
 
 def _drop_widget_views(nb: NotebookNode) -> None:

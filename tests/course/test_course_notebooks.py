@@ -235,3 +235,26 @@ def test_freeze_widget_views_turns_an_interactive_into_a_static_first_state():
     first, second = cell.outputs
     assert "Run the cell to make it interactive." in first.data["text/plain"] and "bits = 4" in first.data["text/plain"]
     assert second.output_type == "stream" and second.text == "error 0.1\n"
+
+
+def test_a_progress_bar_is_stored_in_its_final_state_without_timings():
+    # tqdm.auto in a notebook is an HBox (HTML, progress bar, HTML); its stored text/plain is the
+    # "0%" it was first drawn with. The build stores where it ended instead, without the timings
+    # (so a rebuild gives the same file).
+    import nbformat
+
+    from minillm.course.notebooks import WIDGET_VIEW, freeze_widget_views
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {
+        "box": {"model_name": "HBoxModel", "state": {"children": ["IPY_MODEL_l", "IPY_MODEL_p", "IPY_MODEL_r"]}},
+        "l": {"model_name": "HTMLModel", "state": {"value": "compress:\u2007100%"}},
+        "p": {"model_name": "FloatProgressModel", "state": {"value": 12.0, "max": 12.0}},
+        "r": {"model_name": "HTMLModel", "state": {"value": "\u200712/12\u2007[00:31&lt;00:00,\u20072.6s/it]"}},
+    }}}
+    cell = nbformat.v4.new_code_cell("compress(...)")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={
+        WIDGET_VIEW: {"model_id": "box"}, "text/plain": "compress:   0%|          | 0/12 [00:00<?, ?it/s]"})]
+    nb.cells.append(cell)
+    freeze_widget_views(nb)
+    assert [o.data for o in cell.outputs] == [{"text/plain": "compress: 100%|██████████| 12/12"}]
