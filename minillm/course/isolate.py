@@ -20,9 +20,13 @@ to the main process, which kills them, records an error row for that submission 
 starts a new worker. The JSON and CSV are written after every worker has exited and
 :func:`kill_tree` has found nothing left.
 
+The main process and the workers make their ``/proc`` entries private
+(:func:`hide_from_same_user`): a kernel cannot read their working directory, open files,
+environment or memory there, and their command lines name no file.
+
 What stays visible without ``--sandbox``: the kernel runs as the instructor's user, so it can
-read the instructor's files (the main process's command line in ``/proc``, the ``solutions/``
-folder) and signal the instructor's processes (a worker, the main process). ``--sandbox`` runs
+read the instructor's files by path (the ``solutions/`` folder, earlier gradebooks) and signal
+the instructor's processes (a worker, the main process). ``--sandbox`` runs
 each worker and its kernels under bubblewrap (:func:`sandbox_argv`): their own PID namespace
 (the main process and the other workers are invisible and out of reach), no network, the whole
 file system read-only with ``solutions/`` hidden and a private ``/tmp``.
@@ -39,8 +43,10 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["become_subreaper", "descendants", "kill_tree", "Worker", "sandbox_argv", "sandbox_works", "SandboxError"]
+__all__ = ["become_subreaper", "hide_from_same_user", "descendants", "kill_tree", "Worker", "sandbox_argv",
+           "sandbox_works", "SandboxError"]
 
+_PR_SET_DUMPABLE = 4
 _PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -57,6 +63,27 @@ def become_subreaper() -> bool:
 
         libc = ctypes.CDLL(None, use_errno=True)
         return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def hide_from_same_user() -> bool:
+    """Make this process's ``/proc`` entries private (Linux ``prctl(PR_SET_DUMPABLE, 0)``).
+
+    Another process of the same user, such as a learner's kernel, can then no longer read this
+    process's working directory, open files, environment or memory through ``/proc/<pid>/``
+    (``cwd``, ``fd``, ``environ``, ``mem``: they need ptrace access, which a non-dumpable
+    process refuses). The main process and the workers call it; a kernel is a new program
+    (``execve``), which makes it dumpable again. Its own children and ``/proc/self`` are
+    unaffected. False where it is not possible.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
 

@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from minillm.course.isolate import become_subreaper, kill_tree
+from minillm.course.isolate import become_subreaper, hide_from_same_user, kill_tree
 
 __all__ = ["main"]
 
@@ -28,6 +28,7 @@ def main() -> int:
     os.dup2(null, 0)
     os.dup2(null, 1)
     become_subreaper()
+    hide_from_same_user()  # the kernels it starts cannot read its /proc/<pid>/{cwd,fd,environ,mem}
     from minillm.course import grade as grade_mod
     from minillm.course.checks import tasks
 
@@ -86,6 +87,7 @@ def _grade_now(options: dict) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--main":
+        hide_from_same_user()  # the main process: no kernel may find the output files through its /proc entries
         with os.fdopen(int(sys.argv[2]), "rb") as f:
             opts = json.loads(f.read().decode("utf-8"))
         sys.exit(_grade_now(opts))

@@ -519,3 +519,60 @@ def test_no_process_a_kernel_can_see_names_the_output_files(tmp_path):
         time.sleep(0.2)
     assert proc.wait(timeout=120) == 0 and out.exists()
     assert seen and not any(out.name in c for c in seen), seen
+
+
+def _can_read_cwd_of(hide: bool) -> bool:
+    """Can one process read another's /proc/<pid>/cwd, both running as one ordinary user?
+
+    As root the two children drop to uid/gid 65534 first: root itself may read any process,
+    which is why an instructor should grade as an ordinary user."""
+    import os
+
+    from minillm.course.isolate import hide_from_same_user
+
+    def ordinary_user() -> None:
+        if os.getuid() == 0:
+            os.setgid(65534)
+            os.setuid(65534)
+
+    r, w = os.pipe()
+    target = os.fork()
+    if target == 0:  # the grader's process
+        try:
+            ordinary_user()
+            if hide:
+                hide_from_same_user()
+            else:  # changing uid made it non-dumpable; a process started by that user would not be
+                import ctypes
+
+                ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE, 1
+            os.write(w, b"x")
+            time.sleep(30)
+        finally:
+            os._exit(0)
+    os.read(r, 1)
+    prober = os.fork()
+    if prober == 0:  # a kernel of the same user
+        code = 1
+        try:
+            ordinary_user()
+            os.readlink(f"/proc/{target}/cwd")
+            code = 0
+        except OSError:
+            code = 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(prober, 0)
+    os.kill(target, 9)
+    os.waitpid(target, 0)
+    os.close(r)
+    os.close(w)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl(PR_SET_DUMPABLE) is Linux only")
+def test_the_grader_processes_keep_their_proc_entries_from_a_kernel():
+    # Without the defence a kernel reads the main process's working directory (where the
+    # output files usually are); with it, /proc/<pid>/cwd, fd, environ and mem are refused.
+    assert _can_read_cwd_of(hide=False)
+    assert not _can_read_cwd_of(hide=True)
