@@ -54,17 +54,21 @@ class SandboxError(RuntimeError):
     """``--sandbox`` was asked for but bubblewrap cannot run here."""
 
 
-def become_subreaper() -> bool:
-    """Make this process adopt its orphaned descendants (Linux); False where that is not possible."""
+def _prctl(option: int, value: int) -> bool:
+    """Linux ``prctl(option, value)`` through libc; False where it fails or there is no prctl."""
     if not sys.platform.startswith("linux"):
         return False
     try:
         import ctypes
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        return ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0) == 0
     except (OSError, AttributeError):
         return False
+
+
+def become_subreaper() -> bool:
+    """Make this process adopt its orphaned descendants (Linux); False where that is not possible."""
+    return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
 
 def hide_from_same_user() -> bool:
@@ -77,15 +81,7 @@ def hide_from_same_user() -> bool:
     (``execve``), which makes it dumpable again. Its own children and ``/proc/self`` are
     unaffected. False where it is not possible.
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
+    return _prctl(_PR_SET_DUMPABLE, 0)
 
 
 def _parents() -> dict[int, int]:
