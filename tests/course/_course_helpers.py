@@ -40,3 +40,22 @@ def load_mutant_modules() -> dict[str, object]:
 def load_mutants() -> dict[str, dict[str, list]]:
     """{lesson: MUTANTS} from tests/course/mutants/lessonNN.py, loaded by path."""
     return {lesson: module.MUTANTS for lesson, module in load_mutant_modules().items()}
+
+
+def write_submission(path: Path, notebook: Path, lesson: str, answers: dict[str, str], extra=()) -> None:
+    """Write to ``path`` a copy of ``notebook`` (a release or a solution of ``lesson``) whose answer
+    cells for ``answers`` ({task name: new source}) are replaced and with the ``extra`` cells
+    inserted before the first answer cell: a submission as a learner (or a cheat) hands it in."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    for c in nb.cells:
+        gid = c.metadata.get("nbgrader", {}).get("grade_id", "")
+        for task, src in answers.items():
+            if gid == f"answer-{lesson}_{task}":
+                c.source = src
+    at = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("solution"))
+    for src in extra:
+        nb.cells.insert(at, nbformat.v4.new_code_cell(src))
+    nbformat.write(nb, path)
+

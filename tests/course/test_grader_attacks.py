@@ -16,7 +16,7 @@ import nbformat
 import pytest
 import torch
 
-from _course_helpers import ROOT
+from _course_helpers import ROOT, write_submission
 from minillm.course import grade as grade_mod
 from minillm.course.checks import get_task, grade_check, run_check
 from minillm.course.checks.learner import _Learner, _UsedReference, salted_seeds
@@ -229,16 +229,7 @@ def test_static_scan_passes_every_solution():
 
 
 def _submission(path, answers: dict[str, str], extra: list[str] = ()):
-    nb = nbformat.read(ROOT / "exercises" / f"{STEM}.ipynb", as_version=4)
-    for c in nb.cells:
-        gid = c.metadata.get("nbgrader", {}).get("grade_id", "")
-        for task, src in answers.items():
-            if gid == f"answer-01_{task}":
-                c.source = src
-    at = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("solution"))
-    for src in extra:
-        nb.cells.insert(at, nbformat.v4.new_code_cell(src))
-    nbformat.write(nb, path)
+    write_submission(path, ROOT / "exercises" / f"{STEM}.ipynb", "01", answers, extra)
 
 
 @pytest.mark.slow

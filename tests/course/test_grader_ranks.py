@@ -11,12 +11,11 @@
 
 from __future__ import annotations
 
-import nbformat
 import pytest
 import torch
 
-from _course_helpers import ROOT
-from minillm.course.checks import get_task, grade_check
+from _course_helpers import ROOT, write_submission
+from minillm.course.checks import get_task
 from minillm.course.checks.learner import salted_seeds
 from minillm.course.grade import grade_paths
 from minillm.course.static import scan
@@ -41,16 +40,7 @@ _PATCH_RANDN = (
 
 def _submission(path, lesson: str, answers: dict[str, str], extra: list[str] = ()) -> None:
     """The solution of ``lesson`` with some answers replaced and cells added before the first answer."""
-    nb = nbformat.read(ROOT / "solutions" / f"{STEMS[lesson]}.ipynb", as_version=4)
-    for c in nb.cells:
-        gid = c.metadata.get("nbgrader", {}).get("grade_id", "")
-        for task, src in answers.items():
-            if gid == f"answer-{lesson}_{task}":
-                c.source = src
-    at = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("solution"))
-    for src in extra:
-        nb.cells.insert(at, nbformat.v4.new_code_cell(src))
-    nbformat.write(nb, path)
+    write_submission(path, ROOT / "solutions" / f"{STEMS[lesson]}.ipynb", lesson, answers, extra)
 
 
 def _grade(tmp_path, lesson: str, answers: dict[str, str], extra: list[str] = ()) -> dict[str, tuple[int, int, str, str]]:
