@@ -89,6 +89,7 @@ __all__ = [
     "CheckNotPassed",
     "case_rng",
     "blame_dependencies",
+    "dependency_failure",
 ]
 
 #: Set in the kernel's environment by the grader; check() then also publishes its result as JSON.
@@ -357,6 +358,14 @@ def case_rng(seed: int):
 # --------------------------------------------------------------------------- the runner
 
 
+def dependency_failure(me: str, name: str, dep: str, status: str, message: str) -> CheckFailure:
+    """The verdict on task ``me`` (its function name) whose answer calls ``name``, the learner's
+    function of task ``dep``, when that task did not pass (``status``, ``message``). One wording
+    for the learner's own check and for the grader (:func:`blame_dependencies`)."""
+    state = "is not written yet" if status == NOT_ATTEMPTED else f"fails its own check ({message})"
+    return CheckFailure(f"your {me} calls your {name}, which {state}", hint=f"fix {dep} first, then run this check again")
+
+
 def blame_dependencies(task_id: str, status: str, message: str, uses: Iterable[str],
                        earlier: dict[str, tuple[str, str]]) -> tuple[str, str] | None:
     """While grading: a verdict ``(status, message)`` that blames an earlier task, or None to keep the task's own.
@@ -378,9 +387,7 @@ def blame_dependencies(task_id: str, status: str, message: str, uses: Iterable[s
     deps = [(name, dep) for name, dep in task.depends_on.items() if name in uses]
     for name, dep in deps:
         if dep in earlier and earlier[dep][0] != PASSED:
-            dep_status, dep_message = earlier[dep]
-            state = "is not written yet" if dep_status == NOT_ATTEMPTED else f"fails its own check ({dep_message})"
-            return FAILED, f"your {me} calls your {name}, which {state}; hint: fix {dep} first, then run this check again"
+            return FAILED, dependency_failure(me, name, dep, *earlier[dep]).message
     raised = "your function raised "
     for name, dep in deps:
         if message.startswith(raised) and f"(in {name}, line " in message:

@@ -30,7 +30,7 @@ from typing import Callable
 
 import torch
 
-from minillm.course.checks import CheckFailure, describe, expect_close, register, run_check
+from minillm.course.checks import CheckFailure, dependency_failure, describe, expect_close, register, run_check
 # The rank-code helpers moved to .rankcode; importable from here as before.
 from minillm.course.checks.rankcode import (  # noqa: F401 - re-exported
     CHECK_CLUSTER,
@@ -277,9 +277,7 @@ def _check_dependencies(deps: dict[str, Callable]) -> None:
         task = _DEPENDENCIES[name]
         res = run_check(task, dep)
         if not res.passed:
-            state = "is not written yet" if res.status == "not attempted" else f"fails its own check ({res.message})"
-            raise CheckFailure(f"your ring_all_reduce calls your {name}, which {state}",
-                               hint=f"fix {task} first, then run this check again")
+            raise dependency_failure("ring_all_reduce", name, task, res.status, res.message)
 
 
 @contextlib.contextmanager
