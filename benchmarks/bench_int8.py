@@ -6,7 +6,9 @@ Rows (all ratios measured in this run, on one CPU thread unless said otherwise):
   scale epilogue) as a fraction of the float32 GEMM time at 64x1024 @ 1024x1024;
   target <= 0.15 on any CPU. Measured as t(Int8Linear) - t(its bare GEMM on the same
   int8 operands), both timed in alternation with the float32 layer, so each runs
-  after the other's weights went through the cache, as inside a model;
+  after the other's weights went through the cache, as inside a model. On VNNI/AMX
+  CPUs the layer runs oneDNN's GEMM on its packed weight, which applies the weight
+  scales inside the GEMM; its bare GEMM therefore includes them;
 - Int8Linear / float32 speed-up on one and two threads, in alternation; targets
   >= 4 and >= 3.5 on CPUs with int8 dot-product instructions (VNNI/AMX), a report
   elsewhere (there the GEMM is the exact float32 path: int8 cannot be faster);
@@ -22,7 +24,7 @@ import warnings
 import torch
 from torch import nn
 
-from minillm.compress.int8_gemm import cpu_int8_features
+from minillm.compress.int8_gemm import ONEDNN, cpu_int8_features, onednn_scaled_matmul
 from minillm.compress.int8_linear import Int8Linear
 from minillm.compress.model_quant import quantize_model
 from minillm.compress.quant_core import per_token_int8
@@ -46,9 +48,14 @@ def cpu_note() -> str:
 
 
 def _bare_gemm(layer: Int8Linear, qx: torch.Tensor):
-    """The GEMM alone, on operands prepared in advance, as the layer's forward runs it (the kernel it recorded)."""
+    """The GEMM alone, on operands prepared in advance, as the layer's forward runs it (the kernel it recorded).
+
+    The oneDNN kernel applies the weight scales inside the GEMM, so its bare GEMM includes them.
+    """
+    if layer.kernel == ONEDNN:
+        return lambda: onednn_scaled_matmul(qx, layer._plan[4], layer.w_scale)
     if layer.kernel == "torch._int_mm":
-        return lambda: torch._int_mm(qx, layer._plan[3])
+        return lambda: torch._int_mm(qx, layer._plan[4])
     if layer.kernel.startswith("fp32-exact"):
         codes = qx.float()  # the layer's forward hands its float codes to the GEMM directly
         return lambda: codes @ layer._float_codes()

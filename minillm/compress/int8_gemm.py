@@ -1,7 +1,10 @@
 """Exact int8 GEMM: int8 x int8 -> int32, and the kernels that compute it (lesson 04).
 
 - :func:`int8_matmul`: the public product, exact for every shape;
-- :func:`int8_kernel`: which kernel "auto" picks here; :func:`cpu_int8_features`: what the CPU offers.
+- :func:`int8_kernel`: which kernel "auto" picks here; :func:`cpu_int8_features`: what the CPU offers;
+- :func:`onednn_pack` / :func:`onednn_scaled_matmul`: the same integer GEMM on a weight
+  packed once, with the per-output-channel weight scales applied in the GEMM's epilogue
+  (the fast path of :class:`~minillm.compress.int8_linear.Int8Linear` on CPUs with VNNI/AMX).
 
 The layers built on it (Int8Linear, LLM.int8()) are in int8_linear.py.
 
@@ -35,6 +38,20 @@ use bfloat16). Above K = 1024 the kernel is *not* exact and is never used there:
 On a CPU without int8 dot-product instructions (no VNNI, no AMX) this fp32 path is
 the fastest exact int8 GEMM we have: float32 BLAS is heavily optimised, an int32
 matmul is not (measured about 3x slower) and torch._int_mm far slower still.
+
+Packing and fusing (the oneDNN path). ``torch._int_mm`` takes the weight as a plain
+matrix, so each call reads it in that layout, and its int32 result needs a pass of
+its own to be scaled. Production int8 linear layers instead reorder the weight once
+into the blocked layout the GEMM's inner loop reads, and apply the scales while the
+accumulators are still in registers. PyTorch exposes oneDNN's version of this for its
+x86 quantization flow: ``torch.ops.onednn.qlinear_prepack`` (pack once) and
+``torch.ops.onednn.qlinear_pointwise`` (GEMM + epilogue). With an activation scale of
+1 and the weight's per-channel scales, it returns ``float(acc) · s_w``: the same int32
+accumulation, converted and multiplied once. Integer sums are exact only if the
+kernel neither saturates nor rescales (oneDNN's int8 code for CPUs without VNNI may
+halve the weights to avoid 16-bit overflow), so :func:`onednn_pack` packs only after
+checking, on inputs with extreme values, that the result equals ``torch._int_mm``'s
+bit for bit, and returns None otherwise or where the operators are missing.
 """
 
 from __future__ import annotations
@@ -54,6 +71,9 @@ __all__ = [
     "fp32_matmul_is_ieee",
     "fp32_exact_applies",
     "fp32_exact_max_k",
+    "onednn_pack",
+    "onednn_scaled_matmul",
+    "ONEDNN",
 ]
 
 
@@ -82,6 +102,7 @@ MAX_EXACT_K = (2**31 - 1) // (128 * 128)  # 131071: beyond this even int32 can o
 # within K·2^14 (module docstring, steps 1-3), so K <= 2^24 / 2^14 = 1024 is exact.
 FP32_EXACT_MAX_K = fp32_exact_max_k(8, 8)  # 1024
 FP32_EXACT = f"fp32-exact (K<={FP32_EXACT_MAX_K})"
+ONEDNN = "oneDNN int8 (packed weight, scales fused)"
 KERNELS = ("auto", "torch._int_mm", "fp32-exact", "fallback")
 
 
@@ -267,3 +288,52 @@ def int8_kernel(device: str | torch.device = "cpu", K: int = 32) -> str:
     """
     a = torch.ones(16, K, dtype=torch.int8, device=device)
     return _int8_matmul(a, a.t())[1]
+
+
+# --------------------------------------------------------------------------- packed weights
+
+
+def onednn_scaled_matmul(qx: Tensor, packed: tuple, w_scale: Tensor) -> Tensor:
+    """``float(qx @ W.T) · s_w`` on a weight packed by :func:`onednn_pack`.
+
+    qx [M, K] int8 (contiguous), ``packed`` from ``onednn_pack(W)``, w_scale [N]
+    float32 -> [M, N] float32: the int32 sums, converted and multiplied by the scale
+    of their output channel, inside the GEMM (no check of the arguments: the hot path).
+    """
+    weight, zero_points = packed
+    return torch.ops.onednn.qlinear_pointwise(
+        qx, 1.0, 0, weight, w_scale, zero_points, None, 1.0, 0, torch.float32, "none", [], ""
+    )
+
+
+def onednn_pack(w: Tensor, rows: int = 64) -> tuple | None:
+    """Pack an int8 weight w [N, K] for :func:`onednn_scaled_matmul`, if that is exact here.
+
+    ``rows``: a typical number of input rows M (oneDNN picks its blocking for it; any M
+    works). Returns the packed weight (an opaque tensor: it cannot be saved or copied)
+    with its zero points, or None where the oneDNN operators are missing, fail, or do
+    not reproduce ``torch._int_mm(qx, w.T) * s_w`` bit for bit on probe inputs: every
+    row +127, every row -127, alternating signs, and random codes (module docstring).
+    """
+    if not (isinstance(w, Tensor) and w.dtype == torch.int8 and w.dim() == 2 and w.is_cpu) or 0 in w.shape:
+        return None
+    N, K = w.shape
+    if K > MAX_EXACT_K or not hasattr(torch, "_int_mm"):
+        return None
+    g = torch.Generator().manual_seed(0)
+    signs = torch.where(torch.arange(K) % 2 == 0, 127, -127).to(torch.int8)
+    probe = torch.cat([
+        torch.full((2, K), 127, dtype=torch.int8),
+        torch.full((2, K), -127, dtype=torch.int8),
+        signs.expand(2, K),
+        torch.randint(-127, 128, (max(rows, 1), K), generator=g, dtype=torch.int8),
+    ])
+    scale = torch.rand(N, generator=g) + 0.5
+    try:
+        packed = (torch.ops.onednn.qlinear_prepack(w, [max(rows, 1), K]), torch.zeros(N, dtype=torch.long))
+        for qx in (probe, probe[:1]):  # a wide product and a single row (oneDNN may pick another kernel)
+            if not torch.equal(onednn_scaled_matmul(qx, packed, scale), torch._int_mm(qx, w.t()) * scale):
+                return None
+    except (AttributeError, RuntimeError, TypeError, NotImplementedError):
+        return None
+    return packed

@@ -26,7 +26,15 @@ import math
 import torch
 from torch import Tensor, nn
 
-from minillm.compress.int8_gemm import FP32_EXACT, _int8_matmul, fp32_matmul_is_ieee, int8_matmul
+from minillm.compress.int8_gemm import (
+    FP32_EXACT,
+    ONEDNN,
+    _int8_matmul,
+    fp32_matmul_is_ieee,
+    int8_matmul,
+    onednn_pack,
+    onednn_scaled_matmul,
+)
 from minillm.compress.quant_core import (
     EPS,
     check_float_tensor,
@@ -46,7 +54,7 @@ __all__ = [
     "LLMInt8Linear",
 ]
 
-KERNEL_CHOICES = ("auto", "torch._int_mm", "fp32-exact", "fallback")
+KERNEL_CHOICES = ("auto", "onednn", "torch._int_mm", "fp32-exact", "fallback")
 
 
 # --------------------------------------------------------------------------- functions
@@ -193,8 +201,8 @@ class Int8Linear(Int8WeightLinear):
         super().__init__(in_features, out_features, bias)
         self.activations = check_choice("activations", activations, ("dynamic", "static"))
         self.register_buffer("x_scale", torch.ones(()) if activations == "static" else None)
-        self.kernel_choice = "auto"  # "auto" | "torch._int_mm" | "fp32-exact" | "fallback", see int8_matmul
-        self._plan: tuple | None = None  # set by _gemm once a CPU kernel is known
+        self.kernel_choice = "auto"  # one of KERNEL_CHOICES; see int8_matmul and onednn_pack
+        self._plan: tuple | None = None  # set by _plan_gemm once a CPU kernel is known
         self._codes_f32: tuple | None = None  # (key, float32 codes [in, out]) for the fp32-exact kernel
 
     @classmethod
@@ -232,68 +240,102 @@ class Int8Linear(Int8WeightLinear):
             self._codes_f32 = (key, w.t().float())
         return self._codes_f32[1]
 
-    def _gemm(self, codes: Tensor) -> Tensor:
-        """codes [M, in] (whole numbers in [-127, 127], held in float32) -> the exact sums [M, out]
-        (int32, or float32 on the fp32-exact path).
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave out the caches (oneDNN's packed weight cannot be copied);
+        the copy rebuilds them on its first forward."""
+        state = self.__dict__.copy()
+        state["_plan"] = state["_codes_f32"] = None
+        return state
 
-        The first call (per device and kernel choice) goes through the checked
-        :func:`int8_matmul` dispatch and records the kernel; later CPU calls run it directly.
+    def _plan_gemm(self, qx: Tensor) -> None:
+        """After a checked first call on the CPU, remember how to run the GEMM directly.
+
+        qx [M, in] int8 is that call's input (its M guides oneDNN's blocking). The plan
+        is (kernel_choice, q_weight, its version, kernel name, operand): with "auto" and
+        torch._int_mm, the weight packed for oneDNN where that is exact here (see
+        :func:`onednn_pack`), else torch._int_mm on the transposed view; fp32-exact needs no
+        operand. Changing kernel_choice or q_weight (even in place) makes the next call plan again.
         """
-        plan = self._plan  # (kernel name, kernel_choice, q_weight, its transpose [in, out])
         w = self.q_weight
-        if plan is not None and plan[1] == self.kernel_choice and plan[2] is w and codes.shape[0] > 0 and codes.is_cpu:
-            if plan[0] == "torch._int_mm":
-                return torch._int_mm(codes.to(torch.int8), plan[3])
-            if fp32_matmul_is_ieee():  # FP32_EXACT: exact only with IEEE float32 matmuls
-                return codes @ self._float_codes()
-        qx = codes.to(torch.int8)
-        acc, self.kernel = _int8_matmul(qx, w.t(), self.kernel_choice, out_float=True)
-        cpu_direct = qx.is_cpu and w.is_cpu and self.kernel in ("torch._int_mm", FP32_EXACT)
-        self._plan = (self.kernel, self.kernel_choice, w, w.t()) if cpu_direct else None
-        return acc
+        self._plan = None
+        if not (qx.is_cpu and w.is_cpu) or self.kernel not in ("torch._int_mm", FP32_EXACT):
+            return
+        operand = w.t()
+        if self.kernel == "torch._int_mm" and self.kernel_choice in ("auto", "onednn"):
+            packed = onednn_pack(w, rows=qx.shape[0])
+            if packed is not None:
+                self.kernel, operand = ONEDNN, packed
+            elif self.kernel_choice == "onednn":
+                raise ValueError(
+                    "kernel_choice='onednn': oneDNN's packed int8 GEMM is missing here or not exact "
+                    "on this CPU (it needs VNNI or AMX); use kernel_choice='auto'"
+                )
+        self._plan = (self.kernel_choice, w, w._version, self.kernel, operand)
+
+    def _planned(self, codes: Tensor, w_scale: Tensor) -> Tensor | None:
+        """The planned GEMM times the weight scales: codes [M, in] (whole numbers held in
+        float32) -> float(sums) · s_w [M, out]; None when there is no valid plan."""
+        plan, w = self._plan, self._buffers["q_weight"]
+        if plan is None or plan[0] != self.kernel_choice or plan[1] is not w or plan[2] != w._version:
+            return None
+        if plan[3] is ONEDNN:
+            return onednn_scaled_matmul(codes.to(torch.int8), plan[4], w_scale)
+        if plan[3] == "torch._int_mm":
+            return torch.mul(torch._int_mm(codes.to(torch.int8), plan[4]), w_scale)
+        if fp32_matmul_is_ieee():  # FP32_EXACT: exact only with IEEE float32 matmuls
+            return (codes @ self._float_codes()).mul_(w_scale)
+        return None
 
     def forward(self, x: Tensor) -> Tensor:
         """x: [..., in] float -> [..., out] float32.
 
-        The direct path: once the first call has picked torch._int_mm on the CPU, a float32
-        [M, in] input with dynamic scales goes straight to per-token codes, the GEMM and the
-        epilogue, after checks that cost no pass over x. Everything else (other shapes and
-        dtypes, static scales, other kernels and devices) takes the general path below.
+        The direct path: once a first call on the CPU has planned the GEMM, a float32
+        [M, in] input with dynamic scales goes straight to the per-token codes, the planned
+        GEMM (which applies the weight scales) and one fused multiply-add for the token
+        scales and the bias, after checks that cost no pass over x. Everything else (other
+        shapes and dtypes, static scales, the first call, other devices) takes the general
+        path below, whose first CPU call checks the arguments and picks the kernel.
         """
-        plan, buffers = self._plan, self._buffers  # nn.Module.__getattr__ is slow on a hot path
+        buffers = self._buffers  # nn.Module.__getattr__ is slow on a hot path
         if (
-            plan is not None
-            and plan[0] == "torch._int_mm"
-            and plan[1] == self.kernel_choice
-            and plan[2] is buffers["q_weight"]
-            and self.activations == "dynamic"
-            and isinstance(x, Tensor)
-            and x.dtype == torch.float32
-            and x.dim() == 2
-            and x.shape[1] == self.in_features
-            and x.shape[0] > 0
+            self._plan is not None
+            and type(x) is Tensor
+            and x.dtype is torch.float32
             and x.is_cpu
+            and len(shape := x.shape) == 2
+            and shape[1] == self.in_features
+            and shape[0] > 0
+            and self.activations == "dynamic"
         ):
             codes, sx = per_token_codes(x)
-            return self._epilogue(torch._int_mm(codes.to(torch.int8), plan[3]), sx, buffers)
+            y = self._planned(codes, buffers["w_scale"])
+            if y is not None:
+                return self._add_token_scale(y, sx, buffers["bias"])
         x2 = self._flat_input(x)
         if self.activations == "dynamic":
             codes, sx = per_token_codes(x2)
         else:
             sx = self.x_scale
             codes = round_clamp(x2.detach(), sx, 0, -127, 127)
-        y = self._epilogue(self._gemm(codes), sx, buffers)
+        y = self._planned(codes, buffers["w_scale"]) if codes.shape[0] > 0 and codes.is_cpu else None
+        if y is None:
+            qx = codes.to(torch.int8)
+            acc, self.kernel = _int8_matmul(qx, self.q_weight.t(), self._dispatch_choice(), out_float=True)
+            self._plan_gemm(qx)
+            y = acc.mul_(buffers["w_scale"])
+        y = self._add_token_scale(y, sx, buffers["bias"])
         return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out_features)
 
+    def _dispatch_choice(self) -> str:
+        """The kernel_choice as :func:`int8_matmul` understands it ("onednn" first runs torch._int_mm)."""
+        choice = check_choice("kernel_choice", self.kernel_choice, KERNEL_CHOICES)
+        return "torch._int_mm" if choice == "onednn" else choice
+
     @staticmethod
-    def _epilogue(acc: Tensor, sx: Tensor, buffers: dict) -> Tensor:
-        """y = acc · s_w · s_x + b in two passes: acc [M, out] (int32, or float32 sums scaled in
-        place) times s_w [out] gives the float32 output (int32 * float32 promotes), and
-        addcmul with s_x [M, 1] finishes it in place. (Scaling by the weight's row of scales
-        first measured faster than by the column of token scales: it broadcasts along rows.)"""
-        ws = buffers["w_scale"]
-        y = acc.mul_(ws) if acc.dtype == torch.float32 else torch.mul(acc, ws)
-        bias = buffers["bias"]
+    def _add_token_scale(y: Tensor, sx: Tensor, bias: Tensor | None) -> Tensor:
+        """y · s_x + b, in place: y [M, out] = float(sums) · s_w, s_x [M, 1] (or a scalar
+        tensor), b [out] or None. The epilogue in two roundings, weight scale first:
+        ``(float(acc) · s_w) · s_x + b``, the same on every kernel."""
         return torch.addcmul(bias, y, sx, out=y) if bias is not None else y.mul_(sx)
 
     def extra_repr(self) -> str:

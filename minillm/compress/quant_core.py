@@ -385,12 +385,18 @@ def per_token_codes(x: Tensor) -> tuple[Tensor, Tensor]:
     float layer would give NaN. Rounding has no useful gradient, so x is detached
     (a free view): the in-place steps then also work on inputs that require grad.
     """
-    x = x.detach()
-    # absmax = max(max x, −min x): two reading passes and no |x| copy written out (at
-    # 64 x 1024 that copy cost more than both reductions)
-    hi, lo = x.amax(dim=-1, keepdim=True), x.amin(dim=-1, keepdim=True)
-    scale = torch.maximum(hi, lo.neg_()).div_(127.0).clamp_(min=EPS)
+    if x.requires_grad:  # detach only when needed: even a free view is one more operator call
+        x = x.detach()
+    # Every small step is a separate operator call, and inside a model each one starts with
+    # cold caches (the previous layer's weights went through them), so calls count more than
+    # passes over x: |x| then its row max is two calls, where max x, min x and their
+    # combination took four; and the divisor is a stored 127 (a Python number is wrapped
+    # into a new tensor on every call).
+    scale = x.abs().amax(dim=-1, keepdim=True).div_(_QMAX8).clamp_(min=EPS)
     return torch.mul(x, scale.reciprocal()).round_(), scale
+
+
+_QMAX8 = torch.tensor(127.0)  # the int8 symmetric maximum, as a float32 scalar tensor
 
 
 def quantize_per_token(x: Tensor, bits: int = 8) -> tuple[Tensor, Tensor]:

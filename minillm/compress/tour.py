@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from minillm.compress.int4 import WeightOnlyLinear
-from minillm.compress.int8_gemm import cpu_int8_features, int8_kernel
+from minillm.compress.int8_gemm import cpu_int8_features
 from minillm.compress.int8_linear import Int8Linear
 from minillm.compress.model_quant import quantize_model, size_report
 from minillm.compress.qat import FakeQuantLinear
@@ -141,15 +141,15 @@ def kernel_speed_table(
     ("float32 Linear"); :class:`~minillm.compress.qat.FakeQuantLinear` at 8 bits per
     channel (what QAT runs); :class:`~minillm.compress.int4.WeightOnlyLinear` int4 with
     ``group_size``; :class:`~minillm.compress.int8_linear.Int8Linear` with each exact kernel
-    forced ("fp32-exact", "fallback", "torch._int_mm"; one that cannot run here is left
-    out); and torch's own dynamic int8 ``nn.Linear`` (``torch.ao`` ``quantize_dynamic``,
+    forced ("fp32-exact", "fallback", "torch._int_mm", "onednn"; one that cannot run here,
+    or not exactly, is left out); and torch's own dynamic int8 ``nn.Linear`` (``torch.ao`` ``quantize_dynamic``,
     fbgemm/oneDNN kernels) as a peer. All are timed by :func:`interleaved_best` on
     ``threads`` CPU threads (None: leave torch's setting).
 
     Returns one row per candidate: {name, seconds, speedup (float32 seconds / these
     seconds), verdict ("faster", "slower" or "about as fast": a speed-up within a
     factor 1 + ``tolerance`` of 1; "baseline" for the float32 row), kernel (what ran), auto (True for the Int8Linear
-    row whose kernel ``int8_matmul`` picks by itself for this K)}. The float32 row
+    row whose kernel the layer picks by itself with ``kernel_choice="auto"``)}. The float32 row
     comes first, with speedup 1.
     """
     weight = layer.weight.detach().float()
@@ -164,7 +164,7 @@ def kernel_speed_table(
             WeightOnlyLinear.from_float(weight, bias, 4, group_size), "dequantize + float32 matmul"
         ),
     }
-    for choice in ("fp32-exact", "fallback", "torch._int_mm"):
+    for choice in ("fp32-exact", "fallback", "torch._int_mm", "onednn"):
         q = Int8Linear.from_float(weight, bias)
         q.kernel_choice = choice
         try:
@@ -176,7 +176,9 @@ def kernel_speed_table(
     if ao is not None:
         engine = torch.backends.quantized.engine
         candidates[f"torch.ao dynamic int8 ({engine} engine)"] = (ao, f"torch.ao quantized::linear_dynamic, engine {engine}")
-    auto = int8_kernel(K=weight.shape[1])
+    probe = Int8Linear.from_float(weight, bias)
+    probe(x[:1])
+    auto = probe.kernel  # what the layer picks by itself here
     with num_threads(threads):
         times = interleaved_best({name: (lambda m=m: m(x)) for name, (m, _) in candidates.items()}, rounds)
     base = times["float32 Linear"]

@@ -5,6 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from minillm.compress.int8_gemm import ONEDNN
 from minillm.compress.quantize import (
     Int8Linear,
     LLMInt8Linear,
@@ -23,8 +24,9 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::UserWarning"),
 ]
 
-KERNEL_NAMES = {"torch._int_mm", "fp32-exact (K<=1024)", "fallback (int32 matmul)", "fallback (int32 sum)"}
+KERNEL_NAMES = {"torch._int_mm", "fp32-exact (K<=1024)", "fallback (int32 matmul)", "fallback (int32 sum)", ONEDNN}
 KERNELS = ["auto", "fallback", "fp32-exact"] + (["torch._int_mm"] if hasattr(torch, "_int_mm") else [])
+LAYER_KERNELS = KERNELS + (["onednn"] if hasattr(torch, "_int_mm") else [])  # Int8Linear's kernel_choice
 
 
 def _rand_int8(shape, seed, lo=-128, hi=128):
@@ -167,10 +169,16 @@ def test_int8_linear_matches_its_integer_formula_and_kernels_agree():
     expect = acc * qx.scale.double()[:, None] * qw.scale.double() + b.double()
     # float32 dequantization of exact int32 sums: rounding of s_x·s_w·acc, ~1e-6 relative
     torch.testing.assert_close(y.reshape(10, 24).double(), expect, rtol=1e-5, atol=1e-5)
-    for choice in KERNELS:
+    for choice in LAYER_KERNELS:
         layer.kernel_choice = choice
-        assert torch.equal(layer(x), y)  # exact: same integers, same float epilogue
-        assert layer.kernel == "torch._int_mm" if choice == "torch._int_mm" else layer.kernel in KERNEL_NAMES
+        try:
+            out = layer(x)
+        except ValueError as e:  # oneDNN's packed GEMM is not exact on CPUs without VNNI/AMX
+            assert choice == "onednn" and "VNNI or AMX" in str(e)
+            continue
+        assert torch.equal(out, y)  # exact: same integers, same float epilogue
+        assert layer.kernel == {"torch._int_mm": "torch._int_mm", "onednn": ONEDNN}.get(choice, layer.kernel)
+        assert layer.kernel in KERNEL_NAMES
 
 
 def test_int8_linear_static_uses_calibrated_scale_and_clips():
@@ -265,7 +273,7 @@ def test_per_token_hot_path_equals_the_checked_quantizer():
     assert int(q_fast[4, 7]) == -127 and int(q_fast.abs().max()) == 127
 
 
-@pytest.mark.parametrize("choice", KERNELS)
+@pytest.mark.parametrize("choice", LAYER_KERNELS)
 def test_int8_linear_fast_path_equals_the_checked_first_call(choice):
     torch.manual_seed(6)
     w, b = torch.randn(48, 64), torch.randn(48)
@@ -291,6 +299,56 @@ def test_int8_linear_fast_path_equals_the_checked_first_call(choice):
     sx = x1.abs().amax(-1, keepdim=True) / 127
     expect = torch.round(x1 / sx).sum(-1, keepdim=True) * sx + b
     torch.testing.assert_close(layer(x1), expect, rtol=1e-5, atol=1e-5)  # float32 epilogue rounding
+
+
+def test_onednn_pack_is_exact_or_refused():
+    from minillm.compress.int8_gemm import onednn_pack, onednn_scaled_matmul
+
+    assert onednn_pack(torch.ones(4, 8)) is None  # float, not int8 codes
+    assert onednn_pack(torch.ones(0, 8, dtype=torch.int8)) is None
+    w = _rand_int8((40, 300), 11, lo=-127)
+    packed = onednn_pack(w, rows=16)
+    if packed is None:
+        pytest.skip("oneDNN's packed int8 GEMM is missing or not exact on this CPU")
+    scale = torch.rand(40, generator=torch.Generator().manual_seed(12))
+    for M in (1, 3, 16, 77):  # other row counts than the one it was packed for
+        qx = _rand_int8((M, 300), 13 + M, lo=-127)
+        ref = (qx.long() @ w.long().t()).float() * scale  # exact int64 sums (|sum| < 2^24), one rounding
+        assert torch.equal(onednn_scaled_matmul(qx, packed, scale), ref)
+
+
+def test_int8_linear_refuses_an_inexact_onednn_kernel(monkeypatch):
+    import minillm.compress.int8_gemm as gemm
+
+    halved = gemm.onednn_scaled_matmul
+    # stands in for oneDNN's int8 code on CPUs without VNNI, which may halve the weights: sums that are off
+    monkeypatch.setattr(gemm, "onednn_scaled_matmul", lambda qx, p, s: halved(qx, p, s / 2) * 2 + 1e-3)
+    torch.manual_seed(14)
+    w, x = torch.randn(16, 32), torch.randn(4, 32)
+    layer = Int8Linear.from_float(w)
+    y = layer(x)
+    assert layer.kernel != ONEDNN
+    layer.kernel_choice = "onednn"
+    if hasattr(torch, "_int_mm"):
+        with pytest.raises(ValueError, match="kernel_choice='auto'"):
+            layer(x)
+    layer.kernel_choice = "fallback"
+    assert torch.equal(layer(x), y)
+
+
+def test_int8_linear_copies_and_pickles_after_a_call():
+    import copy
+    import io
+
+    torch.manual_seed(15)
+    layer = Int8Linear.from_float(torch.randn(8, 16), torch.randn(8))
+    x = torch.randn(3, 16)
+    y = layer(x)  # plans the kernel (oneDNN's packed weight cannot be copied or saved)
+    assert torch.equal(copy.deepcopy(layer)(x), y)
+    buf = io.BytesIO()
+    torch.save(layer, buf)
+    buf.seek(0)
+    assert torch.equal(torch.load(buf, weights_only=False)(x), y)
 
 
 def test_cpu_without_int8_instructions_takes_the_exact_float32_path(monkeypatch):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from minillm.compress.int8_gemm import cpu_int8_features, int8_kernel
+from minillm.compress.int8_linear import Int8Linear
 from minillm.compress.tour import (
     kernel_speed_table,
     measure_configs,
@@ -91,8 +92,10 @@ def test_kernel_speed_table_structure():
             assert r["verdict"] == expected
     int8_rows = [r for r in rows if r["name"].startswith("Int8Linear")]
     assert "Int8Linear, fallback" in names  # the int32 fallback runs everywhere
-    # exactly one Int8Linear row is the kernel int8_matmul picks by itself for K = 64
-    assert [r["kernel"] for r in int8_rows if r["auto"]] == [int8_kernel(K=64)]
+    # exactly one Int8Linear row is the kernel the layer picks by itself here
+    auto = Int8Linear.from_float(layer.weight.detach(), layer.bias.detach())
+    auto(x)
+    assert [r["kernel"] for r in int8_rows if r["auto"]] == [auto.kernel]
     assert not any(r["auto"] for r in rows if r not in int8_rows)
     with pytest.raises(ValueError, match=r"\[M, 64\]"):
         kernel_speed_table(layer, torch.randn(4, 32))
