@@ -13,7 +13,11 @@ Rows (all ratios measured in this run, on one CPU thread unless said otherwise):
   >= 4 and >= 3.5 on CPUs with int8 dot-product instructions (VNNI/AMX), a report
   elsewhere (there the GEMM is the exact float32 path: int8 cannot be faster);
 - a 6-layer, 1024-wide GPT with random weights, W8A8 by minillm against torch.ao's
-  dynamic int8 copy: forward latency ratio, target <= 1.0 on VNNI/AMX.
+  dynamic int8 copy: forward latency ratio, target <= 1.0 on VNNI/AMX;
+- on VNNI/AMX, Int8Linear's speed over issue 11's "lean layer" (the same arithmetic in a
+  few plain torch operations around torch._int_mm), in rounds of their own: a peer ratio
+  that travels between machines, where the speed-ups against float32 depend on what each
+  operator call costs on the machine.
 """
 
 from __future__ import annotations
@@ -62,6 +66,52 @@ def _bare_gemm(layer: Int8Linear, qx: torch.Tensor):
     raise RuntimeError(f"no direct GEMM for kernel {layer.kernel}")
 
 
+def _layers(kernel_choice: str = "auto") -> tuple[Linear, Int8Linear, torch.Tensor]:
+    """The float32 layer [N, K], its Int8Linear (first call done: kernel picked) and x [M, K]."""
+    g = torch.Generator().manual_seed(0)
+    fp = Linear(K, N)
+    with torch.no_grad():
+        fp.weight.copy_(torch.randn(N, K, generator=g) * 0.02)
+    q = Int8Linear.from_float(fp.weight, fp.bias)
+    q.kernel_choice = kernel_choice
+    x = torch.randn(M, K, generator=g)
+    q(x)
+    return fp, q, x
+
+
+def _lean_layer(layer: Int8Linear, x: torch.Tensor):
+    """Issue 11's reference "lean layer" in plain torch operations: per-token quantization,
+    torch._int_mm on the layer's int8 weight, the scale epilogue in one line."""
+    wt, ws, b = layer.q_weight.t(), layer.w_scale, layer.bias
+
+    def lean():
+        s = x.abs().amax(dim=1, keepdim=True) / 127
+        return torch._int_mm((x / s).round().to(torch.int8), wt) * (s * ws) + b
+
+    return lean
+
+
+@torch.no_grad()
+def versus_lean(rounds: int = 50, repeats: int = 3, threads: int = 1) -> dict:
+    """Int8Linear against :func:`_lean_layer`, each called after the float32 layer, in the same rounds.
+
+    A peer ratio: the speed-ups against float32 depend on what each operator call costs on
+    a machine, this one much less. Returns {"fp32", "int8", "lean" (median best seconds),
+    "ratio" (lean / int8 seconds: Int8Linear's speed over the lean layer's)}. Its own rounds,
+    because the lean layer's weight adds cache traffic that would slow the rows above.
+    """
+    fp, q, x = _layers()
+    fns = {"fp32": lambda: fp(x), "int8": lambda: q(x), "fp32 again": lambda: fp(x), "lean": _lean_layer(q, x)}
+    runs = []
+    with num_threads(threads):
+        for _ in range(repeats):
+            t = interleaved_best(fns, rounds)
+            t["fp32"] = min(t["fp32"], t.pop("fp32 again"))
+            runs.append(t)
+    med = {k: statistics.median(r[k] for r in runs) for k in ("fp32", "int8", "lean")}
+    return {**med, "ratio": med["lean"] / med["int8"]}
+
+
 @torch.no_grad()
 def gemm_overhead(rounds: int = 50, repeats: int = 3, threads: int = 1, kernel_choice: str = "auto") -> dict:
     """Seconds of the float32 layer, Int8Linear and its bare GEMM at M x K @ K x N, in alternation.
@@ -72,14 +122,7 @@ def gemm_overhead(rounds: int = 50, repeats: int = 3, threads: int = 1, kernel_c
     (max/min of the per-run overheads), "kernel"}. ``kernel_choice="fp32-exact"`` measures
     the path a CPU without VNNI/AMX takes, on any CPU.
     """
-    g = torch.Generator().manual_seed(0)
-    fp = Linear(K, N)
-    with torch.no_grad():
-        fp.weight.copy_(torch.randn(N, K, generator=g) * 0.02)
-    q = Int8Linear.from_float(fp.weight, fp.bias)
-    q.kernel_choice = kernel_choice
-    x = torch.randn(M, K, generator=g)
-    q(x)  # the first call picks and records the kernel
+    fp, q, x = _layers(kernel_choice)
     qx, _ = per_token_int8(x)
     fns = {"fp32": lambda: fp(x), "int8": lambda: q(x), "fp32 again": lambda: fp(x), "gemm": _bare_gemm(q, qx)}
     runs = []
@@ -138,6 +181,7 @@ def run(quick: bool = False) -> list[dict]:
     two = gemm_overhead(rounds=20 if quick else 50, repeats=1 if quick else 3, threads=2)
     exact = gemm_overhead(rounds=20 if quick else 50, repeats=1 if quick else 3, kernel_choice="fp32-exact")
     wide = wide_model_vs_torch_ao(rounds=3 if quick else 10)
+    peer = [versus_lean(rounds=20 if quick else 50, repeats=1 if quick else 3, threads=t) for t in (1, 2)] if dot else []
     kernel_note = f"kernel {one['kernel']}; {cpu_note()}"
     return [
         {
@@ -179,6 +223,18 @@ def run(quick: bool = False) -> list[dict]:
             "note": f"batch 2x128; ours {1e3 * wide['ours']:.1f} ms ({wide['kernel']}), "
             f"torch.ao {1e3 * wide['ao']:.1f} ms ({torch.backends.quantized.engine}); {cpu_note()}",
         },
+        *[
+            {
+                "name": f"Int8Linear speed / a lean plain-torch int8 layer's, in alternation, {t} thread{'s' * (t > 1)} (peer)",
+                "value": p["ratio"],
+                "target": "report",
+                "passed": None,
+                "note": f"in these rounds Int8Linear {p['fp32'] / p['int8']:.2f}x and the lean layer "
+                f"{p['fp32'] / p['lean']:.2f}x the float32 speed; the lean layer is issue 11's reference "
+                "(per-token quantization, torch._int_mm, the scale epilogue in one line)",
+            }
+            for t, p in zip((1, 2), peer)
+        ],
     ]
 
 

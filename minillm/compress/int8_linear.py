@@ -186,15 +186,18 @@ class Int8Linear(Int8WeightLinear):
     scales factor out of the dot product, ``y = s_x[m] · s_w[n] · (qx @ qw.T)[m, n] + b``
     (Jacob et al. 2018, Eq. 4; LLM.int8() Sec. 3.1). Float in, float out, so it can
     replace a :class:`minillm.model.Linear` anywhere. ``kernel`` names the GEMM that
-    ran in the last forward ("torch._int_mm", "fp32-exact (K<=1024)" or an int32
-    fallback; every one gives the same exact integers, see :func:`int8_matmul`);
-    ``kernel_choice`` forces one ("auto" picks by device, CPU features and K).
+    ran in the last forward (ONEDNN, "torch._int_mm", "fp32-exact (K<=1024)" or an
+    int32 fallback; every one gives the same exact integers, see :func:`int8_matmul`
+    and :func:`onednn_pack`); ``kernel_choice`` forces one ("auto" picks by device,
+    CPU features and K, and on CPUs with VNNI/AMX oneDNN's GEMM on a packed weight
+    wherever it is exact).
 
-    Memory on the fp32-exact path: a CPU without int8 dot-product instructions runs
-    the integer codes through a float32 GEMM, and converting the int8 weight to
-    float32 on every call would cost about a fifth of the GEMM itself (1024 x 1024).
-    The layer therefore keeps a float32 copy of the codes, built on first use, outside
-    the state dict: the stored model stays int8, the running one is not smaller there.
+    Memory beyond the stored int8 weight, built on first use, outside the state dict
+    (the saved model stays int8): on the oneDNN path the packed weight, one more byte
+    per weight; on the fp32-exact path (CPUs without int8 dot-product instructions run
+    the integer codes through a float32 GEMM) a float32 copy of the codes, because
+    converting the int8 weight on every call would cost about a fifth of the GEMM
+    itself (1024 x 1024): there the running model is not smaller than float32.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, activations: str = "dynamic") -> None:
