@@ -91,6 +91,17 @@ def _lean_layer(layer: Int8Linear, x: torch.Tensor):
     return lean
 
 
+def _alternated(fns: dict, rounds: int, repeats: int) -> list[dict]:
+    """``repeats`` runs of :func:`interleaved_best` over fns, whose order puts "fp32" (and
+    "fp32 again") before each int8 candidate; each run's "fp32" is the faster of the two."""
+    runs = []
+    for _ in range(repeats):
+        t = interleaved_best(fns, rounds)
+        t["fp32"] = min(t["fp32"], t.pop("fp32 again"))
+        runs.append(t)
+    return runs
+
+
 @torch.no_grad()
 def versus_lean(rounds: int = 50, repeats: int = 3, threads: int = 1) -> dict:
     """Int8Linear against :func:`_lean_layer`, each called after the float32 layer, in the same rounds.
@@ -102,12 +113,8 @@ def versus_lean(rounds: int = 50, repeats: int = 3, threads: int = 1) -> dict:
     """
     fp, q, x = _layers()
     fns = {"fp32": lambda: fp(x), "int8": lambda: q(x), "fp32 again": lambda: fp(x), "lean": _lean_layer(q, x)}
-    runs = []
     with num_threads(threads):
-        for _ in range(repeats):
-            t = interleaved_best(fns, rounds)
-            t["fp32"] = min(t["fp32"], t.pop("fp32 again"))
-            runs.append(t)
+        runs = _alternated(fns, rounds, repeats)
     med = {k: statistics.median(r[k] for r in runs) for k in ("fp32", "int8", "lean")}
     return {**med, "ratio": med["lean"] / med["int8"]}
 
@@ -125,12 +132,8 @@ def gemm_overhead(rounds: int = 50, repeats: int = 3, threads: int = 1, kernel_c
     fp, q, x = _layers(kernel_choice)
     qx, _ = per_token_int8(x)
     fns = {"fp32": lambda: fp(x), "int8": lambda: q(x), "fp32 again": lambda: fp(x), "gemm": _bare_gemm(q, qx)}
-    runs = []
     with num_threads(threads):
-        for _ in range(repeats):
-            t = interleaved_best(fns, rounds)
-            t["fp32"] = min(t["fp32"], t.pop("fp32 again"))
-            runs.append(t)
+        runs = _alternated(fns, rounds, repeats)
         # back to back: each function alone, its operands hot in cache (the optimistic figure)
         hot = {name: best_time(fn, rounds) for name, fn in fns.items() if name != "fp32 again"}
     med = {k: statistics.median(r[k] for r in runs) for k in ("fp32", "int8", "gemm")}
