@@ -261,6 +261,8 @@ class Int8Linear(Int8WeightLinear):
         """
         w = self.q_weight
         self._plan = None
+        if self.kernel_choice == "onednn" and not (qx.is_cpu and w.is_cpu):
+            raise ValueError(f"kernel_choice='onednn' runs on the CPU only (this layer is on {w.device}); use 'auto'")
         if not (qx.is_cpu and w.is_cpu) or self.kernel not in ("torch._int_mm", FP32_EXACT):
             return
         operand = w.t()
