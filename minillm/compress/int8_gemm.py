@@ -301,9 +301,13 @@ def onednn_scaled_matmul(qx: Tensor, packed: tuple, w_scale: Tensor) -> Tensor:
     of their output channel, inside the GEMM (no check of the arguments: the hot path).
     """
     weight, zero_points = packed
-    return torch.ops.onednn.qlinear_pointwise(
-        qx, 1.0, 0, weight, w_scale, zero_points, None, 1.0, 0, torch.float32, "none", [], ""
-    )
+    return _qlinear()(qx, 1.0, 0, weight, w_scale, zero_points, None, 1.0, 0, torch.float32, "none", [], "")
+
+
+@functools.lru_cache(maxsize=1)
+def _qlinear():
+    """oneDNN's int8 linear, its one overload resolved once (an AttributeError where torch lacks it)."""
+    return torch.ops.onednn.qlinear_pointwise.default
 
 
 def onednn_pack(w: Tensor, rows: int = 64) -> tuple | None:
