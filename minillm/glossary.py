@@ -47,6 +47,7 @@ TERMS: tuple[Term, ...] = (
     Term("calibration", "校准", "running sample data through a model to choose quantization ranges", 4),
     Term("outlier", "离群值", "a rare activation far larger than the rest, which ruins a shared scale", 4),
     Term("quantization-aware training (QAT)", "量化感知训练", "training with simulated rounding so the model learns to tolerate it", 4),
+    Term("weight prepacking, fused epilogue", "权重预打包，融合后处理（epilogue）", "reordering a weight once into the layout a GEMM kernel reads, and applying scales and bias inside the kernel instead of in extra passes", 4),
     Term("knowledge distillation", "知识蒸馏", "training a small student to match a large teacher's output distribution", 5),
     Term("teacher model, student model", "教师模型，学生模型", "the large model that teaches and the small one that learns", 5),
     Term("temperature, soft targets", "温度，软目标", "dividing logits by T > 1 flattens the teacher's distribution and reveals its dark knowledge", 5),
