@@ -265,7 +265,7 @@ class Int8Linear(Int8WeightLinear):
             raise ValueError(f"kernel_choice='onednn' runs on the CPU only (this layer is on {w.device}); use 'auto'")
         if not (qx.is_cpu and w.is_cpu) or self.kernel not in ("torch._int_mm", FP32_EXACT):
             return
-        operand = w.t()
+        operand = w.t() if self.kernel == "torch._int_mm" else None  # fp32-exact reads _float_codes()
         if self.kernel == "torch._int_mm" and self.kernel_choice in ("auto", "onednn"):
             packed = onednn_pack(w, rows=qx.shape[0])
             if packed is not None:

@@ -71,6 +71,7 @@ SCHEMES = ("symmetric", "affine")
 GRANULARITIES = ("tensor", "channel", "group")
 # torch's observers clamp the scale at float32 eps (torch/ao/quantization/observer.py).
 EPS = torch.finfo(torch.float32).eps
+_QMAX8 = torch.tensor(127.0)  # the int8 symmetric maximum as a float32 tensor, for the hot path
 
 
 # --------------------------------------------------------------------------- checks
@@ -394,9 +395,6 @@ def per_token_codes(x: Tensor) -> tuple[Tensor, Tensor]:
     # into a new tensor on every call).
     scale = x.abs().amax(dim=-1, keepdim=True).div_(_QMAX8).clamp_(min=EPS)
     return torch.mul(x, scale.reciprocal()).round_(), scale
-
-
-_QMAX8 = torch.tensor(127.0)  # the int8 symmetric maximum, as a float32 scalar tensor
 
 
 def quantize_per_token(x: Tensor, bits: int = 8) -> tuple[Tensor, Tensor]:
